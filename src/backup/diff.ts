@@ -1,0 +1,73 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { MemoryRecord } from '../record.js';
+import { compareIds } from './format.js';
+
+/** How one user differs between two sides. */
+export interface UserChange {
+  user_id: string;
+  /** Top-level fields whose values differ (history and flags are detailed below). */
+  fields: string[];
+  history?: { from: number; to: number };
+  flags?: { added: string[]; removed: string[]; changed: string[] };
+}
+
+export interface DiffResult {
+  added: string[];
+  removed: string[];
+  changed: UserChange[];
+  unchanged: number;
+}
+
+function compareRecords(a: MemoryRecord, b: MemoryRecord): UserChange | null {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  const fields: string[] = [];
+  for (const k of keys) if (!isDeepStrictEqual(a[k], b[k])) fields.push(k);
+  if (fields.length === 0) return null;
+  const change: UserChange = { user_id: a.user_id, fields: fields.sort() };
+  if (fields.includes('history')) change.history = { from: a.history.length, to: b.history.length };
+  if (fields.includes('flags')) {
+    const fa = a.flags;
+    const fb = b.flags;
+    change.flags = {
+      added: Object.keys(fb).filter((k) => !(k in fa)).sort(),
+      removed: Object.keys(fa).filter((k) => !(k in fb)).sort(),
+      changed: Object.keys(fa).filter((k) => k in fb && !isDeepStrictEqual(fa[k], fb[k])).sort(),
+    };
+  }
+  return change;
+}
+
+/**
+ * Diffs two record streams, both in user id order (merge join: constant memory apart from the result).
+ * "added" are users only in `b`, "removed" only in `a`.
+ */
+export async function diffRecords(
+  a: AsyncIterable<MemoryRecord>,
+  b: AsyncIterable<MemoryRecord>,
+  onProgress?: (users: number) => void,
+): Promise<DiffResult> {
+  const result: DiffResult = { added: [], removed: [], changed: [], unchanged: 0 };
+  const ia = a[Symbol.asyncIterator]();
+  const ib = b[Symbol.asyncIterator]();
+  let ra = await ia.next();
+  let rb = await ib.next();
+  let seen = 0;
+  while (!ra.done || !rb.done) {
+    if (onProgress && ++seen % 1000 === 0) onProgress(seen);
+    const cmp = ra.done ? 1 : rb.done ? -1 : compareIds(ra.value.user_id, rb.value.user_id);
+    if (cmp < 0 && !ra.done) {
+      result.removed.push(ra.value.user_id);
+      ra = await ia.next();
+    } else if (cmp > 0 && !rb.done) {
+      result.added.push(rb.value.user_id);
+      rb = await ib.next();
+    } else if (!ra.done && !rb.done) {
+      const change = compareRecords(ra.value, rb.value);
+      if (change) result.changed.push(change);
+      else result.unchanged++;
+      ra = await ia.next();
+      rb = await ib.next();
+    }
+  }
+  return result;
+}

@@ -1,0 +1,321 @@
+import { BackupError, ConfigError } from '../errors.js';
+
+/**
+ * Which backups to keep, with the semantics of `restic forget`.
+ *
+ * Counts: a positive number keeps that many periods, `-1` keeps every period,
+ * `0` or `undefined` turns the rule off. Durations use restic's syntax
+ * (`1y2m3d4h`, `7d`, `36h`) and are measured back from the newest backup,
+ * never from the current time. Rules are ORed: a backup is kept if any rule
+ * keeps it.
+ */
+export interface RetentionPolicy {
+  /** Keep the N newest backups. */
+  last?: number;
+  /** Keep the newest backup of each of the N newest hours that have one. */
+  hourly?: number;
+  /** Keep the newest backup of each of the N newest days that have one. */
+  daily?: number;
+  /** Keep the newest backup of each of the N newest ISO weeks that have one. */
+  weekly?: number;
+  /** Keep the newest backup of each of the N newest months that have one. */
+  monthly?: number;
+  /** Keep the newest backup of each of the N newest years that have one. */
+  yearly?: number;
+  /** Keep every backup made within this duration of the newest backup. */
+  within?: string;
+  /** Keep the newest backup of each hour within this duration of the newest backup. */
+  withinHourly?: string;
+  /** Keep the newest backup of each day within this duration of the newest backup. */
+  withinDaily?: string;
+  /** Keep the newest backup of each ISO week within this duration of the newest backup. */
+  withinWeekly?: string;
+  /** Keep the newest backup of each month within this duration of the newest backup. */
+  withinMonthly?: string;
+  /** Keep the newest backup of each year within this duration of the newest backup. */
+  withinYearly?: string;
+}
+
+/**
+ * The outcome of {@link planRetention}. Both lists are ordered newest first and
+ * every input backup appears in exactly one of them.
+ */
+export interface RetentionPlan {
+  keep: { id: string; reasons: string[] }[];
+  remove: { id: string }[];
+}
+
+/** A calendar duration as restic understands it; all fields are non-negative integers. */
+export interface RetentionDuration {
+  years: number;
+  months: number;
+  days: number;
+  hours: number;
+}
+
+type Period = (d: Date, index: number) => string;
+
+interface CountRule {
+  count: number;
+  period: Period;
+  reason: string;
+}
+
+interface WithinRule {
+  duration: RetentionDuration;
+  period: Period;
+  reason: string;
+}
+
+interface NormalizedPolicy {
+  counts: CountRule[];
+  within: RetentionDuration | undefined;
+  withinRules: WithinRule[];
+}
+
+const COUNT_KEYS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+const WITHIN_KEYS = ['withinHourly', 'withinDaily', 'withinWeekly', 'withinMonthly', 'withinYearly'] as const;
+
+const pad2 = (n: number): string => String(n).padStart(2, '0');
+
+const byYear: Period = (d) => String(d.getUTCFullYear());
+const byMonth: Period = (d) => `${byYear(d, 0)}-${pad2(d.getUTCMonth() + 1)}`;
+const byDay: Period = (d) => `${byMonth(d, 0)}-${pad2(d.getUTCDate())}`;
+const byHour: Period = (d) => `${byDay(d, 0)}T${pad2(d.getUTCHours())}`;
+// Every backup is its own period, so `last` keeps the N newest regardless of time.
+const byIndex: Period = (_d, index) => `#${index}`;
+
+const DAY_MS = 86_400_000;
+
+const byIsoWeek: Period = (d) => {
+  // The ISO week belongs to the year that holds its Thursday, which is why
+  // 2025-12-29 is 2026-W01 and 2021-01-03 is 2020-W53.
+  const midnight = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
+  const mondayBased = (d.getUTCDay() + 6) % 7;
+  const thursday = new Date(midnight + (3 - mondayBased) * DAY_MS);
+  const isoYear = thursday.getUTCFullYear();
+  const jan1 = new Date(0);
+  jan1.setUTCFullYear(isoYear, 0, 1);
+  const week = 1 + Math.floor((thursday.getTime() - jan1.getTime()) / DAY_MS / 7);
+  return `${isoYear}-W${pad2(week)}`;
+};
+
+const PERIODS: Record<(typeof COUNT_KEYS)[number], { period: Period; name: string }> = {
+  last: { period: byIndex, name: 'last' },
+  hourly: { period: byHour, name: 'hourly' },
+  daily: { period: byDay, name: 'daily' },
+  weekly: { period: byIsoWeek, name: 'weekly' },
+  monthly: { period: byMonth, name: 'monthly' },
+  yearly: { period: byYear, name: 'yearly' },
+};
+
+const WITHIN_PERIODS: Record<(typeof WITHIN_KEYS)[number], { period: Period; name: string }> = {
+  withinHourly: { period: byHour, name: 'hourly' },
+  withinDaily: { period: byDay, name: 'daily' },
+  withinWeekly: { period: byIsoWeek, name: 'weekly' },
+  withinMonthly: { period: byMonth, name: 'monthly' },
+  withinYearly: { period: byYear, name: 'yearly' },
+};
+
+function policyError(message: string): ConfigError {
+  return new ConfigError('E_RETENTION_POLICY', message);
+}
+
+/**
+ * Parses a restic duration such as `1y2m3d4h`, `7d` or `36h`: one or more
+ * `<number><unit>` pairs with units `y` (years), `m` (months), `d` (days) and
+ * `h` (hours), in any order, each unit at most once.
+ *
+ * @throws ConfigError `E_RETENTION_POLICY` for anything else, including the
+ *   empty string, negative numbers and repeated units.
+ */
+export function parseDuration(s: string): RetentionDuration {
+  const input = s.trim();
+  const fail = (why: string): ConfigError => policyError(`invalid duration "${s}": ${why}`);
+  if (input === '') throw fail('it is empty; expected e.g. "7d" or "1y2m3d4h"');
+  const result: RetentionDuration = { years: 0, months: 0, days: 0, hours: 0 };
+  const seen = new Set<string>();
+  const units: Record<string, keyof RetentionDuration> = { y: 'years', m: 'months', d: 'days', h: 'hours' };
+  let rest = input;
+  while (rest !== '') {
+    const match = /^(\d+)([\s\S]?)/.exec(rest);
+    if (match === null) {
+      // restic accepts "-1d", but a negative window reaches past the newest backup and keeps nothing.
+      throw fail(rest.startsWith('-') ? 'negative numbers are not allowed' : `expected a number at "${rest}"`);
+    }
+    const digits = match[1] ?? '';
+    const unit = match[2] ?? '';
+    if (unit === '') throw fail(`no unit after number ${digits}; use y, m, d or h`);
+    const field = Object.hasOwn(units, unit) ? units[unit] : undefined;
+    if (field === undefined) throw fail(`unknown unit "${unit}" after number ${digits}; use y, m, d or h`);
+    // restic silently lets the last repetition win; refusing is less surprising.
+    if (seen.has(unit)) throw fail(`unit "${unit}" appears more than once`);
+    seen.add(unit);
+    const value = Number(digits);
+    if (!Number.isSafeInteger(value)) throw fail(`number ${digits} is too large`);
+    result[field] = value;
+    rest = rest.slice(digits.length + 1);
+  }
+  return result;
+}
+
+function isZero(d: RetentionDuration): boolean {
+  return d.years === 0 && d.months === 0 && d.days === 0 && d.hours === 0;
+}
+
+// Canonical form, as restic prints it in reasons: "0y7d" and "7d" both read "7d".
+function formatDuration(d: RetentionDuration): string {
+  const parts: [number, string][] = [
+    [d.years, 'y'],
+    [d.months, 'm'],
+    [d.days, 'd'],
+    [d.hours, 'h'],
+  ];
+  return parts
+    .filter(([n]) => n !== 0)
+    .map(([n, unit]) => `${n}${unit}`)
+    .join('');
+}
+
+function normalizePolicy(p: RetentionPolicy): NormalizedPolicy {
+  const counts: CountRule[] = [];
+  for (const key of COUNT_KEYS) {
+    const count = p[key];
+    if (count === undefined || count === 0) continue;
+    if (!Number.isInteger(count) || count < -1) {
+      throw policyError(`${key} must be a non-negative integer or -1 (unlimited), got ${String(count)}`);
+    }
+    const { period, name } = PERIODS[key];
+    counts.push({ count, period, reason: `${name} backup` });
+  }
+
+  const parseField = (key: 'within' | (typeof WITHIN_KEYS)[number]): RetentionDuration | undefined => {
+    const raw = p[key];
+    if (raw === undefined) return undefined;
+    const parsed = parseDuration(raw);
+    // A zero window is the same as an unset one, as in restic.
+    return isZero(parsed) ? undefined : parsed;
+  };
+
+  const within = parseField('within');
+  const withinRules: WithinRule[] = [];
+  for (const key of WITHIN_KEYS) {
+    const duration = parseField(key);
+    if (duration === undefined) continue;
+    const { period, name } = WITHIN_PERIODS[key];
+    withinRules.push({ duration, period, reason: `${name} within ${formatDuration(duration)}` });
+  }
+  return { counts, within, withinRules };
+}
+
+function isEmptyNormalized(n: NormalizedPolicy): boolean {
+  return n.counts.length === 0 && n.within === undefined && n.withinRules.length === 0;
+}
+
+/**
+ * True when no rule is active: every count is 0 or unset and every duration is
+ * unset or zero. {@link planRetention} keeps everything under such a policy.
+ *
+ * @throws ConfigError `E_RETENTION_POLICY` if the policy is invalid.
+ */
+export function isEmptyPolicy(p: RetentionPolicy): boolean {
+  return isEmptyNormalized(normalizePolicy(p));
+}
+
+// Mirrors Go's time.AddDate with negated fields: year, month and day are
+// applied in one step and then normalized, so Mar 31 minus 1 month is Mar 3
+// (Mar 2 in leap years). Hours are an exact duration afterwards.
+function subtractDuration(from: Date, d: RetentionDuration): number {
+  const t = new Date(from.getTime());
+  t.setUTCFullYear(t.getUTCFullYear() - d.years, t.getUTCMonth() - d.months, t.getUTCDate() - d.days);
+  // A window reaching before the earliest representable Date covers all history.
+  if (Number.isNaN(t.getTime())) return Number.NEGATIVE_INFINITY;
+  return t.getTime() - d.hours * 3_600_000;
+}
+
+/**
+ * Decides which backups to keep and which to remove, following `restic forget`:
+ *
+ * - backups are ordered newest first (equal times: higher id first);
+ * - each count rule keeps the newest backup of each of its N newest periods
+ *   (UTC hour, day, ISO week, month, year; `last` treats every backup as its own period);
+ * - a count rule that is unlimited or not used up by the time the walk reaches
+ *   the oldest backup keeps that one too (reason prefixed with "oldest" when
+ *   it shares a period with a newer kept backup);
+ * - `within` keeps every backup strictly newer than the newest backup minus
+ *   the duration; `withinHourly` etc. keep the newest backup of each period
+ *   inside that window;
+ * - an empty policy keeps everything with reason "policy is empty".
+ *
+ * The function is pure: the current time plays no part.
+ *
+ * @throws ConfigError `E_RETENTION_POLICY` if the policy is invalid.
+ * @throws BackupError `E_RETENTION_INPUT` if a backup has an invalid date.
+ */
+export function planRetention(backups: { id: string; createdAt: Date }[], policy: RetentionPolicy): RetentionPlan {
+  const normalized = normalizePolicy(policy);
+  for (const b of backups) {
+    if (!(b.createdAt instanceof Date) || Number.isNaN(b.createdAt.getTime())) {
+      throw new BackupError('E_RETENTION_INPUT', `backup "${b.id}" has an invalid creation date`, {
+        details: { id: b.id },
+      });
+    }
+  }
+
+  const sorted = [...backups].sort((a, b) => {
+    const dt = b.createdAt.getTime() - a.createdAt.getTime();
+    if (dt !== 0) return dt;
+    return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+  });
+
+  const plan: RetentionPlan = { keep: [], remove: [] };
+  const newest = sorted[0];
+  if (newest === undefined) return plan;
+
+  if (isEmptyNormalized(normalized)) {
+    plan.keep = sorted.map((b) => ({ id: b.id, reasons: ['policy is empty'] }));
+    return plan;
+  }
+
+  const withinCutoff = normalized.within === undefined ? undefined : subtractDuration(newest.createdAt, normalized.within);
+  const withinReason = normalized.within === undefined ? '' : `within ${formatDuration(normalized.within)}`;
+  const counts = normalized.counts.map((rule) => ({ ...rule, lastPeriod: undefined as string | undefined }));
+  const windows = normalized.withinRules.map((rule) => ({
+    ...rule,
+    cutoff: subtractDuration(newest.createdAt, rule.duration),
+    lastPeriod: undefined as string | undefined,
+  }));
+  const oldestIndex = sorted.length - 1;
+
+  sorted.forEach((backup, index) => {
+    const time = backup.createdAt.getTime();
+    const reasons: string[] = [];
+
+    if (withinCutoff !== undefined && time > withinCutoff) reasons.push(withinReason);
+
+    for (const rule of counts) {
+      if (rule.count === 0) continue;
+      const period = rule.period(backup.createdAt, index);
+      const isOldest = index === oldestIndex;
+      if (period === rule.lastPeriod && !isOldest) continue;
+      // Keeping the oldest while counts remain stretches the kept history as
+      // far back as it goes until enough periods exist to use the count up.
+      reasons.push(period === rule.lastPeriod ? `oldest ${rule.reason}` : rule.reason);
+      rule.lastPeriod = period;
+      if (rule.count > 0) rule.count -= 1;
+    }
+
+    for (const rule of windows) {
+      if (time <= rule.cutoff) continue;
+      const period = rule.period(backup.createdAt, index);
+      if (period === rule.lastPeriod) continue;
+      reasons.push(rule.reason);
+      rule.lastPeriod = period;
+    }
+
+    if (reasons.length > 0) plan.keep.push({ id: backup.id, reasons });
+    else plan.remove.push({ id: backup.id });
+  });
+
+  return plan;
+}

@@ -1,0 +1,517 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { BackupError, errnoCode, isChatmemError, OpsError } from '../errors.js';
+import { isTempName } from '../fs-util.js';
+import { parseRecord, validateUserId, type MemoryRecord } from '../record.js';
+import type { Store } from '../store/types.js';
+import { writeBackup, type BackupResult } from '../backup/create.js';
+import { diffRecords, type DiffResult } from '../backup/diff.js';
+import { compareIds, digestBackupFile, manifestName, parseBackupName } from '../backup/format.js';
+import { readJsonEntries } from '../backup/json-entries.js';
+import { readManifest, type BackupManifest, type BackupReason } from '../backup/manifest.js';
+import { isEmptyPolicy, planRetention, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
+import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
+import { AuditLog, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
+
+export interface OpsOptions {
+  store: Store;
+  backupDir: string;
+  audit: AuditLog;
+  /** Who acts when a call does not say. */
+  actor: Actor;
+}
+
+export interface CallOptions {
+  actor?: Actor;
+  /** Users written so far, for progress bars. */
+  onProgress?: (done: number, total: number | null) => void;
+}
+
+/** One backup as listed. */
+export interface BackupInfo {
+  id: string;
+  file: string;
+  size: number;
+  users: number | null;
+  reason: BackupReason | 'legacy';
+  scope: 'full' | string[] | null;
+  createdAt: string | null;
+  ageSeconds: number | null;
+  gzip: boolean;
+  /** 'verified' (checksum checked when written), or 'legacy' (the seed's files: no manifest, not verified). */
+  state: 'verified' | 'legacy';
+  kind: 'full' | 'user';
+}
+
+export interface VerifyResult {
+  id: string;
+  ok: boolean;
+  legacy: boolean;
+  users: number | null;
+  sha256?: string;
+  error?: { code: string; message: string };
+}
+
+export interface RestoreOptions extends CallOptions {
+  /** Restore only these users; the others are left alone. */
+  users?: string[];
+  /** 'replace' (default): the store (or each listed user) becomes exactly the backup's. 'merge': users absent from the backup are kept. */
+  mode?: 'replace' | 'merge';
+  dryRun?: boolean;
+}
+
+export interface RestoreResult {
+  dryRun: boolean;
+  diff: DiffResult;
+  /** Backup of what the restore overwrote (absent on dry runs). */
+  backup?: string;
+  written: number;
+  removed: number;
+}
+
+export type DiffSide = 'current' | string;
+
+/** The result of a destructive operation names its backup. */
+export interface DeleteResult {
+  deleted: number;
+  userIds: string[];
+  backup: string;
+  backupFile: string;
+  auditOp: string;
+}
+
+export interface PruneResult extends RetentionPlan {
+  dryRun: boolean;
+  removed: string[];
+}
+
+function backupInfo(src: BackupSource, now: number): BackupInfo {
+  const m = src.manifest;
+  const createdAt = src.createdAt ? src.createdAt.toISOString() : null;
+  return {
+    id: src.id,
+    file: src.file,
+    size: src.size,
+    users: m ? m.users : null,
+    reason: m ? m.reason : 'legacy',
+    scope: m ? m.scope : src.kind === 'full' ? 'full' : null,
+    createdAt,
+    ageSeconds: src.createdAt ? Math.max(0, Math.round((now - src.createdAt.getTime()) / 1000)) : null,
+    gzip: src.gzip,
+    state: m ? 'verified' : 'legacy',
+    kind: src.kind,
+  };
+}
+
+async function* fromArray(records: MemoryRecord[]): AsyncGenerator<MemoryRecord> {
+  yield* [...records].sort((a, b) => compareIds(a.user_id, b.user_id));
+}
+
+/**
+ * The guarded operations: the only code that deletes. Each destructive call writes an audit intent,
+ * takes the store's exclusive section, writes and verifies a backup, then changes the store in one
+ * transaction, and audits the outcome. Nothing can skip the backup.
+ */
+export class Operations {
+  readonly store: Store;
+  readonly backupDir: string;
+  readonly audit: AuditLog;
+  private readonly actor: Actor;
+
+  constructor(options: OpsOptions) {
+    this.store = options.store;
+    this.backupDir = path.resolve(options.backupDir);
+    this.audit = options.audit;
+    this.actor = options.actor;
+  }
+
+  private async guarded<T extends object>(
+    action: string,
+    opts: CallOptions,
+    userIds: string[] | undefined,
+    run: (op: AuditOperation) => Promise<T>,
+    details?: Record<string, unknown>,
+  ): Promise<T & { auditOp: string }> {
+    const op = await this.audit.begin(action, opts.actor ?? this.actor, { userIds, details });
+    try {
+      const result = await run(op);
+      const backup = (result as { backup?: unknown }).backup;
+      await op.finish({ backup: typeof backup === 'string' ? backup : undefined, details: { ...details, ...summaryOf(result) } });
+      return { ...result, auditOp: op.op };
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private backupOptions(reason: BackupReason, scope: 'full' | string[], op: AuditOperation | null, opts: CallOptions, gzip = false) {
+    return {
+      reason,
+      scope,
+      gzip,
+      source: this.store.url,
+      auditOp: op?.op ?? null,
+      onProgress: opts.onProgress ? (n: number) => opts.onProgress?.(n, null) : undefined,
+    };
+  }
+
+  /**
+   * Backs up the users (or the whole store with `fullBackup`), verifies the backup, then deletes them
+   * in one transaction. An unknown id fails before anything is written.
+   */
+  async deleteUsers(ids: string[], options: CallOptions & { fullBackup?: boolean } = {}): Promise<DeleteResult> {
+    if (ids.length === 0) throw new OpsError('E_OPS_ARG', 'no user ids given');
+    const userIds = [...new Set(ids.map((id) => validateUserId(id)))];
+    await this.requireUsers(userIds);
+    return this.guarded('delete-users', options, userIds, (op) =>
+      this.store.exclusive(options.fullBackup ? 'all' : { ids: userIds }, async (ctx) => {
+        const records = await ctx.getMany(userIds);
+        // Re-checked inside the section: a concurrent delete may have won the race.
+        if (records.length !== userIds.length) await this.requireUsers(userIds);
+        const backup = await writeBackup(
+          this.backupDir,
+          options.fullBackup ? ctx.scan() : fromArray(records),
+          this.backupOptions('delete-user', options.fullBackup ? 'full' : userIds, op, options),
+        );
+        op.setBackup(backup.id);
+        const deleted = await ctx.delete(userIds);
+        return { deleted, userIds, backup: backup.id, backupFile: backup.file };
+      }),
+    );
+  }
+
+  private async requireUsers(ids: string[]): Promise<void> {
+    const found = new Set((await Promise.all(ids.map((id) => this.store.get(id)))).filter((r) => r !== null).map((r) => r.user_id));
+    const missing = ids.filter((id) => !found.has(id));
+    if (missing.length > 0) {
+      throw new OpsError('E_UNKNOWN_USER', `unknown user${missing.length > 1 ? 's' : ''}: ${missing.map((m) => JSON.stringify(m)).join(', ')}`, {
+        details: { missing },
+      });
+    }
+  }
+
+  /** Full backup, verified, then clear, atomically against concurrent writers. */
+  async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
+    return this.guarded('clear-all', options, undefined, (op) =>
+      this.store.exclusive('all', async (ctx) => {
+        const backup = await writeBackup(this.backupDir, ctx.scan(), this.backupOptions('clear-all', 'full', op, options));
+        op.setBackup(backup.id);
+        const deleted = await ctx.clear();
+        return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
+      }),
+    );
+  }
+
+  /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */
+  async createBackup(options: CallOptions & { reason?: BackupReason; gzip?: boolean } = {}): Promise<BackupResult & { auditOp: string }> {
+    const reason = options.reason ?? 'manual';
+    return this.guarded('backup', options, undefined, async (op) => {
+      const result = await writeBackup(this.backupDir, this.store.scan(), this.backupOptions(reason, 'full', op, options, options.gzip));
+      return { ...result, backup: result.id };
+    }, { reason });
+  }
+
+  /** Backups in the backup directory, newest first. Includes the seed's legacy files. */
+  async listBackups(): Promise<BackupInfo[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.backupDir);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return [];
+      throw new BackupError('E_BACKUP_READ', `cannot list ${this.backupDir}: ${(err as Error).message}`, { cause: err });
+    }
+    const now = Date.now();
+    const infos: BackupInfo[] = [];
+    for (const name of names) {
+      if (!parseBackupName(name)) continue;
+      infos.push(backupInfo(await openBackup(this.backupDir, name), now));
+    }
+    return infos.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
+  }
+
+  /** A backup's facts, and one user's record from it when asked (found without reading the whole file). */
+  async inspectBackup(id: string, options: { user?: string; sample?: number } = {}): Promise<{
+    backup: BackupInfo;
+    manifest: BackupManifest | null;
+    users: number;
+    sample: { user_id: string; name: string | null; messages: number }[];
+    record?: MemoryRecord | null;
+  }> {
+    const src = await openBackup(this.backupDir, id);
+    const backup = backupInfo(src, Date.now());
+    if (options.user !== undefined) {
+      const record = await findBackupUser(src, validateUserId(options.user));
+      return { backup, manifest: src.manifest, users: src.manifest?.users ?? -1, sample: [], record };
+    }
+    const limit = options.sample ?? 20;
+    const sample: { user_id: string; name: string | null; messages: number }[] = [];
+    let users = 0;
+    for await (const r of backupRecords(src)) {
+      if (sample.length < limit) sample.push({ user_id: r.user_id, name: r.name, messages: r.history.length });
+      users++;
+    }
+    return { backup, manifest: src.manifest, users, sample };
+  }
+
+  /** Checks checksum and count (chatmem backups) or that the file parses (legacy backups). */
+  async verifyBackups(id?: string): Promise<VerifyResult[]> {
+    const ids = id !== undefined ? [id] : (await this.listBackups()).map((b) => b.id);
+    const results: VerifyResult[] = [];
+    for (const one of ids) results.push(await this.verifyOne(one));
+    return results;
+  }
+
+  private async verifyOne(id: string): Promise<VerifyResult> {
+    const src = await openBackup(this.backupDir, id);
+    try {
+      if (src.manifest) {
+        const d = await digestBackupFile(src.file, { gzip: src.gzip });
+        if (d.sha256 !== src.manifest.sha256 || d.users !== src.manifest.users) {
+          throw new BackupError(
+            'E_BACKUP_VERIFY',
+            `${src.fileName}: expected ${src.manifest.users} users with sha256 ${src.manifest.sha256}, found ${d.users} users with sha256 ${d.sha256}`,
+          );
+        }
+        return { id: src.id, ok: true, legacy: false, users: d.users, sha256: d.sha256 };
+      }
+      let users = 0;
+      for await (const _ of backupRecords(src)) users++;
+      return { id: src.id, ok: true, legacy: true, users };
+    } catch (err) {
+      const code = isChatmemError(err) ? err.code : 'E_BACKUP_READ';
+      return { id: src.id, ok: false, legacy: !src.manifest, users: null, error: { code, message: (err as Error).message } };
+    }
+  }
+
+  private async sideRecords(side: DiffSide, users?: Set<string>): Promise<AsyncIterable<MemoryRecord>> {
+    const filter = async function* (records: AsyncIterable<MemoryRecord>) {
+      for await (const r of records) if (!users || users.has(r.user_id)) yield r;
+    };
+    if (side === 'current') {
+      if (users) {
+        const records = (await Promise.all([...users].map((u) => this.store.get(u)))).filter((r): r is MemoryRecord => r !== null);
+        return fromArray(records);
+      }
+      return this.store.scan();
+    }
+    const src = await openBackup(this.backupDir, side);
+    if (users && src.manifest && !src.gzip) {
+      const records = (await Promise.all([...users].map((u) => findBackupUser(src, u)))).filter((r): r is MemoryRecord => r !== null);
+      return fromArray(records);
+    }
+    return filter(sortedBackupRecords(src));
+  }
+
+  /** Users added, removed and changed from `a` to `b`; each side is a backup id or 'current'. */
+  async diff(a: DiffSide, b: DiffSide = 'current', options: CallOptions & { users?: string[] } = {}): Promise<DiffResult> {
+    const users = options.users ? new Set(options.users.map((u) => validateUserId(u))) : undefined;
+    // Verify a chatmem backup before trusting its content.
+    for (const side of [a, b]) if (side !== 'current') await this.requireVerified(side);
+    return diffRecords(await this.sideRecords(a, users), await this.sideRecords(b, users), options.onProgress ? (n) => options.onProgress?.(n, null) : undefined);
+  }
+
+  private async requireVerified(id: string): Promise<BackupSource> {
+    const src = await openBackup(this.backupDir, id);
+    if (src.manifest) {
+      const [result] = await this.verifyBackups(src.id);
+      if (result && !result.ok) {
+        throw new BackupError('E_BACKUP_VERIFY', `backup ${src.id} failed verification: ${result.error?.message ?? 'unknown'}`);
+      }
+    }
+    return src;
+  }
+
+  /**
+   * Restores a backup. It first backs up what it will overwrite (reason `restore`). A full restore
+   * makes the store equal to the backup; `users` restores only those users. `dryRun` only reports.
+   */
+  async restore(backupId: string, options: RestoreOptions = {}): Promise<RestoreResult & { auditOp?: string }> {
+    const mode = options.mode ?? 'replace';
+    if (mode !== 'replace' && mode !== 'merge') throw new OpsError('E_OPS_ARG', `restore mode must be replace or merge, got ${String(mode)}`);
+    const users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
+    const src = await this.requireVerified(backupId);
+
+    if (users) {
+      const fromBackup = await Promise.all(users.map((u) => findBackupUser(src, u)));
+      const missing = users.filter((_, i) => !fromBackup[i]);
+      if (missing.length > 0) {
+        throw new OpsError('E_UNKNOWN_USER', `not in backup ${src.id}: ${missing.map((m) => JSON.stringify(m)).join(', ')}`, { details: { missing } });
+      }
+      const records = fromBackup.filter((r): r is MemoryRecord => r !== null);
+      const diff = await diffRecords(await this.sideRecords('current', new Set(users)), fromArray(records));
+      if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
+      return this.guarded('restore', options, users, (op) =>
+        this.store.exclusive({ ids: users }, async (ctx) => {
+          const current = await ctx.getMany(users);
+          const backup = await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', users, op, options));
+          op.setBackup(backup.id);
+          await ctx.putMany(records);
+          return { dryRun: false, diff, backup: backup.id, written: records.length, removed: 0 };
+        }),
+        { from: src.id, mode },
+      );
+    }
+
+    const fullDiff = await diffRecords(this.store.scan(), sortedBackupRecords(src));
+    const diff = mode === 'merge' ? { ...fullDiff, removed: [] } : fullDiff;
+    if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
+    return this.guarded('restore', options, undefined, (op) =>
+      this.store.exclusive('all', async (ctx) => {
+        const backup = await writeBackup(this.backupDir, ctx.scan(), this.backupOptions('restore', 'full', op, options));
+        op.setBackup(backup.id);
+        let written = 0;
+        if (mode === 'replace') {
+          written = await ctx.replaceAll(sortedBackupRecords(src));
+        } else {
+          let batch: MemoryRecord[] = [];
+          for await (const r of sortedBackupRecords(src)) {
+            batch.push(r);
+            if (batch.length >= 1000) {
+              await ctx.putMany(batch);
+              written += batch.length;
+              batch = [];
+            }
+          }
+          await ctx.putMany(batch);
+          written += batch.length;
+        }
+        return { dryRun: false, diff, backup: backup.id, written, removed: mode === 'replace' ? diff.removed.length : 0 };
+      }),
+      { from: src.id, mode },
+    );
+  }
+
+  /**
+   * Imports a seed memory.json or any backup kind. Every record is validated before anything is
+   * written; users it overwrites are backed up first (reason `import`).
+   */
+  async importFile(file: string, options: CallOptions = {}): Promise<{ imported: number; overwritten: number; backup: string | null }> {
+    const abs = path.resolve(file);
+    const gzip = abs.endsWith('.gz');
+    const records = new Map<string, MemoryRecord>();
+    const entries: { key: string; value: unknown }[] = [];
+    try {
+      for await (const e of readJsonEntries(abs, { gzip })) entries.push(e);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' || (isChatmemError(err) && err.cause && errnoCode(err.cause) === 'ENOENT')) {
+        throw new OpsError('E_NOT_FOUND', `no such file: ${abs}`, { cause: err });
+      }
+      throw err;
+    }
+    const keys = entries.map((e) => e.key);
+    const perUser = keys.includes('user_id') && keys.includes('record') && keys.includes('backup_timestamp') && keys.length === 3;
+    if (perUser) {
+      const uid = entries.find((e) => e.key === 'user_id')?.value;
+      if (typeof uid !== 'string') throw new OpsError('E_IMPORT', `${abs}: per-user backup has no string user_id`);
+      records.set(uid, parseRecord(uid, entries.find((e) => e.key === 'record')?.value));
+    } else {
+      for (const e of entries) {
+        try {
+          records.set(e.key, parseRecord(e.key, e.value));
+        } catch (err) {
+          throw new OpsError('E_IMPORT', `${abs}: user ${JSON.stringify(e.key)}: ${(err as Error).message}`, { cause: err });
+        }
+      }
+    }
+    const ids = [...records.keys()];
+    return this.guarded('import', options, ids.length <= 100 ? ids : undefined, (op) =>
+      this.store.exclusive({ ids }, async (ctx) => {
+        const existing = await ctx.getMany(ids);
+        let backup: BackupResult | null = null;
+        if (existing.length > 0) {
+          backup = await writeBackup(this.backupDir, fromArray(existing), this.backupOptions('import', existing.map((r) => r.user_id), op, options));
+          op.setBackup(backup.id);
+        }
+        const all = [...records.values()];
+        for (let i = 0; i < all.length; i += 1000) {
+          await ctx.putMany(all.slice(i, i + 1000));
+          options.onProgress?.(Math.min(i + 1000, all.length), all.length);
+        }
+        return { imported: all.length, overwritten: existing.length, backup: backup?.id ?? null };
+      }),
+      { file: abs, users: ids.length },
+    ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup }));
+  }
+
+  /** Applies a retention policy. Never removes the newest backup; removes each backup with its manifest. */
+  async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean } = {}): Promise<PruneResult> {
+    const all = await this.listBackups();
+    // Legacy files without a date in their name cannot be placed in a calendar: always kept.
+    const dated = all.filter((b) => b.createdAt !== null);
+    const plan = planRetention(dated.map((b) => ({ id: b.id, createdAt: new Date(b.createdAt ?? 0) })), policy);
+    const newest = dated[0]?.id;
+    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest);
+    const keep = [...plan.keep, ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] }))];
+    if (newest && plan.remove.some((r) => r.id === newest)) keep.unshift({ id: newest, reasons: ['newest backup'] });
+    if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [] };
+    return this.guarded('prune', options, undefined, async () => {
+      const removed: string[] = [];
+      for (const r of remove) {
+        const info = all.find((b) => b.id === r.id);
+        if (!info) continue;
+        await fsp.rm(info.file, { force: true });
+        await fsp.rm(path.join(this.backupDir, manifestName(path.basename(info.file))), { force: true });
+        removed.push(r.id);
+      }
+      return { keep, remove, dryRun: false, removed };
+    }, { policy, remove: remove.map((r) => r.id) });
+  }
+
+  readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {
+    return this.audit.read(filter);
+  }
+
+  /**
+   * Start-up recovery: removes temp files left by a crash and reports every operation whose intent
+   * has no outcome, saying whether its backup exists and whether its delete happened.
+   */
+  async recover(): Promise<{ removedTemp: string[]; interrupted: { entry: AuditEntry; backup: string | null; applied: boolean | null }[] }> {
+    const removedTemp: string[] = [];
+    try {
+      for (const name of await fsp.readdir(this.backupDir)) {
+        if (isTempName(name)) {
+          await fsp.rm(path.join(this.backupDir, name), { force: true });
+          removedTemp.push(name);
+        }
+      }
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    const interrupted = [];
+    for (const entry of await this.audit.unfinished()) {
+      let backup: string | null = null;
+      for (const b of await this.listBackups()) {
+        if (b.state !== 'verified') continue;
+        const m = await readManifest(this.backupDir, path.basename(b.file));
+        if (m?.auditOp === entry.op) backup = b.id;
+      }
+      let applied: boolean | null = null;
+      if (entry.action === 'delete-users' && entry.userIds?.length) {
+        const present = await Promise.all(entry.userIds.map((u) => this.store.get(u)));
+        applied = present.every((r) => r === null);
+      } else if (entry.action === 'clear-all') {
+        applied = backup !== null && (await this.store.count()) === 0;
+      }
+      await this.audit.append({
+        op: entry.op,
+        actor: entry.actor,
+        action: entry.action,
+        userIds: entry.userIds,
+        backup: backup ?? undefined,
+        outcome: 'interrupted',
+        details: { backupExists: backup !== null, applied },
+      });
+      interrupted.push({ entry, backup, applied });
+    }
+    return { removedTemp, interrupted };
+  }
+}
+
+function summaryOf(result: object): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of ['deleted', 'written', 'removed', 'imported', 'overwritten'] as const) {
+    const v = (result as Record<string, unknown>)[k];
+    if (typeof v === 'number' || Array.isArray(v)) out[k] = Array.isArray(v) ? v.length : v;
+  }
+  return out;
+}

@@ -1,0 +1,282 @@
+import Database from 'better-sqlite3';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { StoreError } from '../errors.js';
+import { ensurePrivateDir } from '../fs-util.js';
+import type { MemoryRecord } from '../record.js';
+import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
+
+type Row = { data: string };
+type SummaryRow = { user_id: string; name: string | null; product: string | null; created_at: string; updated_at: string; messages: number };
+
+interface PendingUpdate {
+  id: string;
+  fn: (current: MemoryRecord | null) => MemoryRecord;
+  resolve: (r: MemoryRecord) => void;
+  reject: (e: unknown) => void;
+}
+
+const SCHEMA_VERSION = 1;
+const SCAN_BATCH = 500;
+
+function searchText(r: MemoryRecord): string {
+  const parts: string[] = [];
+  if (r.product) parts.push(r.product);
+  for (const s of r.summary_context) parts.push(s);
+  for (const h of r.history) parts.push(h.text);
+  return parts.join('\n').toLowerCase();
+}
+
+function likeEscape(q: string): string {
+  return q.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/**
+ * SQLite driver (better-sqlite3, WAL). One row per user, the record as JSON text, so an append
+ * rewrites that user's row only. Concurrent updates arriving within one event-loop turn share a
+ * transaction (group commit), which amortises the fsync of synchronous=FULL.
+ */
+export class SqliteDriver implements StoreDriver {
+  readonly kind = 'sqlite' as const;
+  readonly url: string;
+  private readonly db: Database.Database;
+  private queue: PendingUpdate[] = [];
+  private flushScheduled = false;
+  private readonly stmts;
+
+  private constructor(
+    readonly file: string,
+    db: Database.Database,
+  ) {
+    this.url = `sqlite:${file}`;
+    this.db = db;
+    this.stmts = {
+      get: db.prepare<[string], Row>('SELECT data FROM users WHERE user_id = ?'),
+      upsert: db.prepare(
+        `INSERT INTO users (user_id, data, name, product, created_at, updated_at, messages, search_text)
+         VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)
+         ON CONFLICT(user_id) DO UPDATE SET data = excluded.data, name = excluded.name, product = excluded.product,
+           created_at = excluded.created_at, updated_at = excluded.updated_at, messages = excluded.messages,
+           search_text = excluded.search_text`,
+      ),
+      del: db.prepare<[string]>('DELETE FROM users WHERE user_id = ?'),
+      count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users'),
+      list: db.prepare<[string, number], SummaryRow>(
+        `SELECT user_id, name, product, created_at, updated_at, messages FROM users
+         WHERE user_id > ? ORDER BY user_id LIMIT ?`,
+      ),
+    };
+  }
+
+  /** Opens (creating if needed) the database at `file`; the directory is created 0700. */
+  static async open(file: string): Promise<SqliteDriver> {
+    const abs = path.resolve(file);
+    await ensurePrivateDir(path.dirname(abs));
+    let db: Database.Database;
+    try {
+      // Create with a private mode: better-sqlite3 would use the umask.
+      const fh = await fsp.open(abs, 'a', 0o600);
+      await fh.close();
+      db = new Database(abs);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('busy_timeout = 10000');
+      migrate(db);
+    } catch (err) {
+      throw new StoreError('E_STORE_OPEN', `cannot open SQLite store ${abs}: ${(err as Error).message}`, { cause: err });
+    }
+    return new SqliteDriver(abs, db);
+  }
+
+  private row(record: MemoryRecord): Record<string, unknown> {
+    return {
+      user_id: record.user_id,
+      data: JSON.stringify(record),
+      name: record.name,
+      product: record.product,
+      created_at: record.created_at,
+      updated_at: record.updated_at,
+      messages: record.history.length,
+      search_text: searchText(record),
+    };
+  }
+
+  private readRecord(id: string): MemoryRecord | null {
+    const row = this.stmts.get.get(id);
+    return row ? (JSON.parse(row.data) as MemoryRecord) : null;
+  }
+
+  async get(id: string): Promise<MemoryRecord | null> {
+    return this.readRecord(id);
+  }
+
+  update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ id, fn, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const results: ({ ok: true; value: MemoryRecord } | { ok: false; error: unknown })[] = [];
+    try {
+      this.db.transaction(() => {
+        for (const op of batch) {
+          let next: MemoryRecord;
+          try {
+            next = op.fn(this.readRecord(op.id));
+          } catch (error) {
+            results.push({ ok: false, error });
+            continue;
+          }
+          this.stmts.upsert.run(this.row(next));
+          results.push({ ok: true, value: next });
+        }
+      })();
+    } catch (err) {
+      const error = new StoreError('E_STORE_WRITE', `SQLite write failed: ${(err as Error).message}`, { cause: err });
+      for (const op of batch) op.reject(error);
+      return;
+    }
+    batch.forEach((op, i) => {
+      const r = results[i];
+      if (r?.ok) op.resolve(r.value);
+      else op.reject(r ? r.error : new StoreError('E_STORE_WRITE', 'lost update result'));
+    });
+  }
+
+  async count(): Promise<number> {
+    return this.stmts.count.get()?.n ?? 0;
+  }
+
+  async list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>> {
+    const rows = this.stmts.list.all(options.cursor ?? '', options.limit + 1);
+    const items = rows.slice(0, options.limit);
+    const last = items[items.length - 1];
+    return { items, next: rows.length > options.limit && last ? last.user_id : null };
+  }
+
+  /**
+   * Streams from a dedicated read connection inside one read transaction: a consistent snapshot
+   * in constant memory while the main connection keeps committing (WAL).
+   */
+  async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
+    const reader = new Database(this.file, { readonly: true });
+    try {
+      reader.pragma('busy_timeout = 10000');
+      const stmt = reader.prepare<[string], Row>('SELECT data FROM users WHERE user_id > ? ORDER BY user_id');
+      reader.prepare('BEGIN').run();
+      let n = 0;
+      for (const row of stmt.iterate(options.after ?? '')) {
+        yield JSON.parse(row.data) as MemoryRecord;
+        // Yield to the event loop now and then so a long scan does not starve the hot path.
+        if (++n % SCAN_BATCH === 0) await new Promise((r) => setImmediate(r));
+      }
+      reader.prepare('COMMIT').run();
+    } finally {
+      reader.close();
+    }
+  }
+
+  async stats(): Promise<StoreStats> {
+    const row = this.db
+      .prepare<[], { users: number; messages: number | null; bytes: number | null; last: string | null }>(
+        'SELECT COUNT(*) AS users, SUM(messages) AS messages, SUM(length(CAST(data AS BLOB))) AS bytes, MAX(updated_at) AS last FROM users',
+      )
+      .get();
+    return { users: row?.users ?? 0, messages: row?.messages ?? 0, bytes: row?.bytes ?? 0, lastUpdate: row?.last ?? null };
+  }
+
+  async search(query: string, limit: number): Promise<UserSummary[]> {
+    return this.db
+      .prepare<[string, number], SummaryRow>(
+        `SELECT user_id, name, product, created_at, updated_at, messages FROM users
+         WHERE search_text LIKE ? ESCAPE '\\' ORDER BY user_id LIMIT ?`,
+      )
+      .all(`%${likeEscape(query)}%`, limit);
+  }
+
+  async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+    // One process owns a SQLite store (the daemon, or the CLI when no daemon runs); the core's
+    // in-process gate is the whole lock. Each mutation below is still a single transaction.
+    const ctx: ExclusiveContext = {
+      getMany: async (ids) => ids.map((id) => this.readRecord(id)).filter((r): r is MemoryRecord => r !== null),
+      scan: (options) => this.scan(options),
+      count: () => this.count(),
+      delete: async (ids) => this.db.transaction(() => ids.reduce((n, id) => n + this.stmts.del.run(id).changes, 0))(),
+      clear: async () => this.db.transaction(() => this.db.prepare('DELETE FROM users').run().changes)(),
+      putMany: async (records) => {
+        this.db.transaction(() => {
+          for (const r of records) this.stmts.upsert.run(this.row(r));
+        })();
+      },
+      replaceAll: (records) => this.replaceAll(records),
+    };
+    return fn(ctx);
+  }
+
+  /** Stages rows in batches (no transaction held across awaits), then swaps them in one transaction. */
+  private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    this.db.exec('DROP TABLE IF EXISTS temp.staging; CREATE TEMP TABLE staging AS SELECT * FROM main.users WHERE 0');
+    const insert = this.db.prepare(
+      `INSERT OR REPLACE INTO temp.staging (user_id, data, name, product, created_at, updated_at, messages, search_text)
+       VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
+    );
+    let batch: MemoryRecord[] = [];
+    const flush = this.db.transaction((rows: MemoryRecord[]) => {
+      for (const r of rows) insert.run(this.row(r));
+    });
+    for await (const r of records) {
+      batch.push(r);
+      if (batch.length >= SCAN_BATCH) {
+        flush(batch);
+        batch = [];
+      }
+    }
+    flush(batch);
+    const n = this.db.transaction(() => {
+      this.db.prepare('DELETE FROM main.users').run();
+      return this.db.prepare('INSERT INTO main.users SELECT * FROM temp.staging').run().changes;
+    })();
+    this.db.exec('DROP TABLE temp.staging');
+    return n;
+  }
+
+  async close(): Promise<void> {
+    if (this.queue.length > 0) this.flush();
+    if (this.db.open) {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+      this.db.close();
+    }
+  }
+
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new StoreError('E_STORE_VERSION', `store schema version ${version} is newer than this chatmem supports (${SCHEMA_VERSION})`);
+  }
+  if (version < 1) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS users (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        data TEXT NOT NULL,
+        name TEXT,
+        product TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        messages INTEGER NOT NULL,
+        search_text TEXT NOT NULL
+      ) WITHOUT ROWID;
+      PRAGMA user_version = 1;
+    `);
+  }
+}

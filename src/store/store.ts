@@ -1,0 +1,162 @@
+import {
+  DEFAULT_HISTORY_CAP,
+  applyAppend,
+  applyClearFlag,
+  applyPatch,
+  applySetKey,
+  nowIso,
+  parseHistoryInput,
+  parseRecord,
+  validateUserId,
+  type HistoryInput,
+  type MemoryRecord,
+  type RecordInput,
+  type RecordPatch,
+} from '../record.js';
+import { StoreError } from '../errors.js';
+import { WriteGate } from './gate.js';
+import type {
+  ExclusiveContext,
+  ExclusiveScope,
+  ListOptions,
+  Page,
+  ScanOptions,
+  Store,
+  StoreDriver,
+  StoreStats,
+  UserSummary,
+} from './types.js';
+
+export interface StoreOptions {
+  /** History entries kept per user; default 50, as the seed. */
+  historyCap?: number;
+  /** Refuse every write (used by read-only CLI commands while another process owns the store). */
+  readOnly?: boolean;
+}
+
+/** The core: validation and merge rules from record.ts, in-process locking, over a thin driver. */
+class CoreStore implements Store {
+  readonly kind;
+  readonly url;
+  readonly historyCap: number;
+  private readonly gate = new WriteGate();
+  private closed = false;
+
+  constructor(
+    private readonly driver: StoreDriver,
+    private readonly options: StoreOptions,
+  ) {
+    this.kind = driver.kind;
+    this.url = driver.url;
+    this.historyCap = options.historyCap ?? DEFAULT_HISTORY_CAP;
+    if (!Number.isInteger(this.historyCap) || this.historyCap < 1) {
+      throw new StoreError('E_STORE_CONFIG', `history cap must be a positive integer, got ${String(options.historyCap)}`);
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.closed) throw new StoreError('E_STORE_CLOSED', 'the store is closed');
+    if (this.options.readOnly) throw new StoreError('E_STORE_READONLY', `store ${this.url} is open read-only`);
+  }
+
+  private async write(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
+    validateUserId(id);
+    this.checkWritable();
+    return this.gate.write(id, () => this.driver.update(id, fn));
+  }
+
+  async get(id: string): Promise<MemoryRecord | null> {
+    validateUserId(id);
+    return this.driver.get(id);
+  }
+
+  async put(id: string, record: RecordInput): Promise<MemoryRecord> {
+    validateUserId(id);
+    // Validate before queueing so a bad body fails fast and never reaches the driver.
+    parseRecord(id, record);
+    return this.write(id, (current) => {
+      const now = nowIso();
+      const input: Record<string, unknown> = { ...record };
+      if (input.created_at === undefined) input.created_at = current?.created_at ?? now;
+      if (input.updated_at === undefined) input.updated_at = now;
+      return parseRecord(id, input, now);
+    });
+  }
+
+  async patch(id: string, patch: RecordPatch): Promise<MemoryRecord> {
+    applyPatch(null, validateUserId(id), patch);
+    return this.write(id, (current) => applyPatch(current, id, patch));
+  }
+
+  async appendHistory(id: string, entry: HistoryInput): Promise<MemoryRecord> {
+    validateUserId(id);
+    const parsed = parseHistoryInput(entry);
+    return this.write(id, (current) => applyAppend(current, id, parsed, this.historyCap));
+  }
+
+  async setFlag(id: string, key: string, value: unknown): Promise<MemoryRecord> {
+    applySetKey(null, validateUserId(id), 'flags', key, value);
+    return this.write(id, (current) => applySetKey(current, id, 'flags', key, value));
+  }
+
+  async clearFlag(id: string, key: string): Promise<MemoryRecord> {
+    return this.write(id, (current) => applyClearFlag(current, id, key));
+  }
+
+  async setSlot(id: string, key: string, value: unknown): Promise<MemoryRecord> {
+    applySetKey(null, validateUserId(id), 'slots', key, value);
+    return this.write(id, (current) => applySetKey(current, id, 'slots', key, value));
+  }
+
+  async delete(ids: string[]): Promise<number> {
+    ids.forEach(validateUserId);
+    return this.exclusive({ ids }, (ctx) => ctx.delete(ids));
+  }
+
+  async clear(): Promise<number> {
+    return this.exclusive('all', (ctx) => ctx.clear());
+  }
+
+  async count(): Promise<number> {
+    return this.driver.count();
+  }
+
+  async list(options: ListOptions = {}): Promise<Page<UserSummary>> {
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new StoreError('E_STORE_ARG', `list limit must be an integer from 1 to 1000, got ${String(options.limit)}`);
+    }
+    return this.driver.list({ cursor: options.cursor ?? null, limit });
+  }
+
+  scan(options?: ScanOptions): AsyncIterable<MemoryRecord> {
+    return this.driver.scan(options);
+  }
+
+  async stats(): Promise<StoreStats> {
+    return this.driver.stats();
+  }
+
+  async search(query: string, options: { limit?: number } = {}): Promise<UserSummary[]> {
+    const q = query.trim();
+    if (q.length === 0) throw new StoreError('E_STORE_ARG', 'search query must not be empty');
+    return this.driver.search(q.toLowerCase(), options.limit ?? 100);
+  }
+
+  async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+    this.checkWritable();
+    if (scope !== 'all') scope.ids.forEach(validateUserId);
+    return this.gate.exclusive(scope, () => this.driver.exclusive(scope, fn));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.driver.close();
+  }
+}
+
+/** Wraps a driver into the full {@link Store}. */
+export function createStore(driver: StoreDriver, options: StoreOptions = {}): Store {
+  return new CoreStore(driver, options);
+}

@@ -1,0 +1,135 @@
+import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
+
+/** One row of the user listing. */
+export interface UserSummary {
+  user_id: string;
+  name: string | null;
+  product: string | null;
+  created_at: string;
+  updated_at: string;
+  messages: number;
+}
+
+/** A page of a cursor-paginated listing; `next` is the cursor of the following page, or null at the end. */
+export interface Page<T> {
+  items: T[];
+  next: string | null;
+}
+
+export interface StoreStats {
+  users: number;
+  messages: number;
+  /** Bytes of serialised records (the size a backup will roughly have). */
+  bytes: number;
+  /** Newest `updated_at`, or null when empty. */
+  lastUpdate: string | null;
+}
+
+export interface ListOptions {
+  /** Cursor from a previous page: the last user id seen. */
+  cursor?: string | null;
+  /** Page size, 1..1000; default 100. */
+  limit?: number;
+}
+
+export interface ScanOptions {
+  /** Start after this user id. */
+  after?: string;
+}
+
+export type StoreKind = 'sqlite' | 'json' | 'postgres';
+
+/** Which users an exclusive section covers: a set of ids, or the whole store. */
+export type ExclusiveScope = { ids: string[] } | 'all';
+
+/**
+ * What code inside an exclusive section may do. These calls bypass the section's own lock;
+ * they are the only paths that delete.
+ */
+export interface ExclusiveContext {
+  getMany(ids: string[]): Promise<MemoryRecord[]>;
+  /** All records in user_id order, streaming. */
+  scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  count(): Promise<number>;
+  /** Deletes in one transaction; returns how many existed. */
+  delete(ids: string[]): Promise<number>;
+  /** Deletes everything in one transaction; returns how many existed. */
+  clear(): Promise<number>;
+  /** Upserts in one transaction. */
+  putMany(records: MemoryRecord[]): Promise<void>;
+  /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
+  replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
+}
+
+/**
+ * The thin interface each backend implements (cf. unstorage drivers). Validation, merge rules
+ * and in-process locking live in the core {@link Store}; drivers only persist.
+ */
+export interface StoreDriver {
+  readonly kind: StoreKind;
+  /** The store URL with any password removed. */
+  readonly url: string;
+  get(id: string): Promise<MemoryRecord | null>;
+  /**
+   * Atomic read-modify-write of one record, durable when the promise resolves.
+   * `fn` is pure; if it throws, nothing is written and the error propagates.
+   */
+  update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord>;
+  count(): Promise<number>;
+  list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>>;
+  scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  stats(): Promise<StoreStats>;
+  search(query: string, limit: number): Promise<UserSummary[]>;
+  /**
+   * Runs `fn` while the backend-level lock for `scope` is held (a cluster-wide lock for
+   * shared backends). Single-writer backends rely on the core's in-process lock alone.
+   */
+  exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
+  /** Releases files, connections and locks. Pending writes are flushed first. */
+  close(): Promise<void>;
+}
+
+/** The store API used by the daemon, the CLI and the guarded operations. */
+export interface Store {
+  readonly kind: StoreKind;
+  readonly url: string;
+  readonly historyCap: number;
+  get(id: string): Promise<MemoryRecord | null>;
+  /** Replaces the record (created if missing). Unknown fields are kept. */
+  put(id: string, record: RecordInput): Promise<MemoryRecord>;
+  /** Top-level merge; `flags` and `slots` merge key by key. Creates the record if missing. */
+  patch(id: string, patch: RecordPatch): Promise<MemoryRecord>;
+  /** Adds a history entry, applies the cap, sets `last_answer` for user messages, touches `updated_at`. */
+  appendHistory(id: string, entry: HistoryInput): Promise<MemoryRecord>;
+  setFlag(id: string, key: string, value: unknown): Promise<MemoryRecord>;
+  clearFlag(id: string, key: string): Promise<MemoryRecord>;
+  setSlot(id: string, key: string, value: unknown): Promise<MemoryRecord>;
+  /** Deletes users. Only the guarded operations in `ops/` call this: it takes no backup. */
+  delete(ids: string[]): Promise<number>;
+  /** Deletes everything. Only the guarded operations in `ops/` call this: it takes no backup. */
+  clear(): Promise<number>;
+  count(): Promise<number>;
+  list(options?: ListOptions): Promise<Page<UserSummary>>;
+  /** All records in user_id (UTF-8 byte) order, in constant memory. */
+  scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  stats(): Promise<StoreStats>;
+  /** Case-insensitive keyword search over product, summary_context and history text. */
+  search(query: string, options?: { limit?: number }): Promise<UserSummary[]>;
+  /**
+   * Runs `fn` with writes to `scope` held back (in this process, and across processes where the
+   * backend is shared). Writes to other users continue. Used to make "back up, then delete" atomic.
+   */
+  exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export function summarize(record: MemoryRecord): UserSummary {
+  return {
+    user_id: record.user_id,
+    name: record.name,
+    product: record.product,
+    created_at: record.created_at,
+    updated_at: record.updated_at,
+    messages: record.history.length,
+  };
+}

@@ -1,0 +1,48 @@
+import * as path from 'node:path';
+import { statSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { SqliteDriver } from '../../src/store/sqlite.js';
+import { createStore } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
+import { tempDir } from '../helpers/tmp.js';
+import { testStore } from './conformance.js';
+
+testStore('sqlite', async () => {
+  const t = await tempDir();
+  const file = path.join(t.dir, 'storage', 'memory.db');
+  return {
+    url: `sqlite:${file}`,
+    open: async (options) => createStore(await SqliteDriver.open(file), options),
+    cleanup: t.cleanup,
+  };
+});
+
+describe('sqlite driver specifics', () => {
+  it('creates the data directory 0700 and the database 0600', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'data', 'storage', 'memory.db');
+      const store = await openStore(`sqlite:${file}`);
+      await store.put('u', {});
+      await store.close();
+      expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('refuses a file that is not a SQLite database, naming it, and leaves it alone', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.db');
+      const { writeFileSync, readFileSync } = await import('node:fs');
+      writeFileSync(file, 'this is not sqlite at all, just text that is long enough to look like a header');
+      const before = readFileSync(file);
+      await expect(openStore(`sqlite:${file}`)).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringContaining(file) });
+      expect(readFileSync(file).equals(before)).toBe(true);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
