@@ -1,6 +1,7 @@
 import { createWriteStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
@@ -38,6 +39,9 @@ async function* entriesOf(records: AsyncIterable<MemoryRecord> | Iterable<Memory
 async function claimName(dir: string, tmp: string, date: Date, ext: string): Promise<string> {
   for (let seq = 0; seq < 10_000; seq++) {
     const name = backupBaseName(date, seq) + ext;
+    // An id names one backup whatever its extension: skip ids taken by the other variant.
+    const other = path.join(dir, backupBaseName(date, seq) + (ext === '.json' ? '.json.gz' : '.json'));
+    if (await fsp.stat(other).then(() => true, () => false)) continue;
     try {
       await fsp.link(tmp, path.join(dir, name));
       return name;
@@ -66,17 +70,18 @@ export async function writeBackup(
   let finalName: string | null = null;
   try {
     const out = createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
+    // A late ENOSPC/EIO can surface after the writer's own listener is gone: keep one for the whole life.
+    out.on('error', () => undefined);
     await once(out, 'open');
     let written;
     try {
       written = await writeBackupStream(entriesOf(records), out, { gzip, onProgress: options.onProgress });
+      out.end();
+      await finished(out);
     } catch (err) {
       out.destroy();
       throw err;
     }
-    out.end();
-    await once(out, 'finish');
-    await new Promise<void>((resolve, reject) => out.close((e) => (e ? reject(e) : resolve())));
     const fh = await fsp.open(tmp, 'r+');
     try {
       await fh.sync();

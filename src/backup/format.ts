@@ -147,13 +147,11 @@ export function entryLine(key: string, value: unknown): string {
   return `${JSON.stringify(key)}:${json}`;
 }
 
-/** Lines are batched into writes of about this many bytes: one write per line costs more than the copy. */
+// Lines are batched into writes of about this many bytes: one write per line costs more than the copy.
 const BATCH_BYTES = 64 * 1024;
 
-/**
- * Resolves on the first of `events` (or when `also` resolves), rejects on 'error' (or when `also`
- * rejects), and always removes its listeners: events.once would leave one behind per lost race.
- */
+// Resolves on the first of `events` (or when `also` resolves), rejects on 'error' (or when `also`
+// rejects), and always removes its listeners: events.once would leave one behind per lost race.
 function waitForEvent(emitter: NodeJS.EventEmitter, events: string[], also?: Promise<void>): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
@@ -173,7 +171,7 @@ function waitForEvent(emitter: NodeJS.EventEmitter, events: string[], also?: Pro
   });
 }
 
-/** Writes buffers to `out` in order, honouring backpressure, and reports the first stream error. */
+// Writes buffers to `out` in order, honouring backpressure, and reports the first stream error.
 class Sink {
   private readonly out: NodeJS.WritableStream;
   private error: unknown = undefined;
@@ -191,7 +189,7 @@ class Sink {
     if (this.error !== undefined) throw this.error;
   }
 
-  /** Hands `buf` to the stream; resolves when the stream can take more. */
+  // Hands `buf` to the stream; resolves when the stream can take more.
   async write(buf: Buffer): Promise<void> {
     this.check();
     const ok = this.write0(buf);
@@ -199,7 +197,7 @@ class Sink {
     this.check();
   }
 
-  /** Synchronous part of write, for gzip output arriving in 'data' events. */
+  // Synchronous part of write, for gzip output arriving in 'data' events.
   write0(buf: Buffer): boolean {
     let resolveDone!: () => void;
     let rejectDone!: (err: unknown) => void;
@@ -217,12 +215,12 @@ class Sink {
     });
   }
 
-  /** Waits for 'drain'; the last write's callback also counts, since a flushed stream may never emit it. */
+  // Waits for 'drain'; the last write's callback also counts, since a flushed stream may never emit it.
   async drain(): Promise<void> {
     await waitForEvent(this.out, ['drain'], this.last);
   }
 
-  /** Resolves once every byte handed over so far has been accepted by the underlying resource. */
+  // Resolves once every byte handed over so far has been accepted by the underlying resource.
   async flushed(): Promise<void> {
     await this.last;
     this.check();
@@ -344,7 +342,7 @@ function formatError(file: string, why: string): BackupError {
   return new BackupError('E_BACKUP_FORMAT', `${file}: not in chatmem line format (${why})`, { details: { file } });
 }
 
-/** Byte offset of the first '\n' at or after `from` (or `limit` when there is none before it). */
+// Byte offset of the first '\n' at or after `from` (or `limit` when there is none before it).
 async function findNewline(fh: fsp.FileHandle, from: number, limit: number): Promise<number> {
   const buf = Buffer.allocUnsafe(READ_BLOCK);
   for (let pos = from; pos < limit; ) {
@@ -357,7 +355,7 @@ async function findNewline(fh: fsp.FileHandle, from: number, limit: number): Pro
   return limit;
 }
 
-/** The bytes of the line starting at `start`, without its '\n', and where the next line starts. */
+// The bytes of the line starting at `start`, without its '\n', and where the next line starts.
 async function readLine(fh: fsp.FileHandle, start: number, limit: number): Promise<{ line: Buffer; next: number }> {
   const parts: Buffer[] = [];
   for (let pos = start; pos < limit; ) {
@@ -375,7 +373,11 @@ async function readLine(fh: fsp.FileHandle, start: number, limit: number): Promi
   return { line: Buffer.concat(parts), next: limit };
 }
 
-/** End (exclusive) of the JSON string starting at line[0], or -1. */
+function isWsByte(b: number | undefined): boolean {
+  return b === 0x20 || b === NL || b === 0x0d || b === 0x09;
+}
+
+// End (exclusive) of the JSON string starting at line[0], or -1.
 function keyEnd(line: Buffer): number {
   if (line[0] !== 0x22) return -1;
   let esc = false;
@@ -422,25 +424,26 @@ export async function findInLineBackup(file: string, userId: string): Promise<un
       const { line, next } = await readLine(fh, start, end);
       const last = next >= end;
       const ke = keyEnd(line);
-      // Our writer puts ':' right after the key and ',' at the end of every line but the last;
-      // checking both keeps a pretty-printed file that happens to start with "{\n\"" from being misread.
-      if (ke === -1 || line[ke] !== 0x3a || (line[line.length - 1] === 0x2c) === last) {
+      // Our writer puts ':' right after the key and ',' at the end of every line but the last, and
+      // every line holds one whole value. Checking all of it on each probed line (O(log n) lines)
+      // keeps a pretty-printed or indent=0 file that happens to start with "{\n\"" from being
+      // misread as entries, e.g. returning a nested "name" field as a user.
+      if (ke === -1 || line[ke] !== 0x3a || isWsByte(line[ke + 1]) || (line[line.length - 1] === 0x2c) === last) {
         throw formatError(file, `malformed entry line at byte ${start}`);
       }
       let key: string;
+      let value: unknown;
       try {
         key = JSON.parse(line.toString('utf8', 0, ke)) as string;
+        value = JSON.parse(line.toString('utf8', ke + 1, last ? line.length : line.length - 1)) as unknown;
       } catch (err) {
-        throw new BackupError('E_BACKUP_FORMAT', `${file}: bad key on the line at byte ${start}`, { cause: err, details: { file } });
+        throw new BackupError('E_BACKUP_FORMAT', `${file}: not in chatmem line format (bad entry line at byte ${start})`, {
+          cause: err,
+          details: { file, position: start },
+        });
       }
       const cmp = compareIds(userId, key);
-      if (cmp === 0) {
-        try {
-          return JSON.parse(line.toString('utf8', ke + 1, last ? line.length : line.length - 1)) as unknown;
-        } catch (err) {
-          throw new BackupError('E_BACKUP_FORMAT', `${file}: bad value on the line at byte ${start}`, { cause: err, details: { file } });
-        }
-      }
+      if (cmp === 0) return value;
       if (cmp < 0) hi = start;
       else lo = next;
     }
@@ -464,8 +467,10 @@ export async function isLineFormat(file: string): Promise<boolean> {
     if (head[2] === 0x7d) return head.length === 3 || head[3] === NL;
     if (head[2] !== 0x22) return false;
     const ke = keyEnd(head.subarray(2));
-    // A key longer than the sniff window is still plausible; a visible key must be followed by ':'.
-    return ke === -1 || head[2 + ke] === undefined || head[2 + ke] === 0x3a;
+    // A key longer than the sniff window is still plausible; a visible key must be followed by ':'
+    // and no space, as JSON.stringify writes it (json.dump(indent=0) writes ': ').
+    if (ke === -1 || 2 + ke >= head.length) return true;
+    return head[2 + ke] === 0x3a && (3 + ke >= head.length || !isWsByte(head[3 + ke]));
   } finally {
     await fh.close();
   }

@@ -54,10 +54,8 @@ function isWs(b: number): boolean {
 const SCALAR_BYTE = new Uint8Array(256);
 for (const c of '0123456789+-.eEtrufalsn') SCALAR_BYTE[c.charCodeAt(0)] = 1;
 
-/**
- * Raised inside the scan with a byte position only: counting lines and columns on every byte
- * would halve throughput, so they are recomputed from the file when an error actually happens.
- */
+// Raised inside the scan with a byte position only: counting lines and columns on every byte
+// would halve throughput, so they are recomputed from the file when an error actually happens.
 class ScanFailure extends Error {
   readonly position: number;
   readonly what: string;
@@ -68,13 +66,11 @@ class ScanFailure extends Error {
   }
 }
 
-/**
- * A push scanner: feed it chunks, it returns the entries completed in each chunk.
- * Memory is bounded by one chunk plus the bytes of the entry being read.
- */
+// A push scanner: feed it chunks, it returns the entries completed in each chunk.
+// Memory is bounded by one chunk plus the bytes of the entry being read.
 class EntryScanner {
   private state = S_START;
-  /** Absolute byte offset of the first byte of the current chunk. */
+  // Absolute byte offset of the first byte of the current chunk.
   private base = 0;
 
   private parts: Buffer[] = [];
@@ -146,7 +142,7 @@ class EntryScanner {
     return out;
   }
 
-  /** Call at end of input: anything but a closed top-level object is an error. */
+  // Call at end of input: anything but a closed top-level object is an error.
   end(): void {
     if (this.state !== S_DONE) {
       throw new ScanFailure(this.base, this.state === S_START && this.base === 0 ? 'empty file' : 'unexpected end of input (truncated file?)');
@@ -234,7 +230,7 @@ class EntryScanner {
     this.state = state;
   }
 
-  /** The bytes of the current key or value, ending (exclusive) at chunk index `end`. */
+  // The bytes of the current key or value, ending (exclusive) at chunk index `end`.
   private take(chunk: Buffer, end: number): string {
     this.parts.push(chunk.subarray(this.segStart, end));
     const parts = this.parts;
@@ -296,7 +292,7 @@ function openSource(file: string, opts: ReadJsonEntriesOptions): { source: Reada
   return { source: pipeline(raw, gunzip, () => undefined), raw };
 }
 
-/** 1-based line and column (in code points) of an uncompressed byte offset, by re-reading the file. */
+// 1-based line and column (in code points) of an uncompressed byte offset, by re-reading the file.
 async function lineColumnOfByte(file: string, gzip: boolean, position: number): Promise<{ line: number; column: number }> {
   let line = 1;
   let column = 1;
@@ -426,7 +422,7 @@ function positionOfLineColumn(text: string, line: number, column: number): numbe
   return i;
 }
 
-/** Smallest prefix length whose parse fails for a reason other than running out of input, minus one. */
+// Smallest prefix length whose parse fails for a reason other than running out of input, minus one.
 function firstBadPrefix(text: string): number {
   const bad = (len: number): boolean => {
     try {

@@ -21,10 +21,15 @@ export interface BackupSource {
 
 /** Resolves an id inside `dir` (no path traversal) and checks that the file exists. */
 export async function openBackup(dir: string, id: string): Promise<BackupSource> {
-  const r = resolveBackupId(dir, id);
+  let r = resolveBackupId(dir, id);
   let st;
   try {
-    st = await fsp.stat(r.file);
+    st = await fsp.stat(r.file).catch(async (err: unknown) => {
+      // A bare id also names a gzip backup.
+      if (errnoCode(err) !== 'ENOENT' || /\.json(\.gz)?$/.test(id)) throw err;
+      r = resolveBackupId(dir, `${id}.json.gz`);
+      return fsp.stat(r.file);
+    });
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') throw new BackupError('E_BACKUP_NOT_FOUND', `no backup ${JSON.stringify(id)} in ${dir}`);
     throw new BackupError('E_BACKUP_READ', `cannot read ${r.file}: ${(err as Error).message}`, { cause: err });

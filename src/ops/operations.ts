@@ -329,7 +329,9 @@ export class Operations {
     const mode = options.mode ?? 'replace';
     if (mode !== 'replace' && mode !== 'merge') throw new OpsError('E_OPS_ARG', `restore mode must be replace or merge, got ${String(mode)}`);
     const users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
-    const src = await this.requireVerified(backupId);
+    // A selective restore reads only its users (binary search), so it does not hash a whole, possibly huge,
+    // backup first: it was verified when written, and each record it takes is validated.
+    const src = users ? await openBackup(this.backupDir, backupId) : await this.requireVerified(backupId);
 
     if (users) {
       const fromBackup = await Promise.all(users.map((u) => findBackupUser(src, u)));

@@ -10,9 +10,15 @@ import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, 
 export interface PostgresConnectOptions {
   /** `postgres://user:password@host:port/db`; the driver creates a pool and ends it in `close()`. */
   connectionString?: string;
-  /** A pool owned by the caller (kysely style); `close()` leaves it open. */
+  /**
+   * A pool owned by the caller (kysely style); `close()` leaves it open. As pg requires, the caller
+   * listens for the pool's 'error' events.
+   */
   pool?: Pool;
-  /** Schema holding the tables; created if missing. Default `public`. */
+  /**
+   * Schema holding the tables; created if missing. Default: the connection's current schema, which
+   * is `public` unless the URL sets a search_path (`?options=-c%20search_path%3Dname`).
+   */
   schema?: string;
   /** Name of the users table. Default `chatmem_users`. */
   table?: string;
@@ -23,7 +29,6 @@ type SummaryRow = UserSummary;
 type CountRow = { n: string };
 type StatsRow = { users: string; messages: string; bytes: string; last: string | null };
 
-const DEFAULT_SCHEMA = 'public';
 const DEFAULT_TABLE = 'chatmem_users';
 /** One row per users table, so several stores can share a schema without sharing a version. */
 const VERSION_TABLE = 'chatmem_schema';
@@ -280,14 +285,10 @@ export class PostgresDriver implements StoreDriver {
     if (!opts.pool && !opts.connectionString) {
       throw new StoreError('E_STORE_CONFIG', 'a PostgreSQL connection string or pool is required');
     }
-    const schema = opts.schema ?? DEFAULT_SCHEMA;
     const table = opts.table ?? DEFAULT_TABLE;
+    quoteIdent(table, 'table');
+    if (opts.schema !== undefined) quoteIdent(opts.schema, 'schema');
     if (table === VERSION_TABLE) throw new StoreError('E_STORE_CONFIG', `the table cannot be named ${VERSION_TABLE}`);
-    const names = {
-      schema: quoteIdent(schema, 'schema'),
-      users: `${quoteIdent(schema, 'schema')}.${quoteIdent(table, 'table')}`,
-      versions: `${quoteIdent(schema, 'schema')}.${quoteIdent(VERSION_TABLE, 'table')}`,
-    };
     const url = opts.connectionString ? redactUrl(opts.connectionString) : 'postgres://(pool)';
     let pool: Pool;
     if (opts.pool) {
@@ -305,15 +306,16 @@ export class PostgresDriver implements StoreDriver {
       // Without a listener the 'error' event would crash the daemon.
       pool.on('error', () => undefined);
     }
+    let schema: string;
     try {
-      await migrate(pool, names, schema, table);
+      schema = await migrate(pool, opts.schema, table);
     } catch (err) {
       if (!opts.pool) await pool.end().catch(() => undefined);
       if (isChatmemError(err)) throw err;
       const message = err instanceof Error ? err.message : String(err);
       throw new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${message}`, { cause: err });
     }
-    return new PostgresDriver(pool, !opts.pool, url, names.users, `${schema}\0${table}`);
+    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table).users, `${schema}\0${table}`);
   }
 
   private checkOpen(): void {
@@ -572,38 +574,70 @@ class Section implements ExclusiveContext {
    * old rows (MVCC) until the commit; an error from the source rolls everything back and is rethrown.
    */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    return this.run(() =>
-      inTransaction(this.client, 'restore', async () => {
-        await this.client.query(this.sql.clear);
-        let batch: MemoryRecord[] = [];
+    let sourceError: { error: unknown } | null = null;
+    const restore = async (): Promise<number> => {
+      await this.client.query(this.sql.clear);
+      let batch: MemoryRecord[] = [];
+      let inBody = false;
+      try {
         for await (const r of records) {
+          inBody = true;
           batch.push(r);
           if (batch.length >= WRITE_BATCH) {
             await upsertRecords(this.client, this.sql, batch);
             batch = [];
           }
+          inBody = false;
         }
-        await upsertRecords(this.client, this.sql, batch);
-        // Counted in the database: a set of ids would not be constant memory at 1M users.
-        return Number((await this.client.query<CountRow>(this.sql.count)).rows[0]?.n ?? 0);
-      }),
-    );
+      } catch (error) {
+        if (!inBody) sourceError = { error };
+        throw error;
+      }
+      await upsertRecords(this.client, this.sql, batch);
+      // Counted in the database: a set of ids would not be constant memory at 1M users.
+      return Number((await this.client.query<CountRow>(this.sql.count)).rows[0]?.n ?? 0);
+    };
+    return this.run(async () => {
+      try {
+        return await inTransaction(this.client, 'restore', restore);
+      } catch (err) {
+        // The source's own error (a corrupt backup, say) is the caller's to interpret, not a store failure.
+        if (sourceError) throw sourceError.error;
+        throw err;
+      }
+    });
   }
 }
 
-async function migrate(
-  pool: Pool,
-  names: { schema: string; users: string; versions: string },
-  schema: string,
-  table: string,
-): Promise<void> {
+function tableNames(schema: string, table: string): { schema: string; users: string; versions: string } {
+  const qs = quoteIdent(schema, 'schema');
+  return { schema: qs, users: `${qs}.${quoteIdent(table, 'table')}`, versions: `${qs}.${quoteIdent(VERSION_TABLE, 'table')}` };
+}
+
+/**
+ * Creates the schema if needed and applies pending migrations, all in one transaction under an
+ * advisory lock. Returns the schema used: `wanted`, else the connection's current schema (so a
+ * `search_path` set in the URL's `options` is honoured; `public` by default).
+ */
+async function migrate(pool: Pool, wanted: string | undefined, table: string): Promise<string> {
   const client = await pool.connect();
   const lease = new Lease(client);
   try {
-    const encoding = (await client.query<{ server_encoding: string }>('SHOW server_encoding')).rows[0]?.server_encoding;
+    const settings = (
+      await client.query<{ encoding: string; schema: string | null }>(
+        "SELECT current_setting('server_encoding') AS encoding, current_schema() AS schema",
+      )
+    ).rows[0];
+    const encoding = settings?.encoding;
     if (encoding !== 'UTF8' && encoding !== 'SQL_ASCII') {
-      throw new StoreError('E_STORE_OPEN', `the database encoding is ${String(encoding)}; chatmem needs UTF8 (emoji and any script in names and messages)`);
+      // Plain errors: connect() turns them into E_STORE_OPEN naming the URL.
+      throw new Error(`the database encoding is ${String(encoding)}; chatmem needs UTF8 (emoji and any script in names and messages)`);
     }
+    const schema = wanted ?? settings?.schema;
+    if (!schema) {
+      throw new Error('the search_path names no existing schema: create it, or name the schema to use');
+    }
+    const names = tableNames(schema, table);
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1, $2)', [NS_CTRL, MIGRATE_KEY]);
     // Checked rather than CREATE SCHEMA IF NOT EXISTS, which needs the CREATE privilege even when
@@ -628,6 +662,7 @@ async function migrate(
       );
     }
     await client.query('COMMIT');
+    return schema;
   } catch (err) {
     await client.query('ROLLBACK').catch((e: unknown) => lease.poison(e));
     throw err;

@@ -1,0 +1,74 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import type { ResolvedConfig } from './config.js';
+import { ensurePrivateDir } from './fs-util.js';
+import { AuditLog, currentOsActor, type Actor } from './ops/audit.js';
+import { Operations } from './ops/operations.js';
+import { openStore } from './store/open.js';
+import { acquireOwner, type OwnerLock } from './store/owner.js';
+import type { Store } from './store/types.js';
+
+/** An open store with its guarded operations, as the CLI and the daemon use them. */
+export interface Context {
+  config: ResolvedConfig;
+  store: Store;
+  ops: Operations;
+  audit: AuditLog;
+  close(): Promise<void>;
+}
+
+export interface OpenContextOptions {
+  /** Read-only: no owner claim, every write refused. */
+  readOnly?: boolean;
+  role?: 'daemon' | 'cli';
+  /** The daemon's API address, recorded in the owner file so the CLI can find it. */
+  api?: string;
+  actor?: Actor;
+}
+
+/**
+ * Opens the configured store. A writer claims a file store (SQLite, JSON) for this process first,
+ * so two processes never write it at once; PostgreSQL relies on its own locks.
+ */
+export async function openContext(config: ResolvedConfig, options: OpenContextOptions = {}): Promise<Context> {
+  let owner: OwnerLock | null = null;
+  if (config.store.file && !options.readOnly) {
+    await ensurePrivateDir(path.dirname(config.store.file));
+    owner = await acquireOwner(config.store.file, { role: options.role ?? 'cli', api: options.api });
+  }
+  let store: Store;
+  try {
+    store = await openStore(config.store, { historyCap: config.historyCap, readOnly: options.readOnly });
+  } catch (err) {
+    await owner?.release();
+    throw err;
+  }
+  const audit = new AuditLog(config.auditLog);
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor() });
+  return {
+    config,
+    store,
+    ops,
+    audit,
+    close: async () => {
+      try {
+        await store.close();
+      } finally {
+        await owner?.release();
+      }
+    },
+  };
+}
+
+/**
+ * When the default store is used but a seed `data/storage/memory.json` sits beside it, the operator
+ * most likely meant that file: say so, and how to import it or point at it.
+ */
+export function seedHint(config: ResolvedConfig): string | null {
+  if (config.storeSource !== 'default' || !config.store.file) return null;
+  const seed = path.join(path.dirname(config.store.file), 'memory.json');
+  if (!existsSync(seed)) return null;
+  const rel = path.relative(config.cwd, seed) || seed;
+  return `note: using the default store ${config.store.display}, but a seed memory file exists at ${rel}. ` +
+    `Import it with \`chatmem import ${rel}\`, or use it in place with \`--store json:${rel}\`.`;
+}

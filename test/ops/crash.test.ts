@@ -1,0 +1,165 @@
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditLog } from '../../src/ops/audit.js';
+import { Operations } from '../../src/ops/operations.js';
+import { openStore } from '../../src/store/open.js';
+import type { Store } from '../../src/store/types.js';
+import type { MemoryRecord } from '../../src/record.js';
+import { ROOT, tempDir } from '../helpers/tmp.js';
+import { loadFixture } from '../store/conformance.js';
+
+const USERS = 1500;
+const TARGET = 'user_0750';
+
+type State = Map<string, string>;
+
+async function snapshot(store: Store): Promise<State> {
+  const m: State = new Map();
+  for await (const r of store.scan()) m.set(r.user_id, JSON.stringify(r));
+  return m;
+}
+
+function same(a: State, b: State): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
+function runChild(args: string[], killAfterMs: number | null): Promise<{ killed: boolean; ms: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(ROOT, 'test/fixtures/crash-op.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let killed = false;
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (killAfterMs !== null && out.startsWith('ready\n') && !killed) {
+        killed = true;
+        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      }
+    });
+    child.on('exit', (code, signal) => {
+      if (signal === 'SIGKILL') return resolve({ killed: true, ms: null });
+      if (code !== 0) return reject(new Error(`child failed (${code}): ${err}`));
+      const m = /done (\d+)/.exec(out);
+      resolve({ killed: false, ms: m ? Number(m[1]) : null });
+    });
+  });
+}
+
+interface Setup {
+  dir: string;
+  url: string;
+  file: string;
+  backupDir: string;
+  audit: string;
+  before: State;
+  restoreFrom: string;
+}
+
+/** Each run starts from a pristine copy of the store and an empty backup dir (bar the restore source). */
+async function makeSetup(kind: 'sqlite' | 'json'): Promise<Setup & { cleanup: () => Promise<void>; reset: () => void }> {
+  const t = await tempDir('chatmem-crash-');
+  const ext = kind === 'sqlite' ? 'db' : 'json';
+  const pristine = path.join(t.dir, `pristine.${ext}`);
+  const file = path.join(t.dir, `memory.${ext}`);
+  const backupDir = path.join(t.dir, 'backups');
+  const sourceDir = path.join(t.dir, 'source-backups');
+  const audit = path.join(t.dir, 'audit.log');
+  const fixture = Object.values(loadFixture());
+  const store = await openStore(`${kind}:${pristine}`);
+  // One bulk write: the JSON driver rewrites its whole file per write.
+  const records = Array.from({ length: USERS }, (_, i) => {
+    const id = `user_${String(i).padStart(4, '0')}`;
+    return { ...(fixture[i % fixture.length] as MemoryRecord), user_id: id, name: `User ${i}` };
+  });
+  await store.exclusive('all', (ctx) => ctx.putMany(records));
+  // The restore source: the store as it was, then the store changes, so a restore has work to do.
+  const ops = new Operations({ store, backupDir: sourceDir, audit: new AuditLog(path.join(t.dir, 'setup-audit.log')), actor: { kind: 'os', name: 'setup' } });
+  const src = await ops.createBackup();
+  const changed = records.filter((_, i) => i % 7 === 0).map((r) => ({ ...r, last_answer: 'changed after the backup' }));
+  await store.exclusive('all', (ctx) => ctx.putMany(changed));
+  const before = await snapshot(store);
+  await store.close();
+  const reset = () => {
+    rmSync(file, { force: true });
+    rmSync(`${file}-wal`, { force: true });
+    rmSync(`${file}-shm`, { force: true });
+    rmSync(backupDir, { recursive: true, force: true });
+    rmSync(audit, { force: true });
+    copyFileSync(pristine, file);
+    // The restore source lives in the backup dir the operation uses.
+    mkdirSync(backupDir, { recursive: true, mode: 0o700 });
+    copyFileSync(src.file, path.join(backupDir, path.basename(src.file)));
+    copyFileSync(src.file.replace(/\.json$/, '.meta.json'), path.join(backupDir, path.basename(src.file).replace(/\.json$/, '.meta.json')));
+  };
+  return { dir: t.dir, url: `${kind}:${file}`, file, backupDir, audit, before, restoreFrom: src.id, cleanup: t.cleanup, reset };
+}
+
+async function backups(s: Setup, store: Store): Promise<{ ops: Operations; verified: Map<string, Record<string, MemoryRecord>> }> {
+  const ops = new Operations({ store, backupDir: s.backupDir, audit: new AuditLog(s.audit), actor: { kind: 'os', name: 'checker' } });
+  await ops.recover();
+  const verified = new Map<string, Record<string, MemoryRecord>>();
+  for (const v of await ops.verifyBackups()) {
+    if (v.ok && !v.legacy && v.id !== s.restoreFrom) {
+      verified.set(v.id, JSON.parse(readFileSync(path.join(s.backupDir, `${v.id}.json`), 'utf8')) as Record<string, MemoryRecord>);
+    }
+  }
+  return { ops, verified };
+}
+
+for (const [kind, runs] of [['sqlite', 42], ['json', 18]] as const) {
+  describe(`crash safety on ${kind}: SIGKILL at random points of delete, clear and restore`, () => {
+    let s: Awaited<ReturnType<typeof makeSetup>>;
+    let target: State;
+    beforeAll(async () => {
+      s = await makeSetup(kind);
+      s.reset();
+      const store = await openStore(s.url);
+      await new Operations({ store, backupDir: s.backupDir, audit: new AuditLog(s.audit), actor: { kind: 'os', name: 'x' } }).restore(s.restoreFrom);
+      target = await snapshot(store);
+      await store.close();
+    });
+    afterAll(async () => s.cleanup());
+
+    for (const op of ['delete', 'clear', 'restore'] as const) {
+      it(`${op}: always the before or the after state, and the before state is in a verified backup`, async () => {
+        const arg = op === 'delete' ? TARGET : op === 'restore' ? s.restoreFrom : '';
+        s.reset();
+        const full = await runChild([s.url, s.backupDir, s.audit, op, arg], null);
+        // Stratified random kill times over 1.6x the measured duration: every phase is hit, and some runs finish.
+        const span = Math.max(20, (full.ms ?? 50) * 1.6);
+        const n = Math.ceil(runs / 3);
+        const outcomes = { before: 0, after: 0 };
+        for (let run = 0; run < n; run++) {
+          s.reset();
+          await runChild([s.url, s.backupDir, s.audit, op, arg], ((run + Math.random()) / n) * span);
+          const store = await openStore(s.url);
+          try {
+            const now = await snapshot(store);
+            const after =
+              op === 'delete' ? new Map([...s.before].filter(([k]) => k !== TARGET)) : op === 'clear' ? new Map<string, string>() : target;
+            const { verified } = await backups(s, store);
+            if (same(now, s.before)) {
+              outcomes.before++;
+            } else {
+              expect(same(now, after), `run ${run}: neither before nor after`).toBe(true);
+              outcomes.after++;
+              // The after state must come with a verified backup holding the before state of what changed.
+              const holds = [...verified.values()].some((b) =>
+                op === 'delete' ? JSON.stringify(b[TARGET]) === s.before.get(TARGET) : same(new Map(Object.entries(b).map(([k, v]) => [k, JSON.stringify(v)])), s.before),
+              );
+              expect(holds, `run ${run}: after state without a verified backup of the before state`).toBe(true);
+            }
+          } finally {
+            await store.close();
+          }
+        }
+        expect(outcomes.before + outcomes.after).toBe(n);
+      });
+    }
+  });
+}
