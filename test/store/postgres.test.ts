@@ -5,38 +5,13 @@ import type { MemoryRecord } from '../../src/record.js';
 import { PostgresDriver } from '../../src/store/postgres.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
-import { redactUrl } from '../../src/store/url.js';
 import { testStore, type StoreHarness } from './conformance.js';
+import { PG_URL, createSchema, describePg, pgUnreachable, urlWithSchema } from '../helpers/pg.js';
 
-/*
- * Runs against a real PostgreSQL (trust auth, database `test`); override with CHATMEM_TEST_PG.
- * Every harness gets its own schema, so test files running in parallel never share tables
- * (the driver's advisory lock keys include the schema, so they never share locks either).
- */
-const PG_URL = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** First int of the driver's store-wide advisory lock keys ('chmc'). */
 const NS_CTRL = 0x63686d63;
 
-async function probe(url: string): Promise<string | null> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    return err instanceof Error ? err.message : String(err);
-  }
-  try {
-    await client.query('SELECT 1');
-    return null;
-  } catch (err) {
-    return err instanceof Error ? err.message : String(err);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-const unreachable = await probe(PG_URL);
-const admin = unreachable === null ? new pg.Pool({ connectionString: PG_URL, max: 3 }) : null;
+const admin = pgUnreachable === null ? new pg.Pool({ connectionString: PG_URL, max: 3 }) : null;
 afterAll(async () => {
   await admin?.end();
 });
@@ -44,23 +19,6 @@ afterAll(async () => {
 function adminPool(): pg.Pool {
   if (!admin) throw new Error('PostgreSQL is unreachable');
   return admin;
-}
-
-function newSchemaName(): string {
-  return `chatmem_test_${process.pid}_${randomBytes(4).toString('hex')}`;
-}
-
-/** The test URL with `search_path` set, the way an operator would point a daemon at a schema. */
-function urlWithSchema(schema: string): string {
-  const u = new URL(PG_URL);
-  u.searchParams.set('options', `-c search_path=${schema}`);
-  return u.toString();
-}
-
-async function createSchema(): Promise<{ schema: string; drop: () => Promise<void> }> {
-  const schema = newSchemaName();
-  await adminPool().query(`CREATE SCHEMA "${schema}"`);
-  return { schema, drop: async () => void (await adminPool().query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)) };
 }
 
 /** The conformance harness: a fresh schema per call; `open` connects a new driver (a new pool) to it. */
@@ -94,20 +52,7 @@ async function waitingAdvisoryLocks(): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
-if (unreachable !== null) {
-  if (process.env.CI === 'true') {
-    describe('postgres driver', () => {
-      it('reaches PostgreSQL', () => {
-        throw new Error(`PostgreSQL unreachable at ${redactUrl(PG_URL)} (CI=true: not skipping): ${unreachable}`);
-      });
-    });
-  } else {
-    console.warn(`PostgreSQL unreachable at ${redactUrl(PG_URL)} (${unreachable}): skipping the postgres tests. Under CI=true they fail instead.`);
-    describe.skip('postgres driver (PostgreSQL unreachable)', () => {
-      it('needs PostgreSQL', () => undefined);
-    });
-  }
-} else {
+describePg('postgres', () => {
   testStore('postgres', pgHarness);
 
   describe('postgres driver specifics', () => {
@@ -326,7 +271,7 @@ if (unreachable !== null) {
     });
 
     it('migrations are idempotent under concurrent starts, and a newer schema is refused', async () => {
-      const schema = newSchemaName();
+      const schema = `chatmem_test_${process.pid}_${randomBytes(4).toString('hex')}`;
       try {
         // The schema does not exist yet: six daemons start at once and race to create it.
         const drivers = await Promise.all(Array.from({ length: 6 }, () => PostgresDriver.connect({ connectionString: PG_URL, schema })));
@@ -435,4 +380,4 @@ if (unreachable !== null) {
       }
     });
   });
-}
+});

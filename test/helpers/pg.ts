@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe, it } from 'vitest';
+import { redactUrl } from '../../src/store/url.js';
+
+/** Tests run against a real PostgreSQL (trust auth, database `test`); override with CHATMEM_TEST_PG. */
+export const PG_URL = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+async function probe(url: string): Promise<string | null> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Why PostgreSQL cannot be reached, or null when it can. Probed once per test file. */
+export const pgUnreachable: string | null = await probe(PG_URL);
+
+/**
+ * Registers the tests of `body` when PostgreSQL is reachable. Otherwise, under CI=true a failing
+ * test says why (never a silent skip); locally the suite is skipped with a warning.
+ */
+export function describePg(name: string, body: () => void): void {
+  if (pgUnreachable === null) {
+    describe(name, body);
+  } else if (process.env.CI === 'true') {
+    describe(name, () => {
+      it('reaches PostgreSQL', () => {
+        throw new Error(`PostgreSQL unreachable at ${redactUrl(PG_URL)} (CI=true: not skipping): ${pgUnreachable}`);
+      });
+    });
+  } else {
+    console.warn(`PostgreSQL unreachable at ${redactUrl(PG_URL)} (${pgUnreachable}): skipping "${name}". Under CI=true it fails instead.`);
+    describe.skip(name, body);
+  }
+}
+
+/** The test URL with `search_path` set, the way an operator points a daemon at a schema. */
+export function urlWithSchema(schema: string): string {
+  const u = new URL(PG_URL);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  return u.toString();
+}
+
+/** A fresh schema of its own, so test files running in parallel never share tables or locks. */
+export async function createSchema(): Promise<{ schema: string; url: string; drop: () => Promise<void> }> {
+  const schema = `chatmem_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    await client.query(`CREATE SCHEMA "${schema}"`);
+  } finally {
+    await client.end();
+  }
+  return {
+    schema,
+    url: urlWithSchema(schema),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
