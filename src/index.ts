@@ -22,4 +22,5 @@ export { openBackup, backupRecords, findBackupUser, type BackupSource } from './
 export { Operations, type BackupInfo, type DeleteResult, type RestoreOptions, type RestoreResult, type VerifyResult, type PruneResult } from './ops/operations.js';
 export { AuditLog, currentOsActor, type Actor, type AuditEntry } from './ops/audit.js';
 export { LocalAdmin, type Admin } from './ops/admin.js';
+export { exportStore } from './ops/export.js';
 export { VERSION } from './version.js';
