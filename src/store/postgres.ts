@@ -257,6 +257,9 @@ export class PostgresDriver implements StoreDriver {
   private readonly writeSlots: Semaphore;
   private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
+  private readonly leaderKey: number;
+  /** The connection holding the leader lock while this driver leads. */
+  private leaderLease: Lease | null = null;
 
   private constructor(
     private readonly pool: Pool,
@@ -269,6 +272,7 @@ export class PostgresDriver implements StoreDriver {
     this.sql = buildSql(qualifiedUsers);
     this.globalKey = hashKey(`${lockScope}\0global`);
     this.opsKey = hashKey(`${lockScope}\0ops`);
+    this.leaderKey = hashKey(`${lockScope}\0leader`);
     this.userKeyPrefix = `${lockScope}\0user\0`;
     this.writeSlots = new Semaphore(Math.max(1, (pool.options.max ?? 10) - 2));
   }
@@ -484,11 +488,45 @@ export class PostgresDriver implements StoreDriver {
     }
   }
 
+  /**
+   * Elects one daemon among all that share this store (for scheduled backups): the winner holds a
+   * session-level advisory lock on a connection of its own until it closes or that connection dies,
+   * when another daemon takes over at its next try.
+   */
+  async leader(): Promise<boolean> {
+    this.checkOpen();
+    if (this.leaderLease) {
+      const alive = await this.leaderLease.client.query('SELECT 1').then(() => true, () => false);
+      if (alive) return true;
+      this.leaderLease.poison(new Error('leader connection lost'));
+      this.leaderLease.release();
+      this.leaderLease = null;
+    }
+    const lease = await this.checkout('E_STORE_READ');
+    try {
+      const { rows } = await lease.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [NS_CTRL, this.leaderKey]);
+      if (rows[0]?.ok) {
+        this.leaderLease = lease;
+        return true;
+      }
+    } catch (err) {
+      lease.poison(err);
+    }
+    lease.release();
+    return false;
+  }
+
   /** Waits for in-flight writes, then ends the pool if this driver created it. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.inflight]);
+    if (this.leaderLease) {
+      // Destroying the connection releases its session lock even if unlocking would fail.
+      this.leaderLease.poison(new Error('leadership released'));
+      this.leaderLease.release();
+      this.leaderLease = null;
+    }
     if (this.ownsPool) await this.pool.end();
   }
 }

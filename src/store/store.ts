@@ -149,6 +149,10 @@ class CoreStore implements Store {
     return this.gate.exclusive(scope, () => this.driver.exclusive(scope, fn));
   }
 
+  async isLeader(): Promise<boolean> {
+    return this.driver.leader ? this.driver.leader() : true;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -85,6 +85,11 @@ export interface StoreDriver {
    * shared backends). Single-writer backends rely on the core's in-process lock alone.
    */
   exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
+  /**
+   * Whether this process leads singleton jobs such as scheduled backups. Shared backends elect one
+   * holder of a cluster-wide lock; without this method the single owning process always leads.
+   */
+  leader?(): Promise<boolean>;
   /** Releases files, connections and locks. Pending writes are flushed first. */
   close(): Promise<void>;
 }
@@ -120,6 +125,8 @@ export interface Store {
    * backend is shared). Writes to other users continue. Used to make "back up, then delete" atomic.
    */
   exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
+  /** True when this process should run singleton jobs (scheduled backups); see {@link StoreDriver.leader}. */
+  isLeader(): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -56,6 +56,21 @@ describePg('postgres', () => {
   testStore('postgres', pgHarness);
 
   describe('postgres driver specifics', () => {
+    it('elects exactly one leader among daemons, and another takes over when it closes', async () => {
+      const { schema, drop } = await createSchema();
+      const { a, b, close } = await twoDaemons(schema);
+      try {
+        expect(await a.isLeader()).toBe(true);
+        expect(await a.isLeader()).toBe(true);
+        expect(await b.isLeader()).toBe(false);
+        await a.close();
+        expect(await b.isLeader()).toBe(true);
+      } finally {
+        await close();
+        await drop();
+      }
+    });
+
     it('two daemons, 500 concurrent appends across 20 users: none lost, caps respected', async () => {
       const { schema, drop } = await createSchema();
       const { a, b, close } = await twoDaemons(schema, 10);
