@@ -90,7 +90,9 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
   const storeDir = store.file ? path.dirname(store.file) : path.resolve(cwd, 'data/storage');
   const backupDir = path.resolve(cwd, overrides.backupDir ?? env.CHATMEM_BACKUP_DIR ?? file.backupDir ?? path.join(storeDir, 'backups'));
   const auditLog = path.resolve(cwd, env.CHATMEM_AUDIT_LOG ?? file.auditLog ?? path.join(storeDir, 'audit.log'));
-  const dataDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? path.dirname(storeDir));
+  // The default layout is data/storage/memory.db with pid, log and token in data/; any other store keeps them beside it.
+  const defaultDataDir = path.basename(storeDir) === 'storage' ? path.dirname(storeDir) : storeDir;
+  const dataDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? defaultDataDir);
 
   const historyCap = intFrom(env.CHATMEM_HISTORY_CAP ?? file.historyCap, 'historyCap', 50);
   if (historyCap < 1) throw new ConfigError('E_CONFIG', `historyCap must be at least 1, got ${historyCap}`);
