@@ -328,7 +328,14 @@ export class Operations {
   async restore(backupId: string, options: RestoreOptions = {}): Promise<RestoreResult & { auditOp?: string }> {
     const mode = options.mode ?? 'replace';
     if (mode !== 'replace' && mode !== 'merge') throw new OpsError('E_OPS_ARG', `restore mode must be replace or merge, got ${String(mode)}`);
-    const users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
+    let users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
+    if (!users) {
+      // A backup of some users (taken before a delete, or the seed's per-user file) restores those users:
+      // a whole-store replace from it would wipe everyone else.
+      const scoped = await openBackup(this.backupDir, backupId);
+      if (Array.isArray(scoped.manifest?.scope)) users = scoped.manifest.scope;
+      else if (scoped.kind === 'user') for await (const r of backupRecords(scoped)) users = [r.user_id];
+    }
     // A selective restore reads only its users (binary search), so it does not hash a whole, possibly huge,
     // backup first: it was verified when written, and each record it takes is validated.
     const src = users ? await openBackup(this.backupDir, backupId) : await this.requireVerified(backupId);

@@ -215,6 +215,18 @@ json.dump(current, open(sys.argv[2], 'w'), indent=2)`, backupFile, current, uid]
       expect(await store.get('later')).not.toBeNull();
     });
 
+    it('restoring a backup of some users restores those users and leaves everyone else', async () => {
+      const data = await seed(store, 10);
+      const [gone, stays] = Object.keys(data) as [string, string];
+      const { backup } = await ops.deleteUsers([gone]);
+      await store.setFlag(stays, 'active_intent', 'kept');
+      const r = await ops.restore(backup);
+      expect(r.written).toBe(1);
+      expect(await store.count()).toBe(10);
+      expect(await store.get(gone)).toEqual(data[gone]);
+      expect((await store.get(stays))?.flags.active_intent).toBe('kept');
+    });
+
     it('diff reports added, removed and changed users with field details', async () => {
       const data = await seed(store, 5);
       const ids = Object.keys(data).sort();
