@@ -65,10 +65,10 @@ export async function writeBackup(
   const gzip = options.gzip ?? false;
   const ext = gzip ? '.json.gz' : '.json';
   const date = (options.now ?? (() => new Date()))();
-  await ensurePrivateDir(dir);
   const tmp = tempNameFor(path.join(dir, backupBaseName(date, 0) + ext));
   let finalName: string | null = null;
   try {
+    await ensurePrivateDir(dir);
     const out = createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
     // A late ENOSPC/EIO can surface after the writer's own listener is gone: keep one for the whole life.
     out.on('error', () => undefined);

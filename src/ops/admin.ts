@@ -34,8 +34,8 @@ export interface Admin {
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
   verifyBackups(id?: string): Promise<VerifyResult[]>;
   diff(a: string, b?: string, options?: { users?: string[] }): Promise<DiffResult>;
-  restore(id: string, options?: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean }): Promise<RestoreResult & { auditOp?: string }>;
-  prune(policy: RetentionPolicy, options?: { dryRun?: boolean }): Promise<PruneResult>;
+  restore(id: string, options?: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean }): Promise<RestoreResult & { auditOp?: string }>;
+  prune(policy: RetentionPolicy, options?: { dryRun?: boolean; only?: string[] }): Promise<PruneResult>;
   importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null }>;
   readAudit(filter?: AuditFilter): Promise<AuditEntry[]>;
 }
@@ -88,10 +88,10 @@ export class LocalAdmin implements Admin {
   diff(a: string, b = 'current', options: { users?: string[] } = {}) {
     return this.ops.diff(a, b, { ...options, onProgress: this.onProgress });
   }
-  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean } = {}) {
+  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean } = {}) {
     return this.ops.restore(id, { ...options, onProgress: this.onProgress });
   }
-  prune(policy: RetentionPolicy, options: { dryRun?: boolean } = {}) {
+  prune(policy: RetentionPolicy, options: { dryRun?: boolean; only?: string[] } = {}) {
     return this.ops.prune(policy, options);
   }
   importFile(file: string) {

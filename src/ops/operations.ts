@@ -58,6 +58,8 @@ export interface RestoreOptions extends CallOptions {
   /** 'replace' (default): the store (or each listed user) becomes exactly the backup's. 'merge': users absent from the backup are kept. */
   mode?: 'replace' | 'merge';
   dryRun?: boolean;
+  /** Restore a backup of only some users over the whole store anyway (replace: everyone else is removed). */
+  wholeStore?: boolean;
 }
 
 export interface RestoreResult {
@@ -329,7 +331,7 @@ export class Operations {
     const mode = options.mode ?? 'replace';
     if (mode !== 'replace' && mode !== 'merge') throw new OpsError('E_OPS_ARG', `restore mode must be replace or merge, got ${String(mode)}`);
     let users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
-    if (!users) {
+    if (!users && !options.wholeStore) {
       // A backup of some users (taken before a delete, or the seed's per-user file) restores those users:
       // a whole-store replace from it would wipe everyone else.
       const scoped = await openBackup(this.backupDir, backupId);
@@ -443,13 +445,15 @@ export class Operations {
   }
 
   /** Applies a retention policy. Never removes the newest backup; removes each backup with its manifest. */
-  async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean } = {}): Promise<PruneResult> {
+  async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
     const all = await this.listBackups();
     // Legacy files without a date in their name cannot be placed in a calendar: always kept.
     const dated = all.filter((b) => b.createdAt !== null);
     const plan = planRetention(dated.map((b) => ({ id: b.id, createdAt: new Date(b.createdAt ?? 0) })), policy);
     const newest = dated[0]?.id;
-    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest);
+    // `only`: the ids an operator confirmed; a backup made since the plan was shown must not widen it.
+    const confirmed = options.only ? new Set(options.only) : null;
+    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest && (!confirmed || confirmed.has(r.id)));
     const keep = [...plan.keep, ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] }))];
     if (newest && plan.remove.some((r) => r.id === newest)) keep.unshift({ id: newest, reasons: ['newest backup'] });
     if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [] };

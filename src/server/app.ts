@@ -537,7 +537,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     if (mode !== undefined && mode !== 'replace' && mode !== 'merge') throw new HttpError(400, 'E_OPS_ARG', 'mode must be "replace" or "merge"');
     const users = stringList(b.users, 'users');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
-    return adminOp(req, 'restore', (actor) => ops.restore(backup, { users, mode, dryRun, actor }));
+    const wholeStore = optionalBool(b.wholeStore, 'wholeStore');
+    return adminOp(req, 'restore', (actor) => ops.restore(backup, { users, mode, dryRun, wholeStore, actor }));
   });
 
   app.post('/v1/admin/prune', { onRequest: adminAuth }, async (req) => {
@@ -545,7 +546,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const policy = b.policy === undefined ? ctx.config.retention : b.policy;
     if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw new HttpError(400, 'E_RETENTION_POLICY', 'policy must be an object, e.g. {"daily": 7}');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
-    return adminOp(req, 'prune', (actor) => ops.prune(policy as RetentionPolicy, { dryRun, actor }));
+    const only = b.only === undefined ? undefined : stringList(b.only, 'only');
+    return adminOp(req, 'prune', (actor) => ops.prune(policy as RetentionPolicy, { dryRun, only, actor }));
   });
 
   app.post('/v1/admin/import', { onRequest: adminAuth }, async (req) => {

@@ -8,12 +8,12 @@ export interface OpenStoreOptions extends StoreOptions {
 }
 
 /** Opens the driver named by a store URL (`sqlite:PATH`, `json:PATH`, `postgres://…`). */
-export async function openDriver(url: string | ParsedStoreUrl, cwd?: string): Promise<StoreDriver> {
+export async function openDriver(url: string | ParsedStoreUrl, cwd?: string, options: { readOnly?: boolean } = {}): Promise<StoreDriver> {
   const parsed = typeof url === 'string' ? parseStoreUrl(url, cwd) : url;
   switch (parsed.kind) {
     case 'sqlite': {
       const { SqliteDriver } = await import('./sqlite.js');
-      return SqliteDriver.open(parsed.file ?? '');
+      return SqliteDriver.open(parsed.file ?? '', options);
     }
     case 'json': {
       const { JsonFileDriver } = await import('./json-file.js');
@@ -30,5 +30,5 @@ export async function openDriver(url: string | ParsedStoreUrl, cwd?: string): Pr
 
 /** Opens a {@link Store} from its URL. */
 export async function openStore(url: string | ParsedStoreUrl, options: OpenStoreOptions = {}): Promise<Store> {
-  return createStore(await openDriver(url, options.cwd), options);
+  return createStore(await openDriver(url, options.cwd, { readOnly: options.readOnly }), options);
 }

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
@@ -47,6 +47,8 @@ export class SqliteDriver implements StoreDriver {
   private constructor(
     readonly file: string,
     db: Database.Database,
+    /** An empty in-memory stand-in for a database that does not exist yet (read-only opens). */
+    private readonly inMemory = false,
   ) {
     this.url = `sqlite:${file}`;
     this.db = db;
@@ -68,9 +70,13 @@ export class SqliteDriver implements StoreDriver {
     };
   }
 
-  /** Opens (creating if needed) the database at `file`; the directory is created 0700. */
-  static async open(file: string): Promise<SqliteDriver> {
+  /**
+   * Opens (creating if needed) the database at `file`; the directory is created 0700.
+   * `readOnly` creates nothing: a missing database reads as an empty store.
+   */
+  static async open(file: string, options: { readOnly?: boolean } = {}): Promise<SqliteDriver> {
     const abs = path.resolve(file);
+    if (options.readOnly) return SqliteDriver.openReadOnly(abs);
     await ensurePrivateDir(path.dirname(abs));
     let db: Database.Database;
     try {
@@ -86,6 +92,23 @@ export class SqliteDriver implements StoreDriver {
       throw new StoreError('E_STORE_OPEN', `cannot open SQLite store ${abs}: ${(err as Error).message}`, { cause: err });
     }
     return new SqliteDriver(abs, db);
+  }
+
+  private static openReadOnly(abs: string): SqliteDriver {
+    try {
+      if (!existsSync(abs)) {
+        const db = new Database(':memory:');
+        migrate(db);
+        return new SqliteDriver(abs, db, true);
+      }
+      const db = new Database(abs, { readonly: true, fileMustExist: true });
+      db.pragma('busy_timeout = 10000');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version !== SCHEMA_VERSION) throw new Error(`schema version ${version}, expected ${SCHEMA_VERSION}`);
+      return new SqliteDriver(abs, db);
+    } catch (err) {
+      throw new StoreError('E_STORE_OPEN', `cannot open SQLite store ${abs} read-only: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   private row(record: MemoryRecord): Record<string, unknown> {
@@ -168,6 +191,7 @@ export class SqliteDriver implements StoreDriver {
    * in constant memory while the main connection keeps committing (WAL).
    */
   async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
+    if (this.inMemory) return;
     const reader = new Database(this.file, { readonly: true });
     try {
       reader.pragma('busy_timeout = 10000');
@@ -252,7 +276,7 @@ export class SqliteDriver implements StoreDriver {
   async close(): Promise<void> {
     if (this.queue.length > 0) this.flush();
     if (this.db.open) {
-      this.db.pragma('wal_checkpoint(TRUNCATE)');
+      if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
       this.db.close();
     }
   }

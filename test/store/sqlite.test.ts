@@ -46,3 +46,40 @@ describe('sqlite driver specifics', () => {
     }
   });
 });
+
+describe('sqlite read-only opens', () => {
+  it('create nothing: a missing database reads as an empty store and refuses writes', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'data', 'storage', 'memory.db');
+      const store = await openStore(`sqlite:${file}`, { readOnly: true });
+      expect(await store.count()).toBe(0);
+      expect(await store.list()).toEqual({ items: [], next: null });
+      await expect(store.put('u', {})).rejects.toMatchObject({ code: 'E_STORE_READONLY' });
+      await store.close();
+      const { existsSync } = await import('node:fs');
+      expect(existsSync(path.dirname(file))).toBe(false);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('read an existing store while its writer keeps it open', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.db');
+      const writer = await openStore(`sqlite:${file}`);
+      await writer.appendHistory('u1', { role: 'user', text: 'halo' });
+      const reader = await openStore(`sqlite:${file}`, { readOnly: true });
+      expect((await reader.get('u1'))?.history).toHaveLength(1);
+      await writer.appendHistory('u2', { role: 'user', text: 'hai' });
+      const ids: string[] = [];
+      for await (const r of reader.scan()) ids.push(r.user_id);
+      expect(ids).toEqual(['u1', 'u2']);
+      await reader.close();
+      await writer.close();
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
