@@ -14,15 +14,15 @@ async function* entries(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[s
 /**
  * Writes the whole store in the seed format (one JSON object keyed by user id, one user per line),
  * streamed in constant memory. A file target is written atomically (temp, fsync, rename, fsync dir)
- * with mode 0600; a stream target (e.g. stdout) is written as is and not ended.
+ * with mode 0600; a stream target (e.g. stdout) is written as is and not ended. `gzip` compresses.
  */
 export async function exportStore(
   store: Store,
   target: string | NodeJS.WritableStream,
-  options: { onProgress?: (users: number) => void } = {},
+  options: { onProgress?: (users: number) => void; gzip?: boolean } = {},
 ): Promise<{ users: number; bytes: number; sha256: string; file: string | null }> {
   if (typeof target !== 'string') {
-    const r = await writeBackupStream(entries(store.scan()), target, { onProgress: options.onProgress });
+    const r = await writeBackupStream(entries(store.scan()), target, options);
     return { ...r, file: null };
   }
   const file = path.resolve(target);
@@ -31,7 +31,7 @@ export async function exportStore(
   out.on('error', () => undefined);
   try {
     await once(out, 'open');
-    const r = await writeBackupStream(entries(store.scan()), out, { onProgress: options.onProgress });
+    const r = await writeBackupStream(entries(store.scan()), out, options);
     out.end();
     await finished(out);
     const fh = await fsp.open(tmp, 'r+');

@@ -5,6 +5,7 @@ import { ensurePrivateDir, writeFileAtomic } from '../fs-util.js';
 import { parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { compareIds } from '../backup/format.js';
+import { searchText } from './search-text.js';
 import { summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
 /** Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. */
@@ -179,11 +180,7 @@ export class JsonFileDriver implements StoreDriver {
     for (const id of this.sortedIds()) {
       const r = this.map.get(id);
       if (!r) continue;
-      const hit =
-        (r.product ?? '').toLowerCase().includes(query) ||
-        r.summary_context.some((s) => s.toLowerCase().includes(query)) ||
-        r.history.some((h) => h.text.toLowerCase().includes(query));
-      if (hit) out.push(summarize(r));
+      if (searchText(r).includes(query)) out.push(summarize(r));
       if (out.length >= limit) break;
     }
     return out;

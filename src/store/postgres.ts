@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { StoreError, isChatmemError } from '../errors.js';
 import type { MemoryRecord } from '../record.js';
+import { likeEscape, searchText } from './search-text.js';
 import { redactUrl } from './url.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
@@ -87,18 +88,6 @@ function quoteIdent(name: string, what: string): string {
 
 function hashKey(text: string): number {
   return createHash('sha256').update(text).digest().readInt32BE(0);
-}
-
-function searchText(r: MemoryRecord): string {
-  const parts: string[] = [];
-  if (r.product) parts.push(r.product);
-  for (const s of r.summary_context) parts.push(s);
-  for (const h of r.history) parts.push(h.text);
-  return parts.join('\n').toLowerCase();
-}
-
-function likeEscape(q: string): string {
-  return q.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 function rowValues(r: MemoryRecord): [string, string, string | null, string | null, string, string, number, string] {

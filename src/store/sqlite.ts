@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
+import { likeEscape, searchText } from './search-text.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 type Row = { data: string };
@@ -18,18 +19,6 @@ interface PendingUpdate {
 
 const SCHEMA_VERSION = 1;
 const SCAN_BATCH = 500;
-
-function searchText(r: MemoryRecord): string {
-  const parts: string[] = [];
-  if (r.product) parts.push(r.product);
-  for (const s of r.summary_context) parts.push(s);
-  for (const h of r.history) parts.push(h.text);
-  return parts.join('\n').toLowerCase();
-}
-
-function likeEscape(q: string): string {
-  return q.replace(/[\\%_]/g, (c) => `\\${c}`);
-}
 
 /**
  * SQLite driver (better-sqlite3, WAL). One row per user, the record as JSON text, so an append

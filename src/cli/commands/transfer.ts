@@ -1,18 +1,11 @@
-import { createWriteStream, promises as fsp } from 'node:fs';
-import { once } from 'node:events';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { writeBackupStream } from '../../backup/format.js';
 import { openContext } from '../../context.js';
 import { errnoCode } from '../../errors.js';
-import { FILE_MODE, fsyncDir, tempNameFor } from '../../fs-util.js';
-import type { MemoryRecord } from '../../record.js';
+import { exportStore } from '../../ops/export.js';
 import { flag, type Command } from '../command.js';
 import { CLIError, EXIT, usage } from '../errors.js';
 import { formatBytes, formatCount } from '../output.js';
-
-async function* entries(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, unknown]> {
-  for await (const r of records) yield [r.user_id, r];
-}
 
 export const importCmd: Command = {
   name: 'import',
@@ -83,34 +76,11 @@ export const exportCmd: Command = {
     const progress = out.progress('export');
     const onProgress = (n: number): void => progress.update(n, null);
     try {
-      if (file === null) {
-        await writeBackupStream(entries(opened.store.scan()), out.io.stdout, { onProgress });
-        return;
-      }
-      const gzip = file.endsWith('.gz');
-      // Written beside the target and renamed over it: a reader never sees half a file.
-      const tmp = tempNameFor(file);
-      try {
-        const ws = createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
-        await once(ws, 'open');
-        const written = await writeBackupStream(entries(opened.store.scan()), ws, { gzip, onProgress });
-        ws.end();
-        await once(ws, 'finish');
-        const fh = await fsp.open(tmp, 'r+');
-        try {
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await fsp.rename(tmp, file);
-        await fsyncDir(path.dirname(file));
-        progress.end();
-        if (out.json) out.data({ exported: written.users, file, bytes: written.bytes, sha256: written.sha256, gzip });
-        else out.out(`Exported ${formatCount(written.users)} users to ${file} (${formatBytes(written.bytes)})`);
-      } catch (err) {
-        await fsp.rm(tmp, { force: true }).catch(() => undefined);
-        throw err;
-      }
+      const written = await exportStore(opened.store, file ?? out.io.stdout, { gzip: file?.endsWith('.gz') ?? false, onProgress });
+      if (file === null) return;
+      progress.end();
+      if (out.json) out.data({ exported: written.users, file, bytes: written.bytes, sha256: written.sha256, gzip: file.endsWith('.gz') });
+      else out.out(`Exported ${formatCount(written.users)} users to ${file} (${formatBytes(written.bytes)})`);
     } finally {
       progress.end();
       await opened.close();
