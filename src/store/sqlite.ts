@@ -17,7 +17,7 @@ interface PendingUpdate {
   reject: (e: unknown) => void;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 const SCAN_BATCH = 500;
 
 /**
@@ -51,7 +51,9 @@ export class SqliteDriver implements StoreDriver {
            search_text = excluded.search_text`,
       ),
       del: db.prepare<[string]>('DELETE FROM users WHERE user_id = ?'),
-      count: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM users'),
+      // Kept by triggers: COUNT(*) and SUM() read the whole table, and better-sqlite3 runs them on the event loop.
+      totals: db.prepare<[], { users: number; messages: number; bytes: number }>('SELECT users, messages, bytes FROM totals WHERE id = 1'),
+      lastUpdate: db.prepare<[], { last: string | null }>('SELECT MAX(updated_at) AS last FROM users'),
       list: db.prepare<[string, number], SummaryRow>(
         `SELECT user_id, name, product, created_at, updated_at, messages FROM users
          WHERE user_id > ? ORDER BY user_id LIMIT ?`,
@@ -165,7 +167,7 @@ export class SqliteDriver implements StoreDriver {
   }
 
   async count(): Promise<number> {
-    return this.stmts.count.get()?.n ?? 0;
+    return this.stmts.totals.get()?.users ?? 0;
   }
 
   async list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>> {
@@ -199,12 +201,8 @@ export class SqliteDriver implements StoreDriver {
   }
 
   async stats(): Promise<StoreStats> {
-    const row = this.db
-      .prepare<[], { users: number; messages: number | null; bytes: number | null; last: string | null }>(
-        'SELECT COUNT(*) AS users, SUM(messages) AS messages, SUM(length(CAST(data AS BLOB))) AS bytes, MAX(updated_at) AS last FROM users',
-      )
-      .get();
-    return { users: row?.users ?? 0, messages: row?.messages ?? 0, bytes: row?.bytes ?? 0, lastUpdate: row?.last ?? null };
+    const t = this.stmts.totals.get();
+    return { users: t?.users ?? 0, messages: t?.messages ?? 0, bytes: t?.bytes ?? 0, lastUpdate: this.stmts.lastUpdate.get()?.last ?? null };
   }
 
   async search(query: string, limit: number): Promise<UserSummary[]> {
@@ -291,5 +289,26 @@ function migrate(db: Database.Database): void {
       ) WITHOUT ROWID;
       PRAGMA user_version = 1;
     `);
+  }
+  if (version < 2) {
+    // Running totals and an index on updated_at make count() and stats() O(1) / O(log n).
+    db.transaction(() =>
+      db.exec(`
+        CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 1), users INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
+        INSERT INTO totals SELECT 1, COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(length(CAST(data AS BLOB))), 0) FROM users;
+        CREATE INDEX users_updated_at ON users (updated_at);
+        CREATE TRIGGER users_totals_insert AFTER INSERT ON users BEGIN
+          UPDATE totals SET users = users + 1, messages = messages + NEW.messages, bytes = bytes + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
+        END;
+        CREATE TRIGGER users_totals_delete AFTER DELETE ON users BEGIN
+          UPDATE totals SET users = users - 1, messages = messages - OLD.messages, bytes = bytes - length(CAST(OLD.data AS BLOB)) WHERE id = 1;
+        END;
+        CREATE TRIGGER users_totals_update AFTER UPDATE ON users BEGIN
+          UPDATE totals SET messages = messages - OLD.messages + NEW.messages,
+            bytes = bytes - length(CAST(OLD.data AS BLOB)) + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
+        END;
+        PRAGMA user_version = 2;
+      `),
+    )();
   }
 }

@@ -176,6 +176,14 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
       expect(s.messages).toBe(3);
       expect(s.bytes).toBeGreaterThan(100);
       expect(s.lastUpdate).toMatch(/Z$/);
+      // Totals follow every kind of change, not only appends.
+      let bytes = 0;
+      for await (const r of store.scan()) bytes += Buffer.byteLength(JSON.stringify(r));
+      expect(s.bytes).toBe(bytes);
+      await store.delete(['a']);
+      expect(await store.stats()).toMatchObject({ users: 1, messages: 1 });
+      await store.clear();
+      expect(await store.stats()).toEqual({ users: 0, messages: 0, bytes: 0, lastUpdate: null });
     });
 
     it('searches product, summary_context and history text, case-insensitively and literally', async () => {
@@ -240,6 +248,7 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
         expect(await ctx.replaceAll(records())).toBe(1201);
       });
       expect(await store.count()).toBe(1201);
+      expect((await store.stats()).users).toBe(1201);
       expect((await store.get('old'))?.name).toBe('kept');
       expect((await store.get('r1199'))?.name).toBe('r1199');
     });

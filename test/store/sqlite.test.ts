@@ -47,6 +47,30 @@ describe('sqlite driver specifics', () => {
   });
 });
 
+describe('sqlite schema migration', () => {
+  it('migrates a version 1 store in place: totals computed from its rows', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.db');
+      const Database = (await import('better-sqlite3')).default;
+      const db = new Database(file);
+      db.exec(`CREATE TABLE users (user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL) WITHOUT ROWID;
+        PRAGMA user_version = 1;`);
+      const rec = { user_id: 'old', history: [{ role: 'user', text: 'x', ts: '2025-01-01T00:00:00Z' }], updated_at: '2025-01-02T00:00:00Z' };
+      db.prepare('INSERT INTO users VALUES (?, ?, NULL, NULL, ?, ?, 1, ?)').run('old', JSON.stringify(rec), '2025-01-01T00:00:00Z', '2025-01-02T00:00:00Z', 'x');
+      db.close();
+      const store = await openStore(`sqlite:${file}`);
+      expect(await store.stats()).toEqual({ users: 1, messages: 1, bytes: Buffer.byteLength(JSON.stringify(rec)), lastUpdate: '2025-01-02T00:00:00Z' });
+      await store.appendHistory('new', { role: 'user', text: 'y' });
+      expect(await store.count()).toBe(2);
+      await store.close();
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe('sqlite read-only opens', () => {
   it('create nothing: a missing database reads as an empty store and refuses writes', async () => {
     const t = await tempDir();
