@@ -6,7 +6,7 @@ import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { VERSION } from '../version.js';
-import { backupBaseName, digestBackupFile, writeBackupStream } from './format.js';
+import { backupBaseName, digestBackupFile, RawJson, writeBackupStream } from './format.js';
 import { writeManifest, type BackupManifest, type BackupReason } from './manifest.js';
 
 export interface WriteBackupOptions {
@@ -28,8 +28,15 @@ export interface BackupResult {
   manifest: BackupManifest;
 }
 
-async function* entriesOf(records: AsyncIterable<MemoryRecord> | Iterable<MemoryRecord>): AsyncGenerator<[string, unknown]> {
-  for await (const r of records) yield [r.user_id, r];
+/** Records, or `[user_id, JSON text]` pairs from `scanJson` (written without re-serialising). */
+export type BackupInput = AsyncIterable<MemoryRecord> | Iterable<MemoryRecord> | { json: AsyncIterable<[string, string]> };
+
+async function* entriesOf(input: BackupInput): AsyncGenerator<[string, unknown]> {
+  if ('json' in input) {
+    for await (const [id, text] of input.json) yield [id, new RawJson(text)];
+    return;
+  }
+  for await (const r of input) yield [r.user_id, r];
 }
 
 /**
@@ -59,7 +66,7 @@ async function claimName(dir: string, tmp: string, date: Date, ext: string): Pro
  */
 export async function writeBackup(
   dir: string,
-  records: AsyncIterable<MemoryRecord> | Iterable<MemoryRecord>,
+  records: BackupInput,
   options: WriteBackupOptions,
 ): Promise<BackupResult> {
   const gzip = options.gzip ?? false;
@@ -93,7 +100,7 @@ export async function writeBackup(
     await fsyncDir(dir);
 
     const finalFile = path.join(dir, finalName);
-    const check = await digestBackupFile(finalFile, { gzip });
+    const check = await digestBackupFile(finalFile, { gzip, lineFormat: true });
     if (check.sha256 !== written.sha256 || check.users !== written.users || check.bytes !== written.bytes) {
       throw new BackupError(
         'E_BACKUP_VERIFY',

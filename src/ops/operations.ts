@@ -172,7 +172,7 @@ export class Operations {
         if (records.length !== userIds.length) await this.requireUsers(userIds);
         const backup = await writeBackup(
           this.backupDir,
-          options.fullBackup ? ctx.scan() : fromArray(records),
+          options.fullBackup ? { json: ctx.scanJson() } : fromArray(records),
           this.backupOptions('delete-user', options.fullBackup ? 'full' : userIds, op, options),
         );
         op.setBackup(backup.id);
@@ -196,7 +196,7 @@ export class Operations {
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
-        const backup = await writeBackup(this.backupDir, ctx.scan(), this.backupOptions('clear-all', 'full', op, options));
+        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
         const deleted = await ctx.clear();
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
@@ -208,7 +208,7 @@ export class Operations {
   async createBackup(options: CallOptions & { reason?: BackupReason; gzip?: boolean } = {}): Promise<BackupResult & { auditOp: string }> {
     const reason = options.reason ?? 'manual';
     return this.guarded('backup', options, undefined, async (op) => {
-      const result = await writeBackup(this.backupDir, this.store.scan(), this.backupOptions(reason, 'full', op, options, options.gzip));
+      const result = await writeBackup(this.backupDir, { json: this.store.scanJson() }, this.backupOptions(reason, 'full', op, options, options.gzip));
       return { ...result, backup: result.id };
     }, { reason });
   }
@@ -267,7 +267,7 @@ export class Operations {
     const src = await openBackup(this.backupDir, id);
     try {
       if (src.manifest) {
-        const d = await digestBackupFile(src.file, { gzip: src.gzip });
+        const d = await digestBackupFile(src.file, { gzip: src.gzip, lineFormat: true });
         if (d.sha256 !== src.manifest.sha256 || d.users !== src.manifest.users) {
           throw new BackupError(
             'E_BACKUP_VERIFY',
@@ -368,7 +368,7 @@ export class Operations {
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
-        const backup = await writeBackup(this.backupDir, ctx.scan(), this.backupOptions('restore', 'full', op, options));
+        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options));
         op.setBackup(backup.id);
         let written = 0;
         if (mode === 'replace') {

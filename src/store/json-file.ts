@@ -6,7 +6,7 @@ import { parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { compareIds } from '../backup/format.js';
 import { searchText } from './search-text.js';
-import { summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
+import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
 /** Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. */
 export function serializeSeed(records: Iterable<[string, unknown]>): string {
@@ -197,6 +197,7 @@ export class JsonFileDriver implements StoreDriver {
     const ctx: ExclusiveContext = {
       getMany: async (ids) => ids.map((id) => this.map.get(id)).filter((r): r is MemoryRecord => r !== undefined),
       scan: (options) => this.scan(options),
+      scanJson: (options) => stringifyScan(this.scan(options)),
       count: () => this.count(),
       delete: (ids) => mutate((m) => ids.reduce((n, id) => n + (m.delete(id) ? 1 : 0), 0)),
       clear: () =>

@@ -195,7 +195,7 @@ function buildSql(users: string): Sql {
       ${updateSet}`,
     count: `SELECT COUNT(*) AS n FROM ${users}`,
     list: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE user_id > $1 ORDER BY user_id LIMIT $2`,
-    scan: `DECLARE chatmem_scan NO SCROLL CURSOR FOR SELECT data FROM ${users} WHERE user_id > $1 ORDER BY user_id`,
+    scan: `DECLARE chatmem_scan NO SCROLL CURSOR FOR SELECT user_id, data FROM ${users} WHERE user_id > $1 ORDER BY user_id`,
     stats: `SELECT COUNT(*) AS users, COALESCE(SUM(messages), 0) AS messages,
       COALESCE(SUM(octet_length(data)), 0) AS bytes, MAX(updated_at) AS last FROM ${users}`,
     search: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE search_text LIKE $1 ESCAPE '\\' ORDER BY user_id LIMIT $2`,
@@ -410,6 +410,11 @@ export class PostgresDriver implements StoreDriver {
    * iteration ends, including an early `break`.
    */
   async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
+    for await (const [, json] of this.scanJson(options)) yield JSON.parse(json) as MemoryRecord;
+  }
+
+  /** As {@link scan}, yielding the stored JSON text (what backups write) without parsing it. */
+  async *scanJson(options: ScanOptions = {}): AsyncGenerator<[string, string]> {
     const lease = await this.checkout('E_STORE_READ');
     const { client } = lease;
     let open = false;
@@ -418,8 +423,8 @@ export class PostgresDriver implements StoreDriver {
       open = true;
       await client.query(this.sql.scan, [options.after ?? '']);
       while (true) {
-        const { rows } = await client.query<DataRow>(`FETCH ${SCAN_BATCH} FROM chatmem_scan`);
-        for (const row of rows) yield parseData(row);
+        const { rows } = await client.query<DataRow & { user_id: string }>(`FETCH ${SCAN_BATCH} FROM chatmem_scan`);
+        for (const row of rows) yield [row.user_id, row.data];
         if (rows.length < SCAN_BATCH) break;
       }
       await client.query('COMMIT');
@@ -572,6 +577,11 @@ class Section implements ExclusiveContext {
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord> {
     if (this.ended) throw new StoreError('E_STORE_CLOSED', 'the exclusive section has ended');
     return this.driver.scan(options);
+  }
+
+  scanJson(options?: ScanOptions): AsyncIterable<[string, string]> {
+    if (this.ended) throw new StoreError('E_STORE_CLOSED', 'the exclusive section has ended');
+    return this.driver.scanJson(options);
   }
 
   count(): Promise<number> {

@@ -182,15 +182,24 @@ export class SqliteDriver implements StoreDriver {
    * in constant memory while the main connection keeps committing (WAL).
    */
   async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
+    for await (const [, json] of this.scanJson(options)) yield JSON.parse(json) as MemoryRecord;
+  }
+
+  /**
+   * Streams from a dedicated read connection inside one read transaction: a consistent snapshot
+   * in constant memory while the main connection keeps committing (WAL). The stored text is
+   * `JSON.stringify(record)`, so backups take it as is.
+   */
+  async *scanJson(options: ScanOptions = {}): AsyncGenerator<[string, string]> {
     if (this.inMemory) return;
     const reader = new Database(this.file, { readonly: true });
     try {
       reader.pragma('busy_timeout = 10000');
-      const stmt = reader.prepare<[string], Row>('SELECT data FROM users WHERE user_id > ? ORDER BY user_id');
+      const stmt = reader.prepare<[string], Row & { user_id: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id');
       reader.prepare('BEGIN').run();
       let n = 0;
       for (const row of stmt.iterate(options.after ?? '')) {
-        yield JSON.parse(row.data) as MemoryRecord;
+        yield [row.user_id, row.data];
         // Yield to the event loop now and then so a long scan does not starve the hot path.
         if (++n % SCAN_BATCH === 0) await new Promise((r) => setImmediate(r));
       }
@@ -220,6 +229,7 @@ export class SqliteDriver implements StoreDriver {
     const ctx: ExclusiveContext = {
       getMany: async (ids) => ids.map((id) => this.readRecord(id)).filter((r): r is MemoryRecord => r !== null),
       scan: (options) => this.scan(options),
+      scanJson: (options) => this.scanJson(options),
       count: () => this.count(),
       delete: async (ids) => this.db.transaction(() => ids.reduce((n, id) => n + this.stmts.del.run(id).changes, 0))(),
       clear: async () => this.db.transaction(() => this.db.prepare('DELETE FROM users').run().changes)(),

@@ -15,6 +15,7 @@ import {
 } from '../record.js';
 import { StoreError } from '../errors.js';
 import { WriteGate } from './gate.js';
+import { stringifyScan } from './types.js';
 import type {
   ExclusiveContext,
   ExclusiveScope,
@@ -131,6 +132,10 @@ class CoreStore implements Store {
 
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord> {
     return this.driver.scan(options);
+  }
+
+  scanJson(options?: ScanOptions): AsyncIterable<[string, string]> {
+    return this.driver.scanJson ? this.driver.scanJson(options) : stringifyScan(this.driver.scan(options));
   }
 
   async stats(): Promise<StoreStats> {

@@ -50,6 +50,8 @@ export interface ExclusiveContext {
   getMany(ids: string[]): Promise<MemoryRecord[]>;
   /** All records in user_id order, streaming. */
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  /** As `scan`, as `[user_id, JSON text]` pairs: what backups write. */
+  scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   count(): Promise<number>;
   /** Deletes in one transaction; returns how many existed. */
   delete(ids: string[]): Promise<number>;
@@ -78,6 +80,11 @@ export interface StoreDriver {
   count(): Promise<number>;
   list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>>;
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  /**
+   * Optional: `[user_id, JSON.stringify(record)]` pairs straight from storage, without parsing, for
+   * backends that keep the JSON text. Without it the core stringifies `scan()`.
+   */
+  scanJson?(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
   search(query: string, limit: number): Promise<UserSummary[]>;
   /**
@@ -117,6 +124,8 @@ export interface Store {
   list(options?: ListOptions): Promise<Page<UserSummary>>;
   /** All records in user_id (UTF-8 byte) order, in constant memory. */
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  /** As `scan`, as `[user_id, JSON text of the record]` pairs (what backups write). */
+  scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
   /** Case-insensitive keyword search over product, summary_context and history text. */
   search(query: string, options?: { limit?: number }): Promise<UserSummary[]>;
@@ -128,6 +137,11 @@ export interface Store {
   /** True when this process should run singleton jobs (scheduled backups); see {@link StoreDriver.leader}. */
   isLeader(): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** `scanJson` for a driver that has only `scan`. */
+export async function* stringifyScan(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, string]> {
+  for await (const r of records) yield [r.user_id, JSON.stringify(r)];
 }
 
 export function summarize(record: MemoryRecord): UserSummary {
