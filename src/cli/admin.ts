@@ -3,7 +3,6 @@ import { openContext } from '../context.js';
 import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
 import { findDaemon, loadAdminToken } from '../server/daemon-info.js';
 import { CLIError } from './errors.js';
-import { importOptional } from './optional.js';
 import type { Output } from './output.js';
 
 /** An {@link Admin} opened for one command, and how to let go of it. */
@@ -13,8 +12,6 @@ export interface AdminHandle {
   via: string;
   close(): Promise<void>;
 }
-
-type ClientModule = typeof import('../client.js');
 
 /**
  * Opens the admin a command runs against. A daemon serving the same store is preferred: it owns the
@@ -32,7 +29,7 @@ export async function openAdmin(
   if (daemon) {
     const token = await loadAdminToken(config, { env: out.io.env });
     if (token) {
-      const { RemoteAdmin } = await importOptional<ClientModule>('../client.js', 'the daemon client');
+      const { RemoteAdmin } = await import('../client.js');
       const admin = new RemoteAdmin({ baseUrl: daemon.api, token: token.token, storeUrl: config.store.display });
       out.note(`via daemon at ${daemon.api}`);
       return { admin, via: daemon.api, close: async () => undefined };

@@ -1,11 +1,7 @@
 import { formatAge } from '../output.js';
 import { intOption, str, type Command, type CommandContext } from '../command.js';
 import { EXIT } from '../errors.js';
-import { importOptional } from '../optional.js';
 import { keyValueLines } from './inspect.js';
-
-type ServeModule = typeof import('../../server/serve.js');
-type ProcessModule = typeof import('../../server/process.js');
 
 const listenOptions = {
   host: { type: 'string', value: 'H', help: 'address to listen on (default: server.host, 127.0.0.1)' },
@@ -26,7 +22,8 @@ export const serve: Command = {
   description: 'Request logs (JSON lines) go to stdout; messages for the operator to stderr.',
   async run(ctx) {
     const { out, config } = ctx;
-    const mod = await importOptional<ServeModule>('../server/serve.js', 'the daemon');
+    // Loaded on demand: Fastify is heavy and most commands never serve.
+    const mod = await import('../../server/serve.js');
     // Signals are handled here rather than by serve(), so the command returns and its exit code stands.
     const server = await mod.serve(config, {
       ...listenArgs(ctx),
@@ -56,7 +53,7 @@ export const start: Command = {
   options: listenOptions,
   async run(ctx) {
     const { out } = ctx;
-    const { startDaemon } = await importOptional<ProcessModule>('../server/process.js', 'the daemon');
+    const { startDaemon } = await import('../../server/process.js');
     const r = await startDaemon(ctx.config, { ...listenArgs(ctx), env: out.io.env, log: (line) => out.say(line) });
     if (out.json) out.data(r);
     else out.out(`Started the chatmem daemon (pid ${r.pid}) at ${r.api}; log: ${r.logFile}`);
@@ -69,7 +66,7 @@ export const stop: Command = {
   args: '',
   async run(ctx) {
     const { out } = ctx;
-    const { stopDaemon } = await importOptional<ProcessModule>('../server/process.js', 'the daemon');
+    const { stopDaemon } = await import('../../server/process.js');
     const r = await stopDaemon(ctx.config);
     if (out.json) out.data(r);
     else out.out(r.stopped ? `Stopped the chatmem daemon (pid ${r.pid ?? '?'})` : `No chatmem daemon is running for ${ctx.config.store.display}.`);
@@ -82,7 +79,7 @@ export const status: Command = {
   args: '',
   async run(ctx) {
     const { out, config } = ctx;
-    const { daemonStatus } = await importOptional<ProcessModule>('../server/process.js', 'the daemon');
+    const { daemonStatus } = await import('../../server/process.js');
     const s = await daemonStatus(config);
     if (out.json) out.data(s);
     else if (!s.running) out.out(`No chatmem daemon is running for ${config.store.display}.`);
