@@ -399,48 +399,77 @@ export class Operations {
   async importFile(file: string, options: CallOptions = {}): Promise<{ imported: number; overwritten: number; backup: string | null }> {
     const abs = path.resolve(file);
     const gzip = abs.endsWith('.gz');
-    const records = new Map<string, MemoryRecord>();
-    const entries: { key: string; value: unknown }[] = [];
+    // Two streaming passes keep memory at the ids, not the records: the first validates everything
+    // (so nothing is written from a bad file), the second writes.
+    const head: { key: string; value: unknown }[] = [];
+    const ids: string[] = [];
+    let count = 0;
+    const validate = (key: string, value: unknown): MemoryRecord => {
+      try {
+        return parseRecord(key, value);
+      } catch (err) {
+        throw new OpsError('E_IMPORT', `${abs}: user ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
+      }
+    };
     try {
-      for await (const e of readJsonEntries(abs, { gzip })) entries.push(e);
+      for await (const e of readJsonEntries(abs, { gzip })) {
+        // The seed's per-user file is {user_id, backup_timestamp, record}: decided once all of it is seen.
+        if (count++ < 3) head.push(e);
+        else {
+          for (const h of head.splice(0)) ids.push(validate(h.key, h.value).user_id);
+          ids.push(validate(e.key, e.value).user_id);
+        }
+      }
     } catch (err) {
       if (errnoCode(err) === 'ENOENT' || (isChatmemError(err) && err.cause && errnoCode(err.cause) === 'ENOENT')) {
         throw new OpsError('E_NOT_FOUND', `no such file: ${abs}`, { cause: err });
       }
       throw err;
     }
-    const keys = entries.map((e) => e.key);
-    const perUser = keys.includes('user_id') && keys.includes('record') && keys.includes('backup_timestamp') && keys.length === 3;
-    if (perUser) {
-      const uid = entries.find((e) => e.key === 'user_id')?.value;
+    const headKeys = head.map((h) => h.key).sort().join(',');
+    let single: MemoryRecord | null = null;
+    if (count === 3 && headKeys === 'backup_timestamp,record,user_id') {
+      const uid = head.find((e) => e.key === 'user_id')?.value;
       if (typeof uid !== 'string') throw new OpsError('E_IMPORT', `${abs}: per-user backup has no string user_id`);
-      records.set(uid, parseRecord(uid, entries.find((e) => e.key === 'record')?.value));
+      single = validate(uid, head.find((e) => e.key === 'record')?.value);
+      ids.push(uid);
     } else {
-      for (const e of entries) {
-        try {
-          records.set(e.key, parseRecord(e.key, e.value));
-        } catch (err) {
-          throw new OpsError('E_IMPORT', `${abs}: user ${JSON.stringify(e.key)}: ${(err as Error).message}`, { cause: err });
-        }
-      }
+      for (const h of head) ids.push(validate(h.key, h.value).user_id);
     }
-    const ids = [...records.keys()];
-    return this.guarded('import', options, ids.length <= 100 ? ids : undefined, (op) =>
-      this.store.exclusive({ ids }, async (ctx) => {
-        const existing = await ctx.getMany(ids);
+    const unique = [...new Set(ids)].sort(compareIds);
+    const records = async function* (): AsyncGenerator<MemoryRecord> {
+      if (single) yield single;
+      else for await (const e of readJsonEntries(abs, { gzip })) yield parseRecord(e.key, e.value);
+    };
+    return this.guarded('import', options, unique.length <= 100 ? unique : undefined, (op) =>
+      this.store.exclusive({ ids: unique }, async (ctx) => {
+        const existing = async function* (): AsyncGenerator<MemoryRecord> {
+          for (let i = 0; i < unique.length; i += 1000) yield* fromArray(await ctx.getMany(unique.slice(i, i + 1000)));
+        };
+        const scope: string[] = [];
+        for await (const r of existing()) scope.push(r.user_id);
+        const overwritten = scope.length;
         let backup: BackupResult | null = null;
-        if (existing.length > 0) {
-          backup = await writeBackup(this.backupDir, fromArray(existing), this.backupOptions('import', existing.map((r) => r.user_id), op, options));
+        if (overwritten > 0) {
+          backup = await writeBackup(this.backupDir, existing(), this.backupOptions('import', scope, op, options));
           op.setBackup(backup.id);
         }
-        const all = [...records.values()];
-        for (let i = 0; i < all.length; i += 1000) {
-          await ctx.putMany(all.slice(i, i + 1000));
-          options.onProgress?.(Math.min(i + 1000, all.length), all.length);
+        let batch: MemoryRecord[] = [];
+        let imported = 0;
+        for await (const r of records()) {
+          batch.push(r);
+          if (batch.length === 1000) {
+            await ctx.putMany(batch);
+            imported += batch.length;
+            batch = [];
+            options.onProgress?.(imported, count);
+          }
         }
-        return { imported: all.length, overwritten: existing.length, backup: backup?.id ?? null };
+        await ctx.putMany(batch);
+        imported += batch.length;
+        return { imported, overwritten, backup: backup?.id ?? null };
       }),
-      { file: abs, users: ids.length },
+      { file: abs, users: unique.length },
     ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup }));
   }
 

@@ -97,6 +97,13 @@ describe('import and export', () => {
       const ops = new Operations({ store, backupDir: path.join(dir, 'backups'), audit: new AuditLog(path.join(dir, 'audit.log')), actor: { kind: 'os', name: 't' } });
       await expect(ops.importFile(path.join(FIXTURES, 'memory.truncated.json'))).rejects.toMatchObject({ code: 'E_BACKUP_PARSE', message: expect.stringMatching(/line 11757/) });
       await expect(ops.importFile(path.join(dir, 'missing.json'))).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+      // A record with a wrong type near the end: refused before the first write, naming the user.
+      const data = loadFixture();
+      const last = Object.keys(data)[180]!;
+      (data[last] as unknown as Record<string, unknown>).history = 'not a list';
+      const bad = path.join(dir, 'bad.json');
+      writeFileSync(bad, JSON.stringify(data));
+      await expect(ops.importFile(bad)).rejects.toMatchObject({ code: 'E_IMPORT', message: expect.stringContaining(last) });
       expect(await store.count()).toBe(0);
     } finally {
       await store.close();
