@@ -2,12 +2,16 @@
 //
 //   1. append throughput at BENCH_USERS: sequential and BENCH_CONCURRENCY (64) in flight
 //   2. delete one user with its backup (Operations.deleteUsers) at BENCH_USERS vs BENCH_SMALL_USERS
-//   3. full backup (Operations.createBackup), plain and gzip, in a child process: time, MB/s, peak RSS
+//   3. full backup (Operations.createBackup), plain and gzip, in a child process: time, MB/s, peak RSS,
+//      and which scan it used (store.scanJson: the stored JSON text written as is); then its two parts
+//      alone: store.scanJson() and the verification re-read (digestBackupFile lineFormat)
 //   4. selective restore of one user (Operations.restore(id, {users})) and inspectBackup(id, {user}),
 //      vs a full streaming scan of the same backup (inspectBackup(id) without a user)
-//   6. open time of the store, and stats() / count() / list() / get() latency
-//   5. (last) clearAll() while BENCH_CLEAR_WRITERS (8) writers append: the clear's time and the write
-//      latency distribution while it runs
+//   6. open time of the store, and stats() / count() / list() / get() latency; the event-loop stall and
+//      the write latency while stats() / count() run (once, and every 10 ms for 3 s) with 4 writers
+//      appending; the running totals against a full recount
+//   5. (last) clearAll() while BENCH_CLEAR_WRITERS (8) writers append: the clear's time and phases
+//      (backup, manifest, DELETE, audit) and the write latency distribution while it runs
 //
 // Env: BENCH_USERS (default 1000000), BENCH_SMALL_USERS (10000), BENCH_SECONDS (10, per append run),
 // BENCH_CONCURRENCY (64), BENCH_REPEAT (5, deletes/restores per size), BENCH_CLEAR_WRITERS (8),
@@ -17,6 +21,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
 import {
   chatMessage,
   dirBytes,
@@ -36,6 +41,7 @@ import {
   runAppends,
   tmpDir,
   userId,
+  instrumentStore,
 } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -146,7 +152,10 @@ try {
     sampledPeakRssMb: round(plain.sampledPeakRss / MB),
     vmHwmMb: round((plain.vmHwm ?? 0) / MB),
     rssAfterOpenMb: round(plain.rssBefore / MB),
+    scanJsonCalls: plain.scanJsonCalls,
+    scanCalls: plain.scanCalls,
   });
+  if (plain.scanJsonCalls < 1 || plain.scanCalls > 0) rep.note(`createBackup did not take the scanJson path (scanJson ${plain.scanJsonCalls}, scan ${plain.scanCalls})`);
   let gz = null;
   if (doGzip) {
     gz = await runChild([big.url, bigDir, 'gzip']);
@@ -160,20 +169,32 @@ try {
       peakRssMb: round(Math.max(gz.sampledPeakRss, gz.vmHwm ?? 0) / MB),
       sampledPeakRssMb: round(gz.sampledPeakRss / MB),
       vmHwmMb: round((gz.vmHwm ?? 0) / MB),
+      scanJsonCalls: gz.scanJsonCalls,
+      scanCalls: gz.scanCalls,
     });
   }
-  // Where the backup's time goes: the store scan alone, and the verification re-read alone.
+  // Where the backup's time goes: the raw store scan alone (what createBackup reads: [user_id, stored
+  // JSON text], no parse), and the verification re-read alone (what writeBackup runs: SHA-256 + line count).
   {
     let n = 0;
+    let chars = 0;
     const t0 = performance.now();
-    for await (const _r of big.store.scan()) n++;
+    for await (const [, text] of big.store.scanJson()) {
+      n++;
+      chars += text.length;
+    }
     const scanMs = performance.now() - t0;
-    rep.add('3 breakdown: store.scan() alone', { users: n, seconds: round(scanMs / 1000, 2), mbPerSec: round(plain.bytes / MB / (scanMs / 1000)) });
+    rep.add('3 breakdown: store.scanJson() alone', { users: n, seconds: round(scanMs / 1000, 2), mbPerSec: round(plain.bytes / MB / (scanMs / 1000)), chars });
     const { digestBackupFile } = await import('../dist/backup/format.js');
     const t1 = performance.now();
-    const d = await digestBackupFile(plain.file);
+    const d = await digestBackupFile(plain.file, { lineFormat: true });
     const digestMs = performance.now() - t1;
-    rep.add('3 breakdown: verify re-read (digestBackupFile) alone', { users: d.users, seconds: round(digestMs / 1000, 2), mbPerSec: round(d.bytes / MB / (digestMs / 1000)) });
+    rep.add('3 breakdown: verify re-read (digestBackupFile lineFormat: SHA-256 + line count) alone', {
+      users: d.users,
+      seconds: round(digestMs / 1000, 2),
+      mbPerSec: round(d.bytes / MB / (digestMs / 1000)),
+      matchesManifest: d.sha256 === plain.sha256 && d.users === plain.users && d.bytes === plain.bytes,
+    });
   }
 
   // ---- 4. selective restore and inspect of one user from the full backup ----
@@ -229,11 +250,25 @@ try {
       return { v, stats: latencyStats(t) };
     };
     const first = await time(() => big.store.count(), 1);
+    // This morning's count() and stats() read the whole table, which also warmed the OS page cache for
+    // the list / get / search timings below; the O(1) versions no longer do. Read the table once here
+    // (the old stats() query, on a second read-only connection) so those timings stay comparable: after
+    // the backups and the backup scans of benches 3–4 the store is partly out of the page cache.
+    {
+      const ro = new Database(path.join(bigDir, 'memory.db'), { readonly: true });
+      try {
+        const t0 = performance.now();
+        ro.prepare('SELECT COUNT(*) AS users, SUM(messages) AS messages, SUM(length(CAST(data AS BLOB))) AS bytes, MAX(updated_at) AS last FROM users').get();
+        rep.add(`6 warm-up: full-table read (this morning's stats() query) users=${users}`, { ms: round(performance.now() - t0, 0) });
+      } finally {
+        ro.close();
+      }
+    }
     rep.add(`6 count() first after open users=${users}`, { wallMs: first.stats.max, value: first.v });
-    const c = await time(() => big.store.count(), 5);
-    rep.add(`6 count() users=${users}`, { runs: 5, wallMs: c.stats, value: c.v });
-    const s = await time(() => big.store.stats(), 3);
-    rep.add(`6 stats() users=${users}`, { runs: 3, wallMs: s.stats, value: s.v });
+    const c = await time(() => big.store.count(), 1000);
+    rep.add(`6 count() users=${users}`, { runs: 1000, wallMs: c.stats, value: c.v });
+    const s = await time(() => big.store.stats(), 1000);
+    rep.add(`6 stats() users=${users}`, { runs: 1000, wallMs: s.stats, value: s.v });
     const l1 = await time(() => big.store.list({ limit: 100 }), 20);
     rep.add(`6 list({limit:100}) first page users=${users}`, { runs: 20, wallMs: l1.stats });
     const cursors = Array.from({ length: 20 }, () => userId(Math.floor(rand() * users)));
@@ -242,8 +277,12 @@ try {
     const g = await time(() => big.store.get(userId(Math.floor(rand() * users))), 1000);
     rep.add(`6 get(id) users=${users}`, { runs: 1000, wallMs: g.stats });
     // better-sqlite3 is synchronous: a slow query stalls the event loop, i.e. every chat request, for its
-    // whole duration. Show it with 4 writers appending while one call runs.
-    const stallDuring = async (fn) => {
+    // whole duration. Show it with 4 writers appending: the writes overlapping the call(s) against the
+    // writes of a baseline window of the same length just before, and the event-loop delay in both.
+    //   repeatMs = 0: one call (as this morning's bench). Event-loop max over [t0 - 300 ms, t1 + 300 ms],
+    //     baseline over the 1 s before that.
+    //   repeatMs > 0: call fn every gapMs for repeatMs (a /metrics scrape 1000× more often than the daemon's).
+    const stallDuring = async (fn, { repeatMs = 0, gapMs = 10 } = {}) => {
       const lat = [];
       let stop = false;
       const wr = rng(7);
@@ -254,34 +293,85 @@ try {
           lat.push([st, performance.now()]);
         }
       };
+      const baseMs = Math.max(1000, repeatMs);
       const ws = Array.from({ length: 4 }, writer);
+      await sleep(500); // writers warm up
+      const loopBefore = monitorEventLoopDelay({ resolution: 10 });
+      const b0 = performance.now();
+      loopBefore.enable();
+      await sleep(baseMs);
+      loopBefore.disable();
       const loop = monitorEventLoopDelay({ resolution: 10 });
       loop.enable();
       await sleep(300);
+      const calls = [];
+      let v;
       const t0 = performance.now();
-      const v = await fn();
+      do {
+        const cs = performance.now();
+        v = await fn();
+        calls.push(performance.now() - cs);
+        if (repeatMs > 0) await sleep(gapMs);
+      } while (repeatMs > 0 && performance.now() - t0 < repeatMs);
       const t1 = performance.now();
       await sleep(300);
       loop.disable();
       stop = true;
       await Promise.all(ws);
       const during = lat.filter(([st, e]) => st < t1 && e > t0).map(([st, e]) => e - st);
-      const before = lat.filter(([, e]) => e < t0).map(([st, e]) => e - st);
-      return { v, callMs: round(t1 - t0, 1), eventLoopMaxDelayMs: round(loop.max / 1e6, 1), writeMaxMsDuring: round(Math.max(0, ...during), 1), writeP99MsBefore: latencyStats(before).p99 };
+      const before = lat.filter(([st, e]) => st >= b0 && e < t0 - 300).map(([st, e]) => e - st);
+      const dStats = latencyStats(during);
+      const bStats = latencyStats(before);
+      return {
+        v,
+        calls: calls.length,
+        callMs: calls.length === 1 ? round(calls[0], 3) : latencyStats(calls),
+        eventLoopMaxDelayMs: round(loop.max / 1e6, 1),
+        eventLoopMaxDelayMsBaseline: round(loopBefore.max / 1e6, 1),
+        writeMaxMsDuring: round(Math.max(0, ...during), 1),
+        writeP99MsDuring: dStats.p99,
+        writesDuring: during.length,
+        writeP99MsBefore: bStats.p99,
+        writeMaxMsBefore: bStats.max,
+        writesBefore: before.length,
+      };
     };
-    for (const [label, fn] of [
-      ['count()', () => big.store.count()],
-      ['stats()', () => big.store.stats()],
-      ['search(absent term) (full scan, for reference)', () => big.store.search('kata-yang-tidak-ada', { limit: 10 })],
+    for (const [label, fn, opts] of [
+      ['count()', () => big.store.count(), {}],
+      ['stats()', () => big.store.stats(), {}],
+      ['count() every 10 ms for 3 s', () => big.store.count(), { repeatMs: 3000 }],
+      ['stats() every 10 ms for 3 s', () => big.store.stats(), { repeatMs: 3000 }],
+      ['search(absent term) (full scan, for reference)', () => big.store.search('kata-yang-tidak-ada', { limit: 10 }), {}],
     ]) {
-      const r = await stallDuring(fn);
-      rep.add(`6 ${label} with 4 writers users=${users}`, { callMs: r.callMs, eventLoopMaxDelayMs: r.eventLoopMaxDelayMs, writeMaxMsDuring: r.writeMaxMsDuring, writeP99MsBefore: r.writeP99MsBefore });
+      const { v: _v, ...r } = await stallDuring(fn, opts);
+      rep.add(`6 ${label} with 4 writers users=${users}`, r);
+    }
+    // The running totals against a full recount (this morning's stats() query), on a second read-only
+    // connection once the writers have stopped: the triggers have to agree after every append, delete
+    // and restore above. The recount's time is what stats() cost before the totals.
+    {
+      const now = await big.store.stats();
+      const ro = new Database(path.join(bigDir, 'memory.db'), { readonly: true });
+      try {
+        const t0 = performance.now();
+        const row = ro
+          .prepare('SELECT COUNT(*) AS users, SUM(messages) AS messages, SUM(length(CAST(data AS BLOB))) AS bytes, MAX(updated_at) AS last FROM users')
+          .get();
+        const recountMs = performance.now() - t0;
+        const agrees = row.users === now.users && row.messages === now.messages && row.bytes === now.bytes && row.last === now.lastUpdate;
+        rep.add(`6 totals vs full recount users=${users}`, { agrees, totals: now, recount: row, recountMs: round(recountMs, 0) });
+        if (!agrees) rep.note('running totals DISAGREE with a full recount');
+      } finally {
+        ro.close();
+      }
     }
   }
 
   // ---- 5. clearAll while writers append ----
   {
     const before = await big.store.count();
+    // Which scan the clear's backup used, and when its DELETE ran (ctx.clear() inside the section).
+    const seen = instrumentStore(big.store);
     const lat = []; // [startMs, endMs]
     let stop = false;
     let errors = 0;
@@ -318,12 +408,17 @@ try {
     const epoch0 = performance.timeOrigin;
     const created = Date.parse(m.created_at) - epoch0;
     const verified = Date.parse(m.verifiedAt) - epoch0;
+    const [d0, d1] = seen.clears[0] ?? [NaN, NaN];
     rep.add(`5 clearAll users=${before} with ${clearWriters} writers`, {
       usersCleared: res.deleted,
       clearSeconds: round((c1 - c0) / 1000, 2),
       phaseBeforeBackupMs: round(created - c0, 0),
       phaseBackupWriteAndVerifyMs: round(verified - created, 0),
       phaseManifestDeleteAuditMs: round(c1 - verified, 0),
+      ofWhichManifestMs: round(d0 - verified, 0),
+      ofWhichDeleteMs: round(d1 - d0, 0),
+      ofWhichReleaseAndAuditMs: round(c1 - d1, 0),
+      backupScan: { ctxScanJson: seen.ctxScanJson, ctxScan: seen.ctxScan, scanJson: seen.scanJson, scan: seen.scan },
       backupMb: round(m.bytes / MB),
       writeErrors: errors,
       processPeakRssMb: round(peak / MB),

@@ -193,6 +193,38 @@ export async function openStoreAt(url) {
   return openStore(url);
 }
 
+/**
+ * Wraps `store` in place so a bench can see which code path the library took: counts calls of
+ * `scan()` / `scanJson()` (on the store and on exclusive-section contexts) and records the
+ * [start, end] performance.now() span of each exclusive-section `clear()` (the DELETE). Returns the
+ * live counters.
+ */
+export function instrumentStore(store) {
+  const seen = { scan: 0, scanJson: 0, ctxScan: 0, ctxScanJson: 0, clears: [] };
+  const { scan, scanJson, exclusive } = store;
+  store.scan = (...a) => (seen.scan++, scan.apply(store, a));
+  store.scanJson = (...a) => (seen.scanJson++, scanJson.apply(store, a));
+  store.exclusive = (scope, fn) =>
+    exclusive.call(store, scope, (ctx) =>
+      fn(
+        // Object.create keeps the context's other methods (own or prototype ones) working unchanged.
+        Object.assign(Object.create(ctx), {
+          scan: (...a) => (seen.ctxScan++, ctx.scan(...a)),
+          scanJson: (...a) => (seen.ctxScanJson++, ctx.scanJson(...a)),
+          clear: async (...a) => {
+            const t0 = performance.now();
+            try {
+              return await ctx.clear(...a);
+            } finally {
+              seen.clears.push([t0, performance.now()]);
+            }
+          },
+        }),
+      ),
+    );
+  return seen;
+}
+
 /** Operations over `store` with a bench audit log and backup dir under `dir`. */
 export async function makeOps(store, dir) {
   const { Operations } = await import('../dist/ops/operations.js');
