@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { createStore } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
+import { newRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
 import { testStore } from './conformance.js';
 
@@ -102,6 +103,31 @@ describe('sqlite read-only opens', () => {
       expect(ids).toEqual(['u1', 'u2']);
       await reader.close();
       await writer.close();
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
+describe('sqlite search over a large store', () => {
+  it('finds matches in every chunk, in order, and lets writes through while it scans', async () => {
+    const t = await tempDir();
+    try {
+      const store = await openStore(`sqlite:${path.join(t.dir, 'memory.db')}`);
+      const records = Array.from({ length: 12_000 }, (_, i) => {
+        const id = `u${String(i).padStart(6, '0')}`;
+        return { ...newRecord(id, '2025-01-01T00:00:00Z'), product: i % 1000 === 7 ? 'Needle Cleaner' : 'Haystack' };
+      });
+      await store.exclusive('all', (ctx) => ctx.putMany(records));
+      const expected = records.filter((r) => r.product === 'Needle Cleaner').map((r) => r.user_id);
+      expect((await store.search('needle')).map((u) => u.user_id)).toEqual(expected);
+      expect((await store.search('needle', { limit: 5 })).map((u) => u.user_id)).toEqual(expected.slice(0, 5));
+      const order: string[] = [];
+      const search = store.search('absent-term').then(() => order.push('search'));
+      const write = store.appendHistory('u000001', { role: 'user', text: 'during the search' }).then(() => order.push('write'));
+      await Promise.all([search, write]);
+      expect(order).toEqual(['write', 'search']);
+      await store.close();
     } finally {
       await t.cleanup();
     }
