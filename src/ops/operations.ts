@@ -520,13 +520,18 @@ export class Operations {
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
     const interrupted = [];
-    for (const entry of await this.audit.unfinished()) {
-      let backup: string | null = null;
+    const unfinished = await this.audit.unfinished();
+    // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.
+    const backupOfOp = new Map<string, string>();
+    if (unfinished.length > 0) {
       for (const b of await this.listBackups()) {
         if (b.state !== 'verified') continue;
         const m = await readManifest(this.backupDir, path.basename(b.file));
-        if (m?.auditOp === entry.op) backup = b.id;
+        if (m?.auditOp) backupOfOp.set(m.auditOp, b.id);
       }
+    }
+    for (const entry of unfinished) {
+      const backup = backupOfOp.get(entry.op) ?? null;
       let applied: boolean | null = null;
       if (entry.action === 'delete-users' && entry.userIds?.length) {
         const present = await Promise.all(entry.userIds.map((u) => this.store.get(u)));
