@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const FIXTURES = path.resolve(ROOT, '../shared/fixtures/seed-format');
+export const FIXTURES = path.join(ROOT, 'test/fixtures/seed-format');
 export const DIST = path.join(ROOT, 'dist');
 
 /** A fresh private temp dir, removed by the returned cleanup. */
