@@ -146,6 +146,45 @@ export class ChatmemClient {
     return call(this.t, 'POST', `/v1/users/${seg(id)}/history`, entry);
   }
 
+  /**
+   * Appends turns in order, in one write. Give each entry an `id` (e.g. the WhatsApp message id): an entry
+   * whose id the user's history already holds is skipped, so a retry or a re-sent list never duplicates.
+   */
+  appendHistoryMany(id: string, entries: HistoryInput[]): Promise<MemoryRecord> {
+    return call(this.t, 'POST', `/v1/users/${seg(id)}/history`, entries);
+  }
+
+  /** The user's record, created (with a session token, as the seed's store did) when unknown. */
+  ensureUser(id: string): Promise<MemoryRecord> {
+    return call(this.t, 'GET', `/v1/users/${seg(id)}?ensure=true`);
+  }
+
+  /** One flag without downloading the record: `found` is false when the flag is not set. */
+  getFlag(id: string, key: string): Promise<{ key: string; found: boolean; value: unknown }> {
+    return call(this.t, 'GET', `/v1/users/${seg(id)}/flags/${seg(key)}`);
+  }
+
+  /** One slot without downloading the record. */
+  getSlot(id: string, key: string): Promise<{ key: string; found: boolean; value: unknown }> {
+    return call(this.t, 'GET', `/v1/users/${seg(id)}/slots/${seg(key)}`);
+  }
+
+  /** A new session token for the user (created when unknown). */
+  async refreshSessionToken(id: string): Promise<string> {
+    const r = await call<MemoryRecord>(this.t, 'POST', `/v1/users/${seg(id)}/session-token`);
+    return r.session_token ?? '';
+  }
+
+  /** A distinct `summary_context` entry (newest `maxItems`, default 15, kept) and recognised product/serials, atomically. */
+  addContext(id: string, input: { text?: string; maxItems?: number; product?: string; serials?: string[] }): Promise<MemoryRecord> {
+    return call(this.t, 'POST', `/v1/users/${seg(id)}/context`, input);
+  }
+
+  /** Keeps the newest `keepLast` turns; the dropped ones are first written to a per-user backup. */
+  truncateHistory(id: string, keepLast: number): Promise<{ record: MemoryRecord; dropped: number; backup: string | null }> {
+    return call(this.t, 'POST', `/v1/users/${seg(id)}/history/truncate`, { keepLast });
+  }
+
   setFlag(id: string, key: string, value: unknown): Promise<MemoryRecord> {
     return call(this.t, 'PUT', `/v1/users/${seg(id)}/flags/${seg(key)}`, { value });
   }
@@ -157,6 +196,16 @@ export class ChatmemClient {
 
   setSlot(id: string, key: string, value: unknown): Promise<MemoryRecord> {
     return call(this.t, 'PUT', `/v1/users/${seg(id)}/slots/${seg(key)}`, { value });
+  }
+
+  /** Removes a slot; a missing slot is not an error, a missing user is (`E_UNKNOWN_USER`). */
+  clearSlot(id: string, key: string): Promise<MemoryRecord> {
+    return call(this.t, 'DELETE', `/v1/users/${seg(id)}/slots/${seg(key)}`);
+  }
+
+  /** Sets several slots verbatim (a null value is stored as null). */
+  fillSlots(id: string, values: Record<string, unknown>): Promise<MemoryRecord> {
+    return call(this.t, 'POST', `/v1/users/${seg(id)}/slots`, { values });
   }
 
   /** One page of users in id order; pass `next` back as `cursor` for the following page. */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { RecordError } from './errors.js';
 
@@ -6,6 +7,8 @@ export interface HistoryEntry {
   role: string;
   text: string;
   ts: string;
+  /** Stable id: the client's (e.g. the WhatsApp message id), or one the server assigned. Entries from old files may lack it. */
+  id?: string;
   meta?: Record<string, unknown>;
   [extra: string]: unknown;
 }
@@ -44,6 +47,8 @@ export interface HistoryInput {
   role: string;
   text: string;
   ts?: string;
+  /** A client-supplied id makes a repeated append of it a no-op; absent, the server assigns one. */
+  id?: string;
   meta?: Record<string, unknown>;
   [extra: string]: unknown;
 }
@@ -60,7 +65,7 @@ const nullableString = z.string().nullable();
 const freeObject = z.record(z.string(), z.unknown());
 
 const historySchema = z
-  .object({ role: z.string().min(1), text: z.string(), ts: isoUtc, meta: freeObject.optional() })
+  .object({ role: z.string().min(1), text: z.string(), ts: isoUtc, id: z.string().min(1).max(256).optional(), meta: freeObject.optional() })
   .loose();
 
 const recordSchema = z
@@ -209,9 +214,15 @@ export function parseHistoryInput(input: unknown, now: string = nowIso()): Histo
   }
   const entry = { ...(input as Record<string, unknown>) };
   if (entry.ts === undefined) entry.ts = now;
+  if (entry.id === undefined) entry.id = newEntryId();
   const result = historySchema.safeParse(entry);
   if (!result.success) throw new RecordError('E_RECORD', describeIssues(result.error, 'history entry'));
   return entry as HistoryEntry;
+}
+
+/** A fresh history entry id: 72 random bits, URL-safe, 12 characters. */
+export function newEntryId(): string {
+  return randomBytes(9).toString('base64url');
 }
 
 /**
@@ -225,12 +236,91 @@ export function applyAppend(
   cap: number = DEFAULT_HISTORY_CAP,
   now: string = nowIso(),
 ): MemoryRecord {
+  return applyAppendMany(current, userId, [entry], cap, now);
+}
+
+/**
+ * Appends entries in order. An entry whose `id` is already in the (capped) history, or earlier in the
+ * same batch, is skipped: a retried request must not duplicate a turn. When every entry is skipped the
+ * record comes back unchanged, `updated_at` included.
+ */
+export function applyAppendMany(
+  current: MemoryRecord | null,
+  userId: string,
+  entries: HistoryEntry[],
+  cap: number = DEFAULT_HISTORY_CAP,
+  now: string = nowIso(),
+): MemoryRecord {
   const base = current ?? newRecord(userId, now);
-  const history = [...base.history, entry];
+  const seen = new Set<string>();
+  for (const e of base.history) if (typeof e.id === 'string') seen.add(e.id);
+  const fresh = entries.filter((e) => {
+    if (e.id === undefined) return true;
+    if (seen.has(e.id)) return false;
+    seen.add(e.id);
+    return true;
+  });
+  if (fresh.length === 0) return base;
+  const history = [...base.history, ...fresh];
   const capped = cap > 0 && history.length > cap ? history.slice(history.length - cap) : history;
   const next: MemoryRecord = { ...base, history: capped, updated_at: now };
-  if (entry.role === 'user') next.last_answer = entry.text;
+  for (const e of fresh) if (e.role === 'user') next.last_answer = e.text;
   return next;
+}
+
+/** The seed's get-or-create: a new user starts with a session token and `flags.last_activity`. */
+export function newSeedRecord(userId: string, sessionToken: string, now: string = nowIso()): MemoryRecord {
+  return { ...newRecord(userId, now), session_token: sessionToken, flags: { last_activity: now } };
+}
+
+/** A new session token as the seed made them: 16 hex characters. */
+export function newSessionToken(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/** What one context call changes: a summary entry and/or what was recognised in the text. */
+export interface ContextInput {
+  text?: string;
+  /** Entries kept in `summary_context`, newest last; default 15 as the seed. */
+  maxItems?: number;
+  product?: string;
+  /** Serial numbers to merge into `serial` (a comma-separated, sorted set). */
+  serials?: string[];
+}
+
+export const DEFAULT_CONTEXT_ITEMS = 15;
+
+/** The seed's `add_context_entry` + `ensure_product_from_text`, as one atomic change. */
+export function applyContext(current: MemoryRecord | null, userId: string, input: ContextInput, now: string = nowIso()): MemoryRecord {
+  const max = input.maxItems ?? DEFAULT_CONTEXT_ITEMS;
+  if (!Number.isInteger(max) || max < 1 || max > 1000) throw new RecordError('E_RECORD', `maxItems must be an integer from 1 to 1000, got ${String(input.maxItems)}`);
+  if (input.text !== undefined && typeof input.text !== 'string') throw new RecordError('E_RECORD', 'text must be a string');
+  if (input.product !== undefined && typeof input.product !== 'string') throw new RecordError('E_RECORD', 'product must be a string');
+  if (input.serials !== undefined && !(Array.isArray(input.serials) && input.serials.every((x) => typeof x === 'string' && x.trim() !== ''))) {
+    throw new RecordError('E_RECORD', 'serials must be a list of non-empty strings');
+  }
+  const base = current ?? newRecord(userId, now);
+  const next: MemoryRecord = { ...base, updated_at: now };
+  const text = input.text?.trim() ?? '';
+  if (text !== '') {
+    const summary = base.summary_context.includes(text) ? [...base.summary_context] : [...base.summary_context, text];
+    next.summary_context = summary.slice(-max);
+  }
+  if (input.product !== undefined && input.product.trim() !== '') next.product = input.product.trim();
+  if (input.serials !== undefined && input.serials.length > 0) {
+    // The seed split on "," without trimming and so grew duplicates such as "F57A" and " F57A".
+    const merged = new Set((base.serial ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''));
+    for (const s of input.serials) merged.add(s.trim());
+    next.serial = [...merged].sort().join(', ');
+  }
+  return next;
+}
+
+/** Sets several slot keys verbatim (a `null` value is stored as null, unlike a patch where null removes). */
+export function applyFillSlots(current: MemoryRecord | null, userId: string, values: unknown, now: string = nowIso()): MemoryRecord {
+  if (typeof values !== 'object' || values === null || Array.isArray(values)) throw new RecordError('E_RECORD', 'slots must be a JSON object');
+  const base = current ?? newRecord(userId, now);
+  return { ...base, slots: { ...base.slots, ...(values as Record<string, unknown>) }, updated_at: now };
 }
 
 /** Sets one flag (or slot) key. */

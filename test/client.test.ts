@@ -44,6 +44,42 @@ describe('ChatmemClient', () => {
     expect(await bot.stats()).toMatchObject({ users: 2, messages: 2 });
   });
 
+  it('speaks the calls a seed-style bot needs: batches with ids, ensure, one flag or slot, context, truncate', async () => {
+    const made = await bot.ensureUser('62999');
+    expect(made.session_token).toMatch(/^[0-9a-f]{16}$/);
+    expect((await bot.ensureUser('62999')).session_token).toBe(made.session_token);
+    let r = await bot.appendHistoryMany('62999', [
+      { role: 'user', text: 'a', id: 'm1' },
+      { role: 'bot', text: 'b', id: 'm2' },
+    ]);
+    r = await bot.appendHistoryMany('62999', [
+      { role: 'user', text: 'a', id: 'm1' },
+      { role: 'bot', text: 'b', id: 'm2' },
+      { role: 'user', text: 'c', id: 'm3' },
+    ]);
+    expect(r.history.map((h) => h.text)).toEqual(['a', 'b', 'c']);
+    await bot.setFlag('62999', 'f', 0);
+    expect(await bot.getFlag('62999', 'f')).toEqual({ key: 'f', found: true, value: 0 });
+    expect(await bot.getFlag('62999', 'nope')).toEqual({ key: 'nope', found: false, value: null });
+    await expect(bot.getFlag('nobody', 'f')).rejects.toMatchObject({ code: 'E_UNKNOWN_USER', status: 404 });
+    r = await bot.fillSlots('62999', { x: 1, y: null });
+    expect(await bot.getSlot('62999', 'y')).toEqual({ key: 'y', found: true, value: null });
+    r = await bot.clearSlot('62999', 'x');
+    expect(r.slots).toEqual({ y: null });
+    const token = await bot.refreshSessionToken('62999');
+    expect(token).not.toBe(made.session_token);
+    r = await bot.addContext('62999', { text: 'pakai EAC', product: 'Electronic Air Cleaner', serials: ['F57A'] });
+    expect([r.summary_context, r.product, r.serial]).toEqual([['pakai EAC'], 'Electronic Air Cleaner', 'F57A']);
+    const t = await bot.truncateHistory('62999', 1);
+    expect(t.record.history.map((h) => h.text)).toEqual(['c']);
+    expect(t.dropped).toBe(2);
+    expect(t.backup).toMatch(/^memory_backup_/);
+    const listed = await s.ctx.ops.listBackups();
+    expect(listed.find((b) => b.id === t.backup)?.reason).toBe('reset');
+    const projected = (await (await fetch(`${s.url}/v1/users/62999?fields=name,last_answer`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).json()) as unknown;
+    expect(projected).toEqual({ name: null, last_answer: 'c' });
+  });
+
   it('turns server errors into RemoteError with code and status', async () => {
     const err = await bot.appendHistory('x', { role: '', text: 'no role' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RemoteError);

@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError } from '../errors.js';
 import { isTempName } from '../fs-util.js';
-import { parseRecord, validateUserId, type MemoryRecord } from '../record.js';
+import { nowIso, parseRecord, validateUserId, type MemoryRecord } from '../record.js';
 import type { Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
@@ -202,6 +202,29 @@ export class Operations {
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
       }),
     );
+  }
+
+  /**
+   * Keeps the newest `keepLast` history entries of one user (the seed's `truncate_history`). What it drops
+   * is first written to a verified per-user backup (reason `reset`); nothing dropped, no backup.
+   */
+  async truncateHistory(id: string, keepLast: number, options: CallOptions = {}): Promise<{ record: MemoryRecord; dropped: number; backup: string | null; backupFile: string | null }> {
+    const userId = validateUserId(id);
+    if (!Number.isInteger(keepLast) || keepLast < 0) throw new OpsError('E_OPS_ARG', `keepLast must be an integer >= 0, got ${String(keepLast)}`);
+    return this.guarded('truncate-history', options, [userId], (op) =>
+      this.store.exclusive({ ids: [userId] }, async (ctx) => {
+        const [current] = await ctx.getMany([userId]);
+        if (!current) throw new OpsError('E_UNKNOWN_USER', `unknown user: ${JSON.stringify(userId)}`);
+        const kept = keepLast === 0 ? [] : current.history.slice(-keepLast);
+        const dropped = current.history.length - kept.length;
+        if (dropped === 0) return { record: current, dropped, backup: null, backupFile: null };
+        const backup = await writeBackup(this.backupDir, fromArray([current]), this.backupOptions('reset', [userId], op, options));
+        op.setBackup(backup.id);
+        const record: MemoryRecord = { ...current, history: kept, updated_at: nowIso() };
+        await ctx.putMany([record]);
+        return { record, dropped, backup: backup.id, backupFile: backup.file };
+      }),
+    { keepLast });
   }
 
   /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */

@@ -7,7 +7,9 @@ import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
+import type { HistoryInput } from '../record.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import { project, registerBotRoutes, wantsEnsure } from './routes/bot.js';
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -368,6 +370,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     ok: true,
     store: ctx.config.store.display,
     kind: ctx.store.kind,
+    historyCap: ctx.store.historyCap,
     version: VERSION,
     pid: process.pid,
     uptime: Math.round((Date.now() - started) / 1000),
@@ -424,16 +427,22 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
 
   app.get<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => {
     const id = req.params.id ?? '';
-    const record = await store.get(id);
+    const q = req.query as Query;
+    const record = wantsEnsure(q) ? await store.ensure(id) : await store.get(id);
     if (!record) throw unknownUser(id);
-    return record;
+    return project(record, q.fields);
   });
   app.put<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => store.put(req.params.id ?? '', bodyObject(req.body, 'record', 'E_RECORD')));
   app.patch<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => store.patch(req.params.id ?? '', bodyObject(req.body, 'patch', 'E_RECORD')));
   app.post<{ Params: Params }>('/v1/users/:id/history', { onRequest: dataAuth }, async (req, reply) => {
-    const record = await store.appendHistory(req.params.id ?? '', bodyObject(req.body, 'history entry', 'E_RECORD') as { role: string; text: string });
+    const id = req.params.id ?? '';
+    // An array is one batch, appended in order in one write (a UI saving its whole message list).
+    const record = Array.isArray(req.body)
+      ? await store.appendHistoryMany(id, req.body as HistoryInput[])
+      : await store.appendHistory(id, bodyObject(req.body, 'history entry', 'E_RECORD') as unknown as HistoryInput);
     return reply.status(201).send(record);
   });
+  registerBotRoutes(app, { store, ops: ctx.ops, dataAuth });
   app.put<{ Params: Params }>('/v1/users/:id/flags/:key', { onRequest: dataAuth }, async (req) =>
     store.setFlag(req.params.id ?? '', req.params.key ?? '', valueOf(req.body, 'flag')),
   );

@@ -1,6 +1,10 @@
 import {
   DEFAULT_HISTORY_CAP,
-  applyAppend,
+  applyAppendMany,
+  applyContext,
+  applyFillSlots,
+  newSeedRecord,
+  newSessionToken,
   applyClearFlag,
   applyPatch,
   applySetKey,
@@ -8,12 +12,13 @@ import {
   parseHistoryInput,
   parseRecord,
   validateUserId,
+  type ContextInput,
   type HistoryInput,
   type MemoryRecord,
   type RecordInput,
   type RecordPatch,
 } from '../record.js';
-import { StoreError } from '../errors.js';
+import { RecordError, StoreError } from '../errors.js';
 import { WriteGate } from './gate.js';
 import { stringifyScan } from './types.js';
 import type {
@@ -90,9 +95,39 @@ class CoreStore implements Store {
   }
 
   async appendHistory(id: string, entry: HistoryInput): Promise<MemoryRecord> {
+    return this.appendHistoryMany(id, [entry]);
+  }
+
+  async appendHistoryMany(id: string, entries: HistoryInput[]): Promise<MemoryRecord> {
     validateUserId(id);
-    const parsed = parseHistoryInput(entry);
-    return this.write(id, (current) => applyAppend(current, id, parsed, this.historyCap));
+    if (!Array.isArray(entries) || entries.length === 0) throw new RecordError('E_RECORD', 'give at least one history entry');
+    const now = nowIso();
+    const parsed = entries.map((e) => parseHistoryInput(e, now));
+    return this.write(id, (current) => applyAppendMany(current, id, parsed, this.historyCap));
+  }
+
+  async ensure(id: string): Promise<MemoryRecord> {
+    validateUserId(id);
+    // Reads stay reads: only an unknown user costs a write.
+    const existing = await this.driver.get(id);
+    if (existing) return existing;
+    const token = newSessionToken();
+    return this.write(id, (current) => current ?? newSeedRecord(id, token));
+  }
+
+  async refreshSessionToken(id: string): Promise<MemoryRecord> {
+    const token = newSessionToken();
+    return this.write(id, (current) => ({ ...(current ?? newSeedRecord(id, token)), session_token: token, updated_at: nowIso() }));
+  }
+
+  async addContext(id: string, input: ContextInput): Promise<MemoryRecord> {
+    applyContext(null, validateUserId(id), input);
+    return this.write(id, (current) => applyContext(current, id, input));
+  }
+
+  async fillSlots(id: string, values: Record<string, unknown>): Promise<MemoryRecord> {
+    applyFillSlots(null, validateUserId(id), values);
+    return this.write(id, (current) => applyFillSlots(current, id, values));
   }
 
   async setFlag(id: string, key: string, value: unknown): Promise<MemoryRecord> {

@@ -1,4 +1,4 @@
-import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
+import type { ContextInput, HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
 
 /** One row of the user listing. */
 export interface UserSummary {
@@ -113,6 +113,19 @@ export interface Store {
   patch(id: string, patch: RecordPatch): Promise<MemoryRecord>;
   /** Adds a history entry, applies the cap, sets `last_answer` for user messages, touches `updated_at`. */
   appendHistory(id: string, entry: HistoryInput): Promise<MemoryRecord>;
+  /**
+   * Appends entries in order, in one write. An entry whose `id` the user's history already holds is
+   * skipped, so a retried request never duplicates a turn.
+   */
+  appendHistoryMany(id: string, entries: HistoryInput[]): Promise<MemoryRecord>;
+  /** The record, created (with a session token, as the seed did) when the user is unknown. */
+  ensure(id: string): Promise<MemoryRecord>;
+  /** A new session token; creates the user when unknown. */
+  refreshSessionToken(id: string): Promise<MemoryRecord>;
+  /** Adds a distinct `summary_context` entry (newest `maxItems` kept) and sets product/serials, atomically. */
+  addContext(id: string, input: ContextInput): Promise<MemoryRecord>;
+  /** Sets several slots verbatim (null included). */
+  fillSlots(id: string, values: Record<string, unknown>): Promise<MemoryRecord>;
   setFlag(id: string, key: string, value: unknown): Promise<MemoryRecord>;
   clearFlag(id: string, key: string): Promise<MemoryRecord>;
   setSlot(id: string, key: string, value: unknown): Promise<MemoryRecord>;

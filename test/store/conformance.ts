@@ -112,7 +112,55 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
       expect(r?.updated_at).not.toBe('2000-01-01T00:00:00Z');
       expect(r?.history[0]?.ts).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
       const withMeta = await store.appendHistory('u', { role: 'bot', text: 'x', ts: '2025-01-01T00:00:00Z', meta: { intent: 'i' }, extra: true });
-      expect(withMeta.history.at(-1)).toEqual({ role: 'bot', text: 'x', ts: '2025-01-01T00:00:00Z', meta: { intent: 'i' }, extra: true });
+      expect(withMeta.history.at(-1)).toEqual({ role: 'bot', text: 'x', ts: '2025-01-01T00:00:00Z', meta: { intent: 'i' }, extra: true, id: expect.any(String) });
+    });
+
+    it('every appended entry gets a stable id; a repeated client id is a no-op, within a batch too', async () => {
+      const a = await store.appendHistory('u', { role: 'user', text: 'one' });
+      const id = a.history[0]?.id;
+      expect(id).toMatch(/^[A-Za-z0-9_-]{12}$/);
+      expect((await store.get('u'))?.history[0]?.id).toBe(id);
+      const first = await store.appendHistory('u', { role: 'user', text: 'two', id: 'wamid.1' });
+      const again = await store.appendHistory('u', { role: 'user', text: 'two (retried)', id: 'wamid.1' });
+      expect(again.history.map((e) => e.text)).toEqual(['one', 'two']);
+      expect(again.updated_at).toBe(first.updated_at);
+      const batch = await store.appendHistoryMany('u', [
+        { role: 'user', text: 'three', id: 'wamid.3' },
+        { role: 'bot', text: 'dup of two', id: 'wamid.1' },
+        { role: 'bot', text: 'four', id: 'wamid.4' },
+        { role: 'bot', text: 'four again', id: 'wamid.4' },
+      ]);
+      expect(batch.history.map((e) => e.text)).toEqual(['one', 'two', 'three', 'four']);
+      expect(batch.last_answer).toBe('three');
+      await expect(store.appendHistoryMany('u', [])).rejects.toMatchObject({ code: 'E_RECORD' });
+      // A bad entry anywhere in a batch refuses the whole batch.
+      await expect(store.appendHistoryMany('u', [{ role: 'user', text: 'ok' }, { role: '', text: 'bad' }])).rejects.toMatchObject({ code: 'E_RECORD' });
+      expect((await store.get('u'))?.history).toHaveLength(4);
+    });
+
+    it("ensure creates an unknown user the seed's way and leaves a known one untouched", async () => {
+      const made = await store.ensure('fresh');
+      expect(made.session_token).toMatch(/^[0-9a-f]{16}$/);
+      expect(made.flags).toEqual({ last_activity: made.created_at });
+      const again = await store.ensure('fresh');
+      expect(again).toEqual(made);
+      const refreshed = await store.refreshSessionToken('fresh');
+      expect(refreshed.session_token).toMatch(/^[0-9a-f]{16}$/);
+      expect(refreshed.session_token).not.toBe(made.session_token);
+      expect((await store.get('fresh'))?.session_token).toBe(refreshed.session_token);
+    });
+
+    it('addContext keeps distinct newest entries and merges product and serials; fillSlots stores null verbatim', async () => {
+      for (let i = 0; i < 5; i++) await store.addContext('u', { text: `c${i}`, maxItems: 3 });
+      let r = await store.addContext('u', { text: ' c4 ', maxItems: 3 });
+      expect(r.summary_context).toEqual(['c2', 'c3', 'c4']);
+      r = await store.addContext('u', { product: 'Electronic Air Cleaner', serials: ['F90A'] });
+      r = await store.addContext('u', { serials: ['F57A', ' F90A'] });
+      expect([r.product, r.serial, r.summary_context.length]).toEqual(['Electronic Air Cleaner', 'F57A, F90A', 3]);
+      await expect(store.addContext('u', { maxItems: 0 })).rejects.toMatchObject({ code: 'E_RECORD' });
+      r = await store.fillSlots('u', { a: 1, b: null });
+      expect(r.slots).toEqual({ a: 1, b: null });
+      expect((await store.get('u'))?.slots).toEqual({ a: 1, b: null });
     });
 
     it('setFlag, clearFlag and setSlot', async () => {
