@@ -9,7 +9,11 @@ import type { Actor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
 import type { HistoryInput } from '../record.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import { docsPage, openApiDocument } from './openapi.js';
 import { project, registerBotRoutes, wantsEnsure } from './routes/bot.js';
+
+/** Every route each app registered (HEAD aside), in order: the OpenAPI test compares them with the document. */
+export const registeredRoutes = new WeakMap<FastifyInstance, { method: string; url: string }[]>();
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -212,6 +216,11 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   });
   // JSON only. A text/plain POST is a "simple" cross-site request that a browser sends without a CORS preflight.
   app.removeContentTypeParser('text/plain');
+  const registered: { method: string; url: string }[] = [];
+  registeredRoutes.set(app, registered);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) if (method !== 'HEAD') registered.push({ method, url: r.url });
+  });
 
   // --- auth -------------------------------------------------------------------------------------------
 
@@ -375,6 +384,12 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     pid: process.pid,
     uptime: Math.round((Date.now() - started) / 1000),
   }));
+
+  let apiDoc: Record<string, unknown> | null = null;
+  app.get('/openapi.json', async () => (apiDoc ??= openApiDocument()));
+  app.get('/docs', async (_req, reply) =>
+    reply.header('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'").type('text/html; charset=utf-8').send(docsPage()),
+  );
 
   let pageHtml: Promise<string> | null = null;
   app.get('/admin', async (_req, reply) => {
