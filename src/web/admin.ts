@@ -432,13 +432,17 @@ function signedIn(): void {
 async function loadWhoami(): Promise<void> {
   const el = $('whoami');
   setText(el, 'Signed in');
+  el.classList.remove('named');
   const token = getToken();
   if (!token) return;
   try {
     const res = await fetch(BASE + '/v1/admin/whoami', { headers: authHeaders(token), cache: 'no-store', credentials: 'same-origin', referrerPolicy: 'no-referrer' });
     if (res.status !== 200) return;
     const data: unknown = await res.json();
-    if (isObj(data) && typeof data.name === 'string' && data.name && getToken() === token) setText(el, 'Logged in as ' + data.name);
+    if (isObj(data) && typeof data.name === 'string' && data.name && getToken() === token) {
+      setText(el, 'Logged in as ' + data.name);
+      el.classList.add('named');
+    }
   } catch {
     // no whoami: the plain label stays
   }
@@ -469,6 +473,7 @@ function resetData(): void {
   setText($('dz-count'), '…');
   input('user-q').value = '';
   setText($('whoami'), 'Signed in');
+  $('whoami').classList.remove('named');
   hideNotice();
 }
 
@@ -827,7 +832,7 @@ function renderBackups(): void {
   button('bk-next').disabled = state.bkPage >= pages - 1;
   const filtered = list.length !== state.backups.length;
   setText($('bk-info'), !list.length ? '' :
-    `${fmtInt(state.bkPage * per + 1)}–${fmtInt(state.bkPage * per + shown.length)} of ${plural(list.length, 'backup', 'backups')}` +
+    (pages > 1 ? `${fmtInt(state.bkPage * per + 1)}–${fmtInt(state.bkPage * per + shown.length)} of ` : '') + plural(list.length, 'backup', 'backups') +
     (filtered ? ` (filtered from ${fmtInt(state.backups.length)})` : '') + (pages > 1 ? ` · page ${state.bkPage + 1} of ${pages}` : ''));
   if (!state.backups.length) {
     fill(body, h('tr', {}, h('td', { class: 'empty', colspan: '7', text: 'No backups yet. “Create backup” makes one now.' })));
