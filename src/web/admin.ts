@@ -626,7 +626,7 @@ async function loadUsers(): Promise<void> {
     }
     if (u.query) {
       const capped = more && u.searchLimit >= SEARCH_MAX - 1;
-      setText($('user-info'), (more ? (capped ? 'First ' : 'First ') : '') + plural(items.length, 'result', 'results') + ' for “' + u.query + '”' +
+      setText($('user-info'), (more ? 'First ' : '') + plural(items.length, 'result', 'results') + ' for “' + u.query + '”' +
         (capped ? ' — more match: narrow the search to see them' : more ? ' — more match' : ''));
       button('user-more').hidden = !more || capped;
     } else {
