@@ -8,6 +8,7 @@ import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
 import type { HistoryInput } from '../record.js';
+import { ADMIN_PAGE_CSP, ADMIN_PAGE_HTML } from '../web/page.generated.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { docsPage, openApiDocument } from './openapi.js';
 import { project, registerBotRoutes, wantsEnsure } from './routes/bot.js';
@@ -391,16 +392,14 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     reply.header('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'").type('text/html; charset=utf-8').send(docsPage()),
   );
 
-  let pageHtml: Promise<string> | null = null;
   app.get('/admin', async (_req, reply) => {
-    pageHtml ??= loadAdminPage();
     return reply
-      .header('Content-Security-Policy', "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'")
+      .header('Content-Security-Policy', ADMIN_PAGE_CSP)
       .header('X-Frame-Options', 'DENY')
       .header('X-Content-Type-Options', 'nosniff')
       .header('Referrer-Policy', 'no-referrer')
       .type('text/html; charset=utf-8')
-      .send(await pageHtml);
+      .send(ADMIN_PAGE_HTML);
   });
 
   // Scraping a big store costs a scan (JSON) or an aggregate query (SQL): sample at most every 10 s.
@@ -599,24 +598,4 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   });
 
   return app;
-}
-
-const PLACEHOLDER_PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>chatmem admin</title></head>
-<body><h1>chatmem</h1><p>The web admin page is not part of this build. Use the <code>chatmem</code> CLI or the admin API.</p></body></html>
-`;
-
-/** The web admin page from src/web/page.ts, built separately; a placeholder when it is not there. */
-async function loadAdminPage(): Promise<string> {
-  // A computed specifier: the page module is optional at build time and TypeScript must not require it.
-  const spec = '../web/page.js';
-  let mod: { adminPageHtml?: () => string };
-  try {
-    mod = (await import(spec)) as { adminPageHtml?: () => string };
-  } catch (err) {
-    const code = typeof err === 'object' && err !== null && 'code' in err ? (err as { code: unknown }).code : undefined;
-    if (code === 'ERR_MODULE_NOT_FOUND' || /Cannot find module|Failed to load url|Failed to resolve/i.test((err as Error).message)) return PLACEHOLDER_PAGE;
-    throw err;
-  }
-  return typeof mod.adminPageHtml === 'function' ? mod.adminPageHtml() : PLACEHOLDER_PAGE;
 }
