@@ -16,7 +16,7 @@ export interface ResolvedConfig {
   store: ParsedStoreUrl;
   storeUrl: string;
   /** Where the store URL came from, to explain the choice to the operator. */
-  storeSource: 'flag' | 'env' | 'config' | 'default';
+  storeSource: 'flag' | 'env' | 'config' | 'default' | 'daemon';
   backupDir: string;
   auditLog: string;
   /** Pid, log and token files of the daemon. */

@@ -26,13 +26,18 @@ export interface CommandContext {
   positionals: string[];
   json: boolean;
   yes: boolean;
-  /** Runs `fn` against an admin for reading (the daemon when one serves the store, else a read-only open). */
-  read<T>(fn: (admin: Admin) => Promise<T>, options?: { progress?: string }): Promise<T>;
+  /**
+   * Runs `fn` against an admin for reading (the daemon when one serves the store, else a read-only
+   * open). A store file that does not exist is `E_STORE_NOT_FOUND` unless `allowMissingStore`.
+   */
+  read<T>(fn: (admin: Admin) => Promise<T>, options?: { progress?: string; allowMissingStore?: boolean }): Promise<T>;
   /**
    * Runs `fn` against an admin that may change things (the daemon, else the store claimed by this
-   * process), between the configured hooks when `hooks` is set, with a progress bar named `progress`.
+   * process), with a progress bar named `progress`. With `hooks`, the configured hooks run around it
+   * when the store is local; not when a daemon serves it. Only commands that may create a store set
+   * `allowMissingStore`.
    */
-  write<T>(action: string, fn: (admin: Admin) => Promise<T>, options: { hooks: boolean; progress?: string }): Promise<T>;
+  write<T>(action: string, fn: (admin: Admin) => Promise<T>, options: { hooks: boolean; progress?: string; allowMissingStore?: boolean }): Promise<T>;
   /** Resolves a path the operator typed against the working directory of the run. */
   resolvePath(p: string): string;
 }

@@ -4,8 +4,9 @@ import { resolveConfig, type ResolvedConfig } from '../config.js';
 import { seedHint } from '../context.js';
 import { isChatmemError } from '../errors.js';
 import type { Admin } from '../ops/admin.js';
+import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
-import { withAdmin } from './admin.js';
+import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
 import { backup, backups, diff, verify } from './commands/backups.js';
@@ -168,7 +169,8 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
         io.stdout.write((target ? commandHelp(target) : mainHelp()) + '\n');
         return EXIT.OK;
       }
-      throw usage(`unknown command ${JSON.stringify(name)} (see \`chatmem --help\`)`);
+      const guess = didYouMean(name, [...COMMANDS.map((c) => c.name), 'help']);
+      throw usage(`unknown command ${JSON.stringify(name)}${guess ? ` (did you mean \`chatmem ${guess}\`?)` : ''} (see \`chatmem --help\`)`);
     }
     const { values, positionals } = parse(cmd, rest);
     if (values.version === true && !cmd) {
@@ -199,9 +201,9 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
     if (hint) out.note(hint);
     const yes = values.yes === true;
     prompt = new Prompter(out, { yes });
-    const withProgress = <T>(mode: 'read' | 'write', fn: (admin: Admin) => Promise<T>, label: string | undefined): Promise<T> => {
+    const withProgress = <T>(mode: 'read' | 'write', fn: (admin: Admin) => Promise<T>, label: string | undefined, options: OpenAdminOptions = {}): Promise<T> => {
       const bar = label ? out.progress(label) : null;
-      return withAdmin(config, mode, out, fn, bar ? (done, total) => bar.update(done, total) : undefined).finally(() => bar?.end());
+      return withAdmin(config, mode, out, fn, bar ? (done, total) => bar.update(done, total) : undefined, options).finally(() => bar?.end());
     };
     const ctx: CommandContext = {
       out,
@@ -211,10 +213,18 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
       positionals,
       json,
       yes,
-      read: (fn, options = {}) => withProgress('read', fn, options.progress),
-      write: (action, fn, options) => {
-        const run = () => withProgress('write', fn, options.progress);
-        return options.hooks ? withHooks(config, out, action, run, (err) => deferred.push(err)) : run();
+      read: (fn, options = {}) => withProgress('read', fn, options.progress, { allowMissingStore: options.allowMissingStore }),
+      write: async (action, fn, options) => {
+        const open = { allowMissingStore: options.allowMissingStore };
+        if (!options.hooks || (!config.hooks.beforeWrite && !config.hooks.afterWrite)) return withProgress('write', fn, options.progress, open);
+        // The hooks stop and restart whatever else writes the store; a daemon carries the change out
+        // itself while it serves, and a stop hook could kill it mid-operation.
+        const daemon = await daemonAdmin(config, 'write', out);
+        if (daemon) {
+          out.note(`not running the hooks (hooks.beforeWrite / hooks.afterWrite): the daemon at ${daemon.via} serves the store and makes the change itself, so nothing has to be stopped`);
+          return withProgress('write', fn, options.progress, { ...open, handle: daemon });
+        }
+        return withHooks(config, out, action, () => withProgress('write', fn, options.progress, open), (err) => deferred.push(err));
       },
       resolvePath: (p) => path.resolve(io.cwd, p),
     };

@@ -19,7 +19,7 @@ export const audit: Command = {
     const limit = intOption(ctx.values, 'limit', { min: 1 }) ?? 100;
     const filter = { ...(since !== undefined ? { since: parseSince(since) } : {}), ...(user !== undefined ? { user } : {}), ...(action !== undefined ? { action } : {}) };
     // One more than asked tells whether older entries were left out.
-    const entries = await ctx.read((a) => a.readAudit({ ...filter, limit: limit + 1 }));
+    const entries = await ctx.read((a) => a.readAudit({ ...filter, limit: limit + 1 }), { allowMissingStore: true });
     const more = entries.length > limit;
     const shown = more ? entries.slice(1) : entries;
     if (out.json) {

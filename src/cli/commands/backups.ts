@@ -76,7 +76,7 @@ export const backups: Command = {
     const [sub, id] = ctx.positionals;
     if (sub === undefined) {
       if (str(ctx.values, 'user') !== undefined) throw usage('--user goes with `chatmem backups show ID`');
-      const list = await ctx.read((a) => a.listBackups());
+      const list = await ctx.read((a) => a.listBackups(), { allowMissingStore: true });
       if (out.json) out.data({ dir: config.backupDir, backups: list });
       else if (list.length === 0) out.out(`No backups in ${config.backupDir}.`);
       else {
@@ -87,7 +87,7 @@ export const backups: Command = {
     }
     if (sub !== 'show' || id === undefined) throw usage(sub === 'show' ? 'usage: chatmem backups show ID' : `unknown backups subcommand ${JSON.stringify(sub)}; did you mean \`chatmem backups show ${sub}\`?`);
     const user = str(ctx.values, 'user');
-    const info = await ctx.read((a) => a.inspectBackup(id, user !== undefined ? { user } : {}));
+    const info = await ctx.read((a) => a.inspectBackup(id, user !== undefined ? { user } : {}), { allowMissingStore: true });
     if (user !== undefined && !info.record) throw new CLIError('E_UNKNOWN_USER', `user ${JSON.stringify(user)} is not in backup ${info.backup.id}`);
     if (out.json) {
       out.data(info);
@@ -124,7 +124,7 @@ export const verify: Command = {
   async run(ctx) {
     const { out } = ctx;
     const id = ctx.positionals[0];
-    const results = await ctx.read((a) => a.verifyBackups(id));
+    const results = await ctx.read((a) => a.verifyBackups(id), { allowMissingStore: true });
     const bad = results.filter((r) => !r.ok);
     if (out.json) out.data({ ok: bad.length === 0, results });
     else if (results.length === 0) out.out(`No backups in ${ctx.config.backupDir}.`);

@@ -35,7 +35,7 @@ export const restore: Command = {
     let mode: 'merge' | 'replace' = flag(ctx.values, 'merge') ? 'merge' : 'replace';
     if (!flag(ctx.values, 'replace') && mode === 'replace' && users.length === 0) {
       // Replacing the store with a backup of one deleted user would delete everyone else.
-      const info = (await ctx.read((a) => a.listBackups())).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
+      const info = (await ctx.read((a) => a.listBackups(), { allowMissingStore: true })).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
       if (info && (Array.isArray(info.scope) || info.kind === 'user')) {
         // Its own user list restores just them, and backs up just them first.
         if (Array.isArray(info.scope)) users = info.scope;
@@ -44,7 +44,7 @@ export const restore: Command = {
       }
     }
     const options = { ...(users.length ? { users } : {}), mode, wholeStore: flag(ctx.values, 'replace') } as const;
-    const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff' });
+    const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff', allowMissingStore: true });
     const d = plan.diff;
     if (isEmptyDiff(d)) {
       if (out.json) out.data({ dryRun, backup: id, mode, users: users.length ? users : null, diff: d, written: 0, removed: 0, changed: false });
@@ -63,7 +63,7 @@ export const restore: Command = {
       return;
     }
     await ctx.prompt.confirm(`Restore ${id}?`, `restore ${id}`);
-    const r = await ctx.write('restore', (a) => a.restore(id, options), { hooks: true, progress: 'restore' });
+    const r = await ctx.write('restore', (a) => a.restore(id, options), { hooks: true, progress: 'restore', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
       out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp });

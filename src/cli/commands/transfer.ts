@@ -26,7 +26,7 @@ export const importCmd: Command = {
       throw err;
     }
     if (file === config.store.file) throw usage(`${file} is the store itself`);
-    const { users } = await ctx.read((a) => a.stats());
+    const { users } = await ctx.read((a) => a.stats(), { allowMissingStore: true });
     // An empty store has nothing to lose, so the first import of the seed's memory.json needs no question.
     if (users > 0) {
       if (!out.json || (!ctx.yes && ctx.prompt.interactive)) {
@@ -34,7 +34,7 @@ export const importCmd: Command = {
       }
       await ctx.prompt.confirm(`Import ${file}?`, `import into a store that has ${formatCount(users)} users`);
     }
-    const r = await ctx.write('import', (a) => a.importFile(file), { hooks: true, progress: 'import' });
+    const r = await ctx.write('import', (a) => a.importFile(file), { hooks: true, progress: 'import', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
       out.data({ file, imported: r.imported, overwritten: r.overwritten, backup: r.backup, backupFile });
