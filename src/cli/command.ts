@@ -40,6 +40,8 @@ export interface CommandContext {
   write<T>(action: string, fn: (admin: Admin) => Promise<T>, options: { hooks: boolean; progress?: string; allowMissingStore?: boolean }): Promise<T>;
   /** Resolves a path the operator typed against the working directory of the run. */
   resolvePath(p: string): string;
+  /** A backup id as typed: an id, or a path inside the backup directory (see backupIdFromArg). */
+  backupId(raw: string): string;
 }
 
 /** A subcommand of `chatmem`. */

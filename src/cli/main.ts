@@ -7,6 +7,7 @@ import type { Admin } from '../ops/admin.js';
 import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
 import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
+import { backupIdFromArg } from './backup-arg.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
 import { backup, backups, diff, verify } from './commands/backups.js';
@@ -227,6 +228,7 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
         return withHooks(config, out, action, () => withProgress('write', fn, options.progress, open), (err) => deferred.push(err));
       },
       resolvePath: (p) => path.resolve(io.cwd, p),
+      backupId: (raw) => backupIdFromArg(raw, config.backupDir, io.cwd),
     };
     const code = cmd ? await cmd.run(ctx) : await menuFlow(ctx);
     for (const err of deferred) reportError(new Output(io, { json: false }), err, debug);

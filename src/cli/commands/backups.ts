@@ -73,7 +73,8 @@ export const backups: Command = {
   options: { user: { type: 'string', value: 'U', help: 'with `show`: print this user\'s record from the backup' } },
   async run(ctx) {
     const { out, config } = ctx;
-    const [sub, id] = ctx.positionals;
+    const [sub, rawId] = ctx.positionals;
+    const id = rawId === undefined ? undefined : ctx.backupId(rawId);
     if (sub === undefined) {
       if (str(ctx.values, 'user') !== undefined) throw usage('--user goes with `chatmem backups show ID`');
       const list = await ctx.read((a) => a.listBackups(), { allowMissingStore: true });
@@ -123,7 +124,7 @@ export const verify: Command = {
   positionals: { min: 0, max: 1 },
   async run(ctx) {
     const { out } = ctx;
-    const id = ctx.positionals[0];
+    const id = ctx.positionals[0] === undefined ? undefined : ctx.backupId(ctx.positionals[0]);
     const results = await ctx.read((a) => a.verifyBackups(id), { allowMissingStore: true });
     const bad = results.filter((r) => !r.ok);
     if (out.json) out.data({ ok: bad.length === 0, results });
@@ -151,7 +152,7 @@ export const diff: Command = {
   description: 'A and B are backup ids; `current` names the store.',
   async run(ctx) {
     const { out } = ctx;
-    const [a = '', b = 'current'] = ctx.positionals;
+    const [a, b] = [ctx.backupId(ctx.positionals[0] ?? ''), ctx.positionals[1] === undefined || ctx.positionals[1] === 'current' ? 'current' : ctx.backupId(ctx.positionals[1])];
     const userList = ctx.values.user;
     const usersOpt = Array.isArray(userList) ? userList.filter((u): u is string => typeof u === 'string') : undefined;
     const d = await ctx.read((admin) => admin.diff(a, b, usersOpt ? { users: usersOpt } : {}), { progress: 'diff' });

@@ -28,7 +28,7 @@ export const restore: Command = {
   },
   async run(ctx) {
     const { out, config } = ctx;
-    const id = ctx.positionals[0] ?? '';
+    const id = ctx.backupId(ctx.positionals[0] ?? '');
     let users = strs(ctx.values, 'user');
     if (flag(ctx.values, 'merge') && flag(ctx.values, 'replace')) throw usage('--merge and --replace exclude each other');
     const dryRun = flag(ctx.values, 'dry-run');
