@@ -21,6 +21,11 @@ export interface ResolvedConfig {
   auditLog: string;
   /** Pid, log and token files of the daemon. */
   dataDir: string;
+  /**
+   * The data dir of the default layout (`data/`, or CHATMEM_DATA_DIR / `dataDir`), whatever the
+   * store: where `chatmem start` remembers the store of the daemon it started.
+   */
+  homeDir: string;
   historyCap: number;
   hooks: { beforeWrite?: string; afterWrite?: string };
   retention: RetentionPolicy;
@@ -34,6 +39,8 @@ export interface ResolvedConfig {
 
 export interface ConfigOverrides {
   store?: string;
+  /** Where `store` comes from (default `flag`); `daemon`: the remembered store of `chatmem start`. */
+  storeSource?: 'flag' | 'daemon';
   backupDir?: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
@@ -234,7 +241,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
 
   let storeUrl: string;
   let storeSource: ResolvedConfig['storeSource'];
-  if (overrides.store) [storeUrl, storeSource] = [overrides.store, 'flag'];
+  if (overrides.store) [storeUrl, storeSource] = [overrides.store, overrides.storeSource ?? 'flag'];
   else if (env.CHATMEM_STORE) [storeUrl, storeSource] = [env.CHATMEM_STORE, 'env'];
   else if (file.store) [storeUrl, storeSource] = [file.store, 'config'];
   else [storeUrl, storeSource] = [DEFAULT_STORE_URL, 'default'];
@@ -247,6 +254,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
   // The default layout is data/storage/memory.db with pid, log and token in data/; any other store keeps them beside it.
   const defaultDataDir = path.basename(storeDir) === 'storage' ? path.dirname(storeDir) : storeDir;
   const dataDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? defaultDataDir);
+  const homeDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? 'data');
 
   const historyCap = intSetting(env, 'CHATMEM_HISTORY_CAP', 'historyCap', file.historyCap, 50, 1);
   const port = intSetting(env, 'CHATMEM_PORT', 'server.port', file.server?.port, 8081, 0, 65535);
@@ -264,6 +272,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     backupDir,
     auditLog,
     dataDir,
+    homeDir,
     historyCap,
     hooks: {
       beforeWrite: env.CHATMEM_HOOK_BEFORE_WRITE ?? file.hooks?.beforeWrite,

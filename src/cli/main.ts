@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { resolveConfig, type ResolvedConfig } from '../config.js';
+import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../config.js';
 import { seedHint } from '../context.js';
 import { isChatmemError } from '../errors.js';
 import type { Admin } from '../ops/admin.js';
@@ -8,6 +8,7 @@ import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
 import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
 import { backupIdFromArg } from './backup-arg.js';
+import { withRememberedStore } from './daemon-memo.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
 import { backup, backups, diff, verify } from './commands/backups.js';
@@ -191,13 +192,16 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
       throw usage(`usage: chatmem ${cmd.name} ${cmd.args}`.trimEnd());
     }
 
-    const config: ResolvedConfig = await resolveConfig({
+    const overrides: ConfigOverrides = {
       ...(typeof values.store === 'string' ? { store: values.store } : {}),
       ...(typeof values['backup-dir'] === 'string' ? { backupDir: values['backup-dir'] } : {}),
       ...(typeof values.config === 'string' ? { configFile: values.config } : {}),
       cwd: io.cwd,
       env: io.env,
-    });
+    };
+    let config: ResolvedConfig = await resolveConfig(overrides);
+    // `serve` runs in the foreground with what it is given; everything else follows `chatmem start`.
+    if (cmd?.name !== 'serve') config = await withRememberedStore(config, overrides, out);
     const hint = seedHint(config);
     if (hint) out.note(hint);
     const yes = values.yes === true;

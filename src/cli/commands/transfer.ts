@@ -1,3 +1,4 @@
+import { assertStoreExists } from '../store-check.js';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openContext } from '../../context.js';
@@ -72,6 +73,7 @@ export const exportCmd: Command = {
     }
     // Exports read the store directly, read-only: the daemon has no bulk-read API, and a read-only
     // open neither claims the store nor disturbs its writer.
+    await assertStoreExists(config);
     const opened = await openContext(config, { readOnly: true });
     const progress = out.progress('export');
     const onProgress = (n: number): void => progress.update(n, null);
