@@ -44,7 +44,7 @@ const EXIT_CODES_HELP = `Exit codes:
   0  ok
   1  failed
   2  usage error, invalid input, or refused (no confirmation without a terminal, cancelled, empty policy)
-  3  not found (unknown user, backup or file; \`status\`: no daemon running)`;
+  3  not found (unknown user, backup, file or store; \`status\`: no daemon running)`;
 
 function optionLines(options: Record<string, OptionSpec>): string[] {
   const entries = Object.entries(options).map(([name, o]) => [`${o.short ? `-${o.short}, ` : '    '}--${name}${o.value ? ` ${o.value}` : ''}`, o.help] as const);
