@@ -4,7 +4,7 @@ import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
 import { findDaemon, loadAdminToken } from '../server/daemon-info.js';
 import { CLIError } from './errors.js';
 import type { Output } from './output.js';
-import { assertStoreExists } from './store-check.js';
+import { assertStoreExists, storeExists } from './store-check.js';
 
 /** An {@link Admin} opened for one command, and how to let go of it. */
 export interface AdminHandle {
@@ -69,6 +69,7 @@ export async function openAdmin(
   const daemon = await daemonAdmin(config, mode, out);
   if (daemon) return daemon;
   if (!options.allowMissingStore) await assertStoreExists(config);
+  else if (mode === 'write' && !(await storeExists(config))) out.note(`${config.store.display} does not exist yet; this command creates it`);
   const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli' });
   return { admin: new LocalAdmin(ctx.ops, onProgress), via: 'local', close: () => ctx.close() };
 }

@@ -59,6 +59,7 @@ describe('a store path that does not exist', () => {
 
     const imported = await sb.run(['import', path.join(FIXTURES, 'memory.json'), '--store', fresh]);
     expect(imported.code, imported.stderr).toBe(0);
+    expect(imported.stderr).toContain(`json:${path.join(sb.dir, 'data', 'storage', 'fresh.json')} does not exist yet; this command creates it`);
     expect(existsSync(path.join(sb.dir, 'data', 'storage', 'fresh.json'))).toBe(true);
 
     // Disaster recovery: the store file is gone, its backup is not.

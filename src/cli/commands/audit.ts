@@ -7,7 +7,7 @@ export const audit: Command = {
   args: '[--user U] [--since DATE] [--action A] [--limit N]',
   options: {
     user: { type: 'string', value: 'U', help: 'entries about this user' },
-    since: { type: 'string', value: 'DATE', help: 'entries at or after DATE (2025-11-25, ISO time, or 7d / 12h back from now)' },
+    since: { type: 'string', value: 'DATE', help: 'entries at or after DATE (2025-11-25, ISO time, or 7d / 12h / 30min back from now; m = months)' },
     action: { type: 'string', value: 'A', help: 'one action: delete-users, clear-all, restore, backup, prune, import…' },
     limit: { type: 'string', value: 'N', help: 'the newest N entries (default 100)' },
   },

@@ -93,7 +93,7 @@ const WITHIN_FLAGS = [
 
 const pruneOptions: Record<string, OptionSpec> = { 'dry-run': { type: 'boolean', help: 'show what would be removed, remove nothing' } };
 for (const [f, , help] of COUNT_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'N', help: `keep ${help} (-1: no limit)` };
-for (const [f, , help] of WITHIN_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'DURATION', help: `keep ${help} (e.g. 7d, 1y2m, 36h)` };
+for (const [f, , help] of WITHIN_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'DURATION', help: `keep ${help} (e.g. 7d, 1y2m, 36h; m = months, min = minutes)` };
 
 function policyFromFlags(ctx: CommandContext): RetentionPolicy | null {
   const policy: RetentionPolicy = {};
