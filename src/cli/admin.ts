@@ -69,7 +69,7 @@ export async function openAdmin(
   const daemon = await daemonAdmin(config, mode, out);
   if (daemon) return daemon;
   if (!options.allowMissingStore) await assertStoreExists(config);
-  else if (mode === 'write' && !(await storeExists(config))) out.note(`${config.store.display} does not exist yet; this command creates it`);
+  else if (mode === 'write' && !(await storeExists(config))) out.note(`note: ${config.store.display} does not exist yet; this command creates it`);
   const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli' });
   return { admin: new LocalAdmin(ctx.ops, onProgress), via: 'local', close: () => ctx.close() };
 }

@@ -15,7 +15,7 @@ export async function withRememberedStore(config: ResolvedConfig, overrides: Con
   if (!memo || memo.store === config.store.display) return config;
   if (config.storeSource !== 'default') {
     if (memo.running) {
-      out.note(`the daemon started with \`chatmem start\` (pid ${memo.pid}) serves ${memo.store}; this command uses ${config.store.display} from ${SOURCE[config.storeSource] ?? config.storeSource}`);
+      out.note(`note: the daemon started with \`chatmem start\` (pid ${memo.pid}) serves ${memo.store}; this command uses ${config.store.display} from ${SOURCE[config.storeSource] ?? config.storeSource}`);
     }
     return config;
   }
@@ -27,7 +27,7 @@ export async function withRememberedStore(config: ResolvedConfig, overrides: Con
     ...(overrides.backupDir === undefined && !env.CHATMEM_BACKUP_DIR ? { backupDir: memo.backupDir } : {}),
   });
   out.note(
-    `using ${next.store.display}, the store of the daemon started with \`chatmem start\` (pid ${memo.pid}${memo.running ? '' : ', no longer running'}); ` +
+    `note: using ${next.store.display}, the store of the daemon started with \`chatmem start\` (pid ${memo.pid}${memo.running ? '' : ', no longer running'}); ` +
       `--store names another; \`chatmem stop\` forgets it`,
   );
   return next;

@@ -226,7 +226,7 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
         // itself while it serves, and a stop hook could kill it mid-operation.
         const daemon = await daemonAdmin(config, 'write', out);
         if (daemon) {
-          out.note(`not running the hooks (hooks.beforeWrite / hooks.afterWrite): the daemon at ${daemon.via} serves the store and makes the change itself, so nothing has to be stopped`);
+          out.note(`note: not running the hooks (hooks.beforeWrite / hooks.afterWrite): the daemon at ${daemon.via} serves the store and makes the change itself, so nothing has to be stopped`);
           return withProgress('write', fn, options.progress, { ...open, handle: daemon });
         }
         return withHooks(config, out, action, () => withProgress('write', fn, options.progress, open), (err) => deferred.push(err));
