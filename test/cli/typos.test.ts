@@ -84,6 +84,13 @@ describe('typos in commands and backup ids', () => {
     await sb.cleanup();
   });
 
+  it('a mistyped --backup-dir is pointed out when it lists nothing', async () => {
+    const r = await sb.run(['backups', '--backup-dir', 'data/storage/bakups']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('No backups in');
+    expect(r.stderr).toContain(`note: ${path.join(sb.dir, 'data', 'storage', 'bakups')} does not exist (did you mean "backups"?)`);
+  });
+
   it('an unknown command gets a did-you-mean and exit 2', async () => {
     for (const [typo, meant] of [['delte', 'delete'], ['stat', 'stats'], ['backpus', 'backups'], ['restroe', 'restore'], ['Users', 'users']]) {
       const r = await sb.run([typo ?? '', 'x']);

@@ -1,11 +1,22 @@
+import { existsSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
 import type { DiffResult } from '../../backup/diff.js';
 import type { BackupInfo } from '../../ops/operations.js';
 import { flag, str, type Command } from '../command.js';
 import { CLIError, usage } from '../errors.js';
 import { clip, formatAge, formatBytes, formatCount, formatTime, table, type Output } from '../output.js';
 import { keyValueLines } from './inspect.js';
+import { didYouMeanText } from '../../suggest.js';
 
 const LIST_LIMIT = 20;
+
+function siblings(dir: string): string[] {
+  try {
+    return readdirSync(path.dirname(dir));
+  } catch {
+    return [];
+  }
+}
 
 function listed(ids: string[], limit = LIST_LIMIT): string {
   const head = ids.slice(0, limit).join(', ');
@@ -79,7 +90,11 @@ export const backups: Command = {
       if (str(ctx.values, 'user') !== undefined) throw usage('--user goes with `chatmem backups show ID`');
       const list = await ctx.read((a) => a.listBackups(), { allowMissingStore: true });
       if (out.json) out.data({ dir: config.backupDir, backups: list });
-      else if (list.length === 0) out.out(`No backups in ${config.backupDir}.`);
+      else if (list.length === 0) {
+        out.out(`No backups in ${config.backupDir}.`);
+        // A mistyped --backup-dir would otherwise look like a directory that was emptied.
+        if (!existsSync(config.backupDir)) out.note(`note: ${config.backupDir} does not exist${didYouMeanText(path.basename(config.backupDir), siblings(config.backupDir))}`);
+      }
       else {
         table(['ID', 'CREATED (UTC)', 'AGE', 'REASON', 'SCOPE', 'USERS', 'SIZE', 'STATE'], list.map(backupRow), { right: [5, 6], paint: out.c.bold }).forEach((l) => out.out(l));
         out.out(`${formatCount(list.length)} backup${list.length === 1 ? '' : 's'}, ${formatBytes(list.reduce((s, b) => s + b.size, 0))} in ${config.backupDir}`);
