@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '..');
-export const FIXTURE = process.env.BENCH_FIXTURE ?? '/work/shared/fixtures/seed-format/memory.json';
+export const FIXTURE = process.env.BENCH_FIXTURE ?? fileURLToPath(new URL('../test/fixtures/seed-format/memory.json', import.meta.url));
 
 /** Integer from the environment, with a default. */
 export function envInt(name, def) {

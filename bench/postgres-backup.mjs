@@ -17,7 +17,7 @@ await admin.query(`CREATE SCHEMA ${schema}`);
 const u = new URL(PG);
 u.searchParams.set('options', `-c search_path=${schema}`);
 const url = u.toString();
-const fixture = Object.values(JSON.parse(readFileSync(path.resolve(dist, '../../shared/fixtures/seed-format/memory.json'), 'utf8')));
+const fixture = Object.values(JSON.parse(readFileSync(path.resolve(dist, '../test/fixtures/seed-format/memory.json'), 'utf8')));
 const store = await openStore(url);
 const t0 = performance.now();
 for (let i = 0; i < N; i += 1000) {

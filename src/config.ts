@@ -1,6 +1,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
 import { ConfigError, errnoCode } from './errors.js';
+import { parseInterval } from './server/scheduler.js';
+import { didYouMeanText } from './suggest.js';
 import { DEFAULT_STORE_URL, parseStoreUrl, type ParsedStoreUrl } from './store/url.js';
 import type { RetentionPolicy } from './backup/retention.js';
 
@@ -12,38 +16,170 @@ export interface ResolvedConfig {
   store: ParsedStoreUrl;
   storeUrl: string;
   /** Where the store URL came from, to explain the choice to the operator. */
-  storeSource: 'flag' | 'env' | 'config' | 'default';
+  storeSource: 'flag' | 'env' | 'config' | 'default' | 'daemon';
   backupDir: string;
   auditLog: string;
   /** Pid, log and token files of the daemon. */
   dataDir: string;
+  /**
+   * The data dir of the default layout (`data/`, or CHATMEM_DATA_DIR / `dataDir`), whatever the
+   * store: where `chatmem start` remembers the store of the daemon it started.
+   */
+  homeDir: string;
   historyCap: number;
   hooks: { beforeWrite?: string; afterWrite?: string };
   retention: RetentionPolicy;
   backupEvery: string | null;
   server: { host: string; port: number; bodyLimit: number };
+  /** IANA time zone of the dates in the names of legacy (seed) backups; `UTC` by default. */
+  legacyTimezone: string;
   /** The config file that was read, if any. */
   configFile: string | null;
 }
 
 export interface ConfigOverrides {
   store?: string;
+  /** Where `store` comes from (default `flag`); `daemon`: the remembered store of `chatmem start`. */
+  storeSource?: 'flag' | 'daemon';
   backupDir?: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   configFile?: string;
 }
 
-interface FileConfig {
-  store?: string;
-  backupDir?: string;
-  auditLog?: string;
-  dataDir?: string;
-  historyCap?: number;
-  hooks?: { beforeWrite?: string; afterWrite?: string };
-  retention?: RetentionPolicy;
-  backup?: { every?: string; retention?: RetentionPolicy };
-  server?: { host?: string; port?: number; bodyLimit?: number };
+const count = (what: string) =>
+  z.number().int().min(-1).optional().describe(`Keep the newest backup of each of the N newest ${what} (-1: all, 0: off)`);
+const window = (what: string) =>
+  z
+    .string()
+    .superRefine(checkWith((v) => parseDuration(v)))
+    .optional()
+    .describe(`Keep ${what} within this duration of the newest backup (y, m = months, d, h, min, s)`);
+
+/** A zod refinement that reports the parser's own message (it names the unit that is wrong). */
+function checkWith(parse: (v: string) => unknown): (v: string, ctx: z.RefinementCtx) => void {
+  return (v, ctx) => {
+    try {
+      parse(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  };
+}
+
+function tryParse(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A valid IANA time zone name, as `Intl` knows it. */
+export function isTimeZone(name: string): boolean {
+  return tryParse(() => new Intl.DateTimeFormat('en-US', { timeZone: name }));
+}
+
+const retentionSchema = z
+  .strictObject({
+    last: z.number().int().min(-1).optional().describe('Keep the N newest backups (-1: all)'),
+    hourly: count('hours'),
+    daily: count('days'),
+    weekly: count('ISO weeks'),
+    monthly: count('months'),
+    yearly: count('years'),
+    within: window('every backup'),
+    withinHourly: window('the newest backup of each hour'),
+    withinDaily: window('the newest backup of each day'),
+    withinWeekly: window('the newest backup of each ISO week'),
+    withinMonthly: window('the newest backup of each month'),
+    withinYearly: window('the newest backup of each year'),
+  })
+  .describe('Retention policy, with the semantics of restic forget');
+
+/** The schema of chatmem.config.json; docs/chatmem.config.schema.json is generated from it. */
+export const configFileSchema = z
+  .strictObject({
+    $schema: z.string().optional().describe('JSON schema for editors, e.g. ./docs/chatmem.config.schema.json'),
+    store: z.string().min(1).optional().describe('Store URL: sqlite:PATH, json:PATH or postgres://USER@HOST:PORT/DB'),
+    backupDir: z.string().min(1).optional().describe('Backup directory (default: backups/ beside a file store)'),
+    auditLog: z.string().min(1).optional().describe('Audit log file (default: audit.log beside a file store)'),
+    dataDir: z.string().min(1).optional().describe("Directory of the daemon's pid, log and admin token files"),
+    historyCap: z.number().int().min(1).optional().describe('Messages kept per user (default 50)'),
+    legacyTimezone: z
+      .string()
+      .refine(isTimeZone, { message: 'expected an IANA time zone name such as UTC or Asia/Jakarta' })
+      .optional()
+      .describe("Time zone of the dates in the names of the seed's backups (default UTC), e.g. Asia/Jakarta"),
+    hooks: z
+      .strictObject({
+        beforeWrite: z.string().optional().describe('Shell command run before a command changes the store (not when a daemon serves it)'),
+        afterWrite: z.string().optional().describe('Shell command run after it, even when it failed'),
+      })
+      .optional(),
+    retention: retentionSchema.optional().describe('Same as backup.retention (older spelling)'),
+    backup: z
+      .strictObject({
+        every: z
+          .string()
+          .superRefine(checkWith(parseInterval))
+          .optional()
+          .describe('Scheduled backups: an interval such as 30min, 1h, 1d, or off (units d, h, min, s)'),
+        retention: retentionSchema.optional(),
+      })
+      .optional(),
+    server: z
+      .strictObject({
+        host: z.string().min(1).optional().describe('Address to listen on (default 127.0.0.1)'),
+        port: z.number().int().min(0).max(65535).optional().describe('Port to listen on'),
+        bodyLimit: z.number().int().min(1).optional().describe('Largest request body in bytes (default 1 MiB)'),
+      })
+      .optional(),
+  })
+  .describe('chatmem configuration (chatmem.config.json)');
+
+type FileConfig = z.infer<typeof configFileSchema>;
+
+/** The JSON schema of chatmem.config.json, as committed in docs/chatmem.config.schema.json. */
+export function configJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(configFileSchema, { io: 'input' }) as Record<string, unknown>;
+}
+
+function unwrapOptional(schema: z.ZodType): z.ZodType {
+  return schema instanceof z.ZodOptional ? (schema.unwrap() as z.ZodType) : schema;
+}
+
+/** The keys the object schema at `keyPath` knows, for "did you mean". */
+function knownKeys(keyPath: PropertyKey[]): string[] {
+  let schema: z.ZodType = configFileSchema;
+  for (const k of keyPath) {
+    const inner = unwrapOptional(schema);
+    if (!(inner instanceof z.ZodObject)) return [];
+    const next = (inner.shape as Record<string, z.ZodType | undefined>)[String(k)];
+    if (!next) return [];
+    schema = next;
+  }
+  const inner = unwrapOptional(schema);
+  return inner instanceof z.ZodObject ? Object.keys(inner.shape as object) : [];
+}
+
+function keyPathText(keyPath: PropertyKey[]): string {
+  return keyPath.map(String).join('.');
+}
+
+/** One message per issue: the key path, what was expected, and for an unknown key the likely intended one. */
+function describeIssues(file: string, issues: z.core.$ZodIssue[]): string {
+  const parts = issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys
+        .map((k) => `unknown key ${JSON.stringify(keyPathText([...issue.path, k]))}${didYouMeanText(k, knownKeys(issue.path))}`)
+        .join('; ');
+    }
+    const where = issue.path.length > 0 ? JSON.stringify(keyPathText(issue.path)) : 'the top level';
+    return `${where}: ${issue.message.replace(/^Invalid input: /, '')}`;
+  });
+  return `invalid config ${file}: ${parts.join('; ')}`;
 }
 
 async function readConfigFile(file: string, required: boolean): Promise<FileConfig | null> {
@@ -54,19 +190,44 @@ async function readConfigFile(file: string, required: boolean): Promise<FileConf
     if (errnoCode(err) === 'ENOENT' && !required) return null;
     throw new ConfigError('E_CONFIG', `cannot read config ${file}: ${(err as Error).message}`, { cause: err });
   }
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('top level must be an object');
-    return parsed as FileConfig;
+    parsed = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError('E_CONFIG', `invalid config ${file}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError('E_CONFIG', `invalid config ${file}: ${(err as Error).message}`, { cause: err, details: { file } });
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('E_CONFIG', `invalid config ${file}: the top level must be an object`, { details: { file } });
+  }
+  const result = configFileSchema.safeParse(parsed);
+  if (!result.success) {
+    const issues = result.error.issues;
+    throw new ConfigError('E_CONFIG', describeIssues(file, issues), {
+      cause: result.error,
+      details: {
+        file,
+        issues: issues.map((i) => ({ path: keyPathText(i.path), code: i.code, message: i.message })),
+        unknownKeys: issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => keyPathText([...i.path, k])) : [])),
+      },
+    });
+  }
+  return result.data;
 }
 
-function intFrom(value: unknown, name: string, fallback: number): number {
-  if (value === undefined || value === '') return fallback;
-  const n = typeof value === 'number' ? value : Number(value);
-  if (!Number.isInteger(n)) throw new ConfigError('E_CONFIG', `${name} must be an integer, got ${JSON.stringify(value)}`);
+/**
+ * An integer setting from an environment variable (named in the error, with the setting it
+ * overrides), else the config file's value (already checked by the schema), else `fallback`.
+ */
+function intSetting(env: NodeJS.ProcessEnv, name: string, setting: string, fileValue: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fileValue ?? fallback;
+  const n = Number(raw);
+  if (!/^\s*\d+\s*$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `${min}..${max}`;
+    throw new ConfigError('E_CONFIG', `environment variable ${name} (${setting}) must be an integer ${range}, got ${JSON.stringify(raw)}`, {
+      details: { env: name, value: raw },
+    });
+  }
   return n;
 }
 
@@ -80,7 +241,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
 
   let storeUrl: string;
   let storeSource: ResolvedConfig['storeSource'];
-  if (overrides.store) [storeUrl, storeSource] = [overrides.store, 'flag'];
+  if (overrides.store) [storeUrl, storeSource] = [overrides.store, overrides.storeSource ?? 'flag'];
   else if (env.CHATMEM_STORE) [storeUrl, storeSource] = [env.CHATMEM_STORE, 'env'];
   else if (file.store) [storeUrl, storeSource] = [file.store, 'config'];
   else [storeUrl, storeSource] = [DEFAULT_STORE_URL, 'default'];
@@ -93,12 +254,15 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
   // The default layout is data/storage/memory.db with pid, log and token in data/; any other store keeps them beside it.
   const defaultDataDir = path.basename(storeDir) === 'storage' ? path.dirname(storeDir) : storeDir;
   const dataDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? defaultDataDir);
+  const homeDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? 'data');
 
-  const historyCap = intFrom(env.CHATMEM_HISTORY_CAP ?? file.historyCap, 'historyCap', 50);
-  if (historyCap < 1) throw new ConfigError('E_CONFIG', `historyCap must be at least 1, got ${historyCap}`);
-  const port = intFrom(env.CHATMEM_PORT ?? file.server?.port, 'server.port', 8081);
-  if (port < 0 || port > 65535) throw new ConfigError('E_CONFIG', `server.port must be 0..65535, got ${port}`);
-  const bodyLimit = intFrom(env.CHATMEM_BODY_LIMIT ?? file.server?.bodyLimit, 'server.bodyLimit', 1024 * 1024);
+  const historyCap = intSetting(env, 'CHATMEM_HISTORY_CAP', 'historyCap', file.historyCap, 50, 1);
+  const port = intSetting(env, 'CHATMEM_PORT', 'server.port', file.server?.port, 8081, 0, 65535);
+  const bodyLimit = intSetting(env, 'CHATMEM_BODY_LIMIT', 'server.bodyLimit', file.server?.bodyLimit, 1024 * 1024, 1);
+  const legacyTimezone = env.CHATMEM_LEGACY_TIMEZONE || file.legacyTimezone || 'UTC';
+  if (!isTimeZone(legacyTimezone)) {
+    throw new ConfigError('E_CONFIG', `environment variable CHATMEM_LEGACY_TIMEZONE (legacyTimezone) must be an IANA time zone name such as UTC or Asia/Jakarta, got ${JSON.stringify(legacyTimezone)}`);
+  }
 
   return {
     cwd,
@@ -108,6 +272,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     backupDir,
     auditLog,
     dataDir,
+    homeDir,
     historyCap,
     hooks: {
       beforeWrite: env.CHATMEM_HOOK_BEFORE_WRITE ?? file.hooks?.beforeWrite,
@@ -116,6 +281,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     retention: file.backup?.retention ?? file.retention ?? {},
     backupEvery: env.CHATMEM_BACKUP_EVERY ?? file.backup?.every ?? null,
     server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit },
+    legacyTimezone,
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,
   };
 }

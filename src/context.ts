@@ -44,7 +44,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     throw err;
   }
   const audit = new AuditLog(config.auditLog);
-  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor() });
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone });
   return {
     config,
     store,

@@ -1,4 +1,5 @@
 import { BackupError, ConfigError } from '../errors.js';
+import { formatDuration, isZeroDuration, parseDuration as parseAnyDuration, subtractDuration, type Duration } from '../duration.js';
 
 /**
  * Which backups to keep, with the semantics of `restic forget`.
@@ -45,13 +46,8 @@ export interface RetentionPlan {
   remove: { id: string }[];
 }
 
-/** A calendar duration as restic understands it; all fields are non-negative integers. */
-export interface RetentionDuration {
-  years: number;
-  months: number;
-  days: number;
-  hours: number;
-}
+/** A calendar duration (see src/duration.ts): restic's `y m d h`, plus `min` and `s`. */
+export type RetentionDuration = Duration;
 
 type Period = (d: Date, index: number) => string;
 
@@ -122,59 +118,14 @@ function policyError(message: string): ConfigError {
 }
 
 /**
- * Parses a restic duration such as `1y2m3d4h`, `7d` or `36h`: one or more
- * `<number><unit>` pairs with units `y` (years), `m` (months), `d` (days) and
- * `h` (hours), in any order, each unit at most once.
+ * Parses a retention duration such as `1y2m3d4h`, `7d` or `36h` (`m` is months, as in restic;
+ * minutes are `min`), with the one parser every duration in chatmem goes through.
  *
  * @throws ConfigError `E_RETENTION_POLICY` for anything else, including the
  *   empty string, negative numbers and repeated units.
  */
 export function parseDuration(s: string): RetentionDuration {
-  const input = s.trim();
-  const fail = (why: string): ConfigError => policyError(`invalid duration "${s}": ${why}`);
-  if (input === '') throw fail('it is empty; expected e.g. "7d" or "1y2m3d4h"');
-  const result: RetentionDuration = { years: 0, months: 0, days: 0, hours: 0 };
-  const seen = new Set<string>();
-  const units: Record<string, keyof RetentionDuration> = { y: 'years', m: 'months', d: 'days', h: 'hours' };
-  let rest = input;
-  while (rest !== '') {
-    const match = /^(\d+)([\s\S]?)/.exec(rest);
-    if (match === null) {
-      // restic accepts "-1d", but a negative window reaches past the newest backup and keeps nothing.
-      throw fail(rest.startsWith('-') ? 'negative numbers are not allowed' : `expected a number at "${rest}"`);
-    }
-    const digits = match[1] ?? '';
-    const unit = match[2] ?? '';
-    if (unit === '') throw fail(`no unit after number ${digits}; use y, m, d or h`);
-    const field = Object.hasOwn(units, unit) ? units[unit] : undefined;
-    if (field === undefined) throw fail(`unknown unit "${unit}" after number ${digits}; use y, m, d or h`);
-    // restic silently lets the last repetition win; refusing is less surprising.
-    if (seen.has(unit)) throw fail(`unit "${unit}" appears more than once`);
-    seen.add(unit);
-    const value = Number(digits);
-    if (!Number.isSafeInteger(value)) throw fail(`number ${digits} is too large`);
-    result[field] = value;
-    rest = rest.slice(digits.length + 1);
-  }
-  return result;
-}
-
-function isZero(d: RetentionDuration): boolean {
-  return d.years === 0 && d.months === 0 && d.days === 0 && d.hours === 0;
-}
-
-// Canonical form, as restic prints it in reasons: "0y7d" and "7d" both read "7d".
-function formatDuration(d: RetentionDuration): string {
-  const parts: [number, string][] = [
-    [d.years, 'y'],
-    [d.months, 'm'],
-    [d.days, 'd'],
-    [d.hours, 'h'],
-  ];
-  return parts
-    .filter(([n]) => n !== 0)
-    .map(([n, unit]) => `${n}${unit}`)
-    .join('');
+  return parseAnyDuration(s, { code: 'E_RETENTION_POLICY' });
 }
 
 function normalizePolicy(p: RetentionPolicy): NormalizedPolicy {
@@ -194,7 +145,7 @@ function normalizePolicy(p: RetentionPolicy): NormalizedPolicy {
     if (raw === undefined) return undefined;
     const parsed = parseDuration(raw);
     // A zero window is the same as an unset one, as in restic.
-    return isZero(parsed) ? undefined : parsed;
+    return isZeroDuration(parsed) ? undefined : parsed;
   };
 
   const within = parseField('within');
@@ -220,17 +171,6 @@ function isEmptyNormalized(n: NormalizedPolicy): boolean {
  */
 export function isEmptyPolicy(p: RetentionPolicy): boolean {
   return isEmptyNormalized(normalizePolicy(p));
-}
-
-// Mirrors Go's time.AddDate with negated fields: year, month and day are
-// applied in one step and then normalized, so Mar 31 minus 1 month is Mar 3
-// (Mar 2 in leap years). Hours are an exact duration afterwards.
-function subtractDuration(from: Date, d: RetentionDuration): number {
-  const t = new Date(from.getTime());
-  t.setUTCFullYear(t.getUTCFullYear() - d.years, t.getUTCMonth() - d.months, t.getUTCDate() - d.days);
-  // A window reaching before the earliest representable Date covers all history.
-  if (Number.isNaN(t.getTime())) return Number.NEGATIVE_INFINITY;
-  return t.getTime() - d.hours * 3_600_000;
 }
 
 /**

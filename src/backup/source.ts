@@ -4,6 +4,7 @@ import { parseRecord, type MemoryRecord } from '../record.js';
 import { compareIds, findInLineBackup, isLineFormat, parseBackupName, resolveBackupId } from './format.js';
 import { readJsonEntries } from './json-entries.js';
 import { readManifest, type BackupManifest } from './manifest.js';
+import { wallClockToInstant } from './timezone.js';
 
 /** A backup file opened for reading: a chatmem backup (with manifest) or one of the seed's legacy kinds. */
 export interface BackupSource {
@@ -19,8 +20,12 @@ export interface BackupSource {
   createdAt: Date | null;
 }
 
-/** Resolves an id inside `dir` (no path traversal) and checks that the file exists. */
-export async function openBackup(dir: string, id: string): Promise<BackupSource> {
+/**
+ * Resolves an id inside `dir` (no path traversal) and checks that the file exists. The date in the
+ * name of a backup without manifest (the seed's) is read in `legacyTimezone` (default UTC): the
+ * seed named its backups in the server's local time.
+ */
+export async function openBackup(dir: string, id: string, legacyTimezone = 'UTC'): Promise<BackupSource> {
   let r = resolveBackupId(dir, id);
   let st;
   try {
@@ -45,7 +50,7 @@ export async function openBackup(dir: string, id: string): Promise<BackupSource>
     manifest,
     size: st.size,
     mtime: st.mtime,
-    createdAt: manifest ? new Date(manifest.created_at) : (parsed?.createdAt ?? null),
+    createdAt: manifest ? new Date(manifest.created_at) : parsed?.createdAt ? wallClockToInstant(parsed.createdAt, legacyTimezone) : null,
   };
 }
 

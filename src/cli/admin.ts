@@ -4,6 +4,7 @@ import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
 import { findDaemon, loadAdminToken } from '../server/daemon-info.js';
 import { CLIError } from './errors.js';
 import type { Output } from './output.js';
+import { assertStoreExists, storeExists } from './store-check.js';
 
 /** An {@link Admin} opened for one command, and how to let go of it. */
 export interface AdminHandle {
@@ -13,36 +14,62 @@ export interface AdminHandle {
   close(): Promise<void>;
 }
 
+export interface OpenAdminOptions {
+  /**
+   * Go on when the store's file does not exist (a read then sees an empty store, a write creates
+   * it). Only commands that may create a store (import, restore) or do not need one (backups,
+   * verify, audit) set it; every other command refuses with `E_STORE_NOT_FOUND`.
+   */
+  allowMissingStore?: boolean;
+  /** An admin already opened for this command (by {@link daemonAdmin}), used instead of opening one. */
+  handle?: AdminHandle;
+}
+
 /**
- * Opens the admin a command runs against. A daemon serving the same store is preferred: it owns the
- * store (a JSON store's live state is in its memory), so every change goes through it. Without a
- * daemon, reads open the store read-only (no claim, so they work beside another writer) and writes
- * claim it for this process.
+ * The daemon serving the configured store as an admin, or null when none does. A daemon owns the
+ * store (a JSON store's live state is in its memory), so every change goes through it.
+ *
+ * @throws CLIError `E_ADMIN_TOKEN` for `write` when a daemon serves the store but no admin token is found.
+ */
+export async function daemonAdmin(config: ResolvedConfig, mode: 'read' | 'write', out: Output): Promise<AdminHandle | null> {
+  const daemon = await findDaemon(config);
+  if (!daemon) return null;
+  const token = await loadAdminToken(config, { env: out.io.env });
+  if (token) {
+    const { RemoteAdmin } = await import('../client.js');
+    const admin = new RemoteAdmin({ baseUrl: daemon.api, token: token.token, storeUrl: config.store.display });
+    out.note(`via daemon at ${daemon.api}`);
+    return { admin, via: daemon.api, close: async () => undefined };
+  }
+  if (mode === 'write') {
+    throw new CLIError(
+      'E_ADMIN_TOKEN',
+      `a chatmem daemon (pid ${daemon.pid}, ${daemon.api}) serves ${config.store.display}, so changes must go through it, ` +
+        `but no admin token was found: set CHATMEM_ADMIN_TOKEN or run as the user that started the daemon`,
+    );
+  }
+  out.note(`a daemon serves this store at ${daemon.api} but no admin token was found; reading the store directly`);
+  return null;
+}
+
+/**
+ * Opens the admin a command runs against: a daemon serving the same store is preferred (see
+ * {@link daemonAdmin}). Without a daemon, reads open the store read-only (no claim, so they work
+ * beside another writer) and writes claim it for this process. A store file that does not exist is
+ * refused unless `allowMissingStore`.
  */
 export async function openAdmin(
   config: ResolvedConfig,
   mode: 'read' | 'write',
   out: Output,
   onProgress?: ProgressFn,
+  options: OpenAdminOptions = {},
 ): Promise<AdminHandle> {
-  const daemon = await findDaemon(config);
-  if (daemon) {
-    const token = await loadAdminToken(config, { env: out.io.env });
-    if (token) {
-      const { RemoteAdmin } = await import('../client.js');
-      const admin = new RemoteAdmin({ baseUrl: daemon.api, token: token.token, storeUrl: config.store.display });
-      out.note(`via daemon at ${daemon.api}`);
-      return { admin, via: daemon.api, close: async () => undefined };
-    }
-    if (mode === 'write') {
-      throw new CLIError(
-        'E_ADMIN_TOKEN',
-        `a chatmem daemon (pid ${daemon.pid}, ${daemon.api}) serves ${config.store.display}, so changes must go through it, ` +
-          `but no admin token was found: set CHATMEM_ADMIN_TOKEN or run as the user that started the daemon`,
-      );
-    }
-    out.note(`a daemon serves this store at ${daemon.api} but no admin token was found; reading the store directly`);
-  }
+  if (options.handle) return options.handle;
+  const daemon = await daemonAdmin(config, mode, out);
+  if (daemon) return daemon;
+  if (!options.allowMissingStore) await assertStoreExists(config);
+  else if (mode === 'write' && !(await storeExists(config))) out.note(`note: ${config.store.display} does not exist yet; this command creates it`);
   const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli' });
   return { admin: new LocalAdmin(ctx.ops, onProgress), via: 'local', close: () => ctx.close() };
 }
@@ -54,8 +81,9 @@ export async function withAdmin<T>(
   out: Output,
   fn: (admin: Admin) => Promise<T>,
   onProgress?: ProgressFn,
+  options: OpenAdminOptions = {},
 ): Promise<T> {
-  const handle = await openAdmin(config, mode, out, onProgress);
+  const handle = await openAdmin(config, mode, out, onProgress, options);
   try {
     return await fn(handle.admin);
   } finally {

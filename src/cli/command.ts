@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../config.js';
 import type { Admin } from '../ops/admin.js';
-import { parseDuration } from '../backup/retention.js';
+import { parseDuration, subtractDuration } from '../duration.js';
 import { usage } from './errors.js';
 import type { Output } from './output.js';
 import type { Prompter } from './prompt.js';
@@ -26,15 +26,22 @@ export interface CommandContext {
   positionals: string[];
   json: boolean;
   yes: boolean;
-  /** Runs `fn` against an admin for reading (the daemon when one serves the store, else a read-only open). */
-  read<T>(fn: (admin: Admin) => Promise<T>, options?: { progress?: string }): Promise<T>;
+  /**
+   * Runs `fn` against an admin for reading (the daemon when one serves the store, else a read-only
+   * open). A store file that does not exist is `E_STORE_NOT_FOUND` unless `allowMissingStore`.
+   */
+  read<T>(fn: (admin: Admin) => Promise<T>, options?: { progress?: string; allowMissingStore?: boolean }): Promise<T>;
   /**
    * Runs `fn` against an admin that may change things (the daemon, else the store claimed by this
-   * process), between the configured hooks when `hooks` is set, with a progress bar named `progress`.
+   * process), with a progress bar named `progress`. With `hooks`, the configured hooks run around it
+   * when the store is local; not when a daemon serves it. Only commands that may create a store set
+   * `allowMissingStore`.
    */
-  write<T>(action: string, fn: (admin: Admin) => Promise<T>, options: { hooks: boolean; progress?: string }): Promise<T>;
+  write<T>(action: string, fn: (admin: Admin) => Promise<T>, options: { hooks: boolean; progress?: string; allowMissingStore?: boolean }): Promise<T>;
   /** Resolves a path the operator typed against the working directory of the run. */
   resolvePath(p: string): string;
+  /** A backup id as typed: an id, or a path inside the backup directory (see backupIdFromArg). */
+  backupId(raw: string): string;
 }
 
 /** A subcommand of `chatmem`. */
@@ -81,15 +88,10 @@ export function intOption(values: OptionValues, name: string, options: { min?: n
   return n;
 }
 
-/** `--since`: an ISO date or time, or a duration back from now (`7d`, `12h`, `1m2d`). */
+/** `--since`: an ISO date or time, or a duration back from now (`7d`, `12h`, `30min`, `1m2d`; `m` is months). */
 export function parseSince(raw: string, now = new Date()): Date {
-  if (/^\d+[ymdh]/.test(raw.trim())) {
-    const d = parseDuration(raw);
-    const t = new Date(now.getTime());
-    t.setUTCFullYear(t.getUTCFullYear() - d.years, t.getUTCMonth() - d.months, t.getUTCDate() - d.days);
-    return new Date(t.getTime() - d.hours * 3_600_000);
-  }
+  if (/^\d+[a-z]/i.test(raw.trim())) return new Date(Math.max(-8.64e15, subtractDuration(now, parseDuration(raw, { what: '--since', code: 'E_USAGE' }))));
   const ms = Date.parse(raw);
-  if (Number.isNaN(ms)) throw usage(`--since must be a date (2025-11-25, 2025-11-25T14:00:00Z) or a duration (7d, 12h), got ${JSON.stringify(raw)}`);
+  if (Number.isNaN(ms)) throw usage(`--since must be a date (2025-11-25, 2025-11-25T14:00:00Z) or a duration (7d, 12h, 30min), got ${JSON.stringify(raw)}`);
   return new Date(ms);
 }

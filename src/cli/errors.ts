@@ -19,7 +19,7 @@ export class CLIError extends ChatmemError {
   }
 }
 
-const NOT_FOUND_CODES = new Set(['E_UNKNOWN_USER', 'E_NOT_FOUND', 'E_BACKUP_NOT_FOUND']);
+const NOT_FOUND_CODES = new Set(['E_UNKNOWN_USER', 'E_NOT_FOUND', 'E_BACKUP_NOT_FOUND', 'E_STORE_NOT_FOUND']);
 // Input the operator can fix by typing something else; a retry without changes fails the same way.
 const USAGE_CODES = new Set([
   'E_USAGE',

@@ -1,11 +1,14 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { resolveConfig, type ResolvedConfig } from '../config.js';
+import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../config.js';
 import { seedHint } from '../context.js';
 import { isChatmemError } from '../errors.js';
 import type { Admin } from '../ops/admin.js';
+import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
-import { withAdmin } from './admin.js';
+import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
+import { backupIdFromArg } from './backup-arg.js';
+import { withRememberedStore } from './daemon-memo.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
 import { backup, backups, diff, verify } from './commands/backups.js';
@@ -41,7 +44,7 @@ const EXIT_CODES_HELP = `Exit codes:
   0  ok
   1  failed
   2  usage error, invalid input, or refused (no confirmation without a terminal, cancelled, empty policy)
-  3  not found (unknown user, backup or file; \`status\`: no daemon running)`;
+  3  not found (unknown user, backup, file or store; \`status\`: no daemon running)`;
 
 function optionLines(options: Record<string, OptionSpec>): string[] {
   const entries = Object.entries(options).map(([name, o]) => [`${o.short ? `-${o.short}, ` : '    '}--${name}${o.value ? ` ${o.value}` : ''}`, o.help] as const);
@@ -168,7 +171,8 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
         io.stdout.write((target ? commandHelp(target) : mainHelp()) + '\n');
         return EXIT.OK;
       }
-      throw usage(`unknown command ${JSON.stringify(name)} (see \`chatmem --help\`)`);
+      const guess = didYouMean(name, [...COMMANDS.map((c) => c.name), 'help']);
+      throw usage(`unknown command ${JSON.stringify(name)}${guess ? ` (did you mean \`chatmem ${guess}\`?)` : ''} (see \`chatmem --help\`)`);
     }
     const { values, positionals } = parse(cmd, rest);
     if (values.version === true && !cmd) {
@@ -188,20 +192,23 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
       throw usage(`usage: chatmem ${cmd.name} ${cmd.args}`.trimEnd());
     }
 
-    const config: ResolvedConfig = await resolveConfig({
+    const overrides: ConfigOverrides = {
       ...(typeof values.store === 'string' ? { store: values.store } : {}),
       ...(typeof values['backup-dir'] === 'string' ? { backupDir: values['backup-dir'] } : {}),
       ...(typeof values.config === 'string' ? { configFile: values.config } : {}),
       cwd: io.cwd,
       env: io.env,
-    });
+    };
+    let config: ResolvedConfig = await resolveConfig(overrides);
+    // `serve` runs in the foreground with what it is given; everything else follows `chatmem start`.
+    if (cmd?.name !== 'serve') config = await withRememberedStore(config, overrides, out);
     const hint = seedHint(config);
     if (hint) out.note(hint);
     const yes = values.yes === true;
     prompt = new Prompter(out, { yes });
-    const withProgress = <T>(mode: 'read' | 'write', fn: (admin: Admin) => Promise<T>, label: string | undefined): Promise<T> => {
+    const withProgress = <T>(mode: 'read' | 'write', fn: (admin: Admin) => Promise<T>, label: string | undefined, options: OpenAdminOptions = {}): Promise<T> => {
       const bar = label ? out.progress(label) : null;
-      return withAdmin(config, mode, out, fn, bar ? (done, total) => bar.update(done, total) : undefined).finally(() => bar?.end());
+      return withAdmin(config, mode, out, fn, bar ? (done, total) => bar.update(done, total) : undefined, options).finally(() => bar?.end());
     };
     const ctx: CommandContext = {
       out,
@@ -211,12 +218,21 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
       positionals,
       json,
       yes,
-      read: (fn, options = {}) => withProgress('read', fn, options.progress),
-      write: (action, fn, options) => {
-        const run = () => withProgress('write', fn, options.progress);
-        return options.hooks ? withHooks(config, out, action, run, (err) => deferred.push(err)) : run();
+      read: (fn, options = {}) => withProgress('read', fn, options.progress, { allowMissingStore: options.allowMissingStore }),
+      write: async (action, fn, options) => {
+        const open = { allowMissingStore: options.allowMissingStore };
+        if (!options.hooks || (!config.hooks.beforeWrite && !config.hooks.afterWrite)) return withProgress('write', fn, options.progress, open);
+        // The hooks stop and restart whatever else writes the store; a daemon carries the change out
+        // itself while it serves, and a stop hook could kill it mid-operation.
+        const daemon = await daemonAdmin(config, 'write', out);
+        if (daemon) {
+          out.note(`note: not running the hooks (hooks.beforeWrite / hooks.afterWrite): the daemon at ${daemon.via} serves the store and makes the change itself, so nothing has to be stopped`);
+          return withProgress('write', fn, options.progress, { ...open, handle: daemon });
+        }
+        return withHooks(config, out, action, () => withProgress('write', fn, options.progress, open), (err) => deferred.push(err));
       },
       resolvePath: (p) => path.resolve(io.cwd, p),
+      backupId: (raw) => backupIdFromArg(raw, config.backupDir, io.cwd),
     };
     const code = cmd ? await cmd.run(ctx) : await menuFlow(ctx);
     for (const err of deferred) reportError(new Output(io, { json: false }), err, debug);

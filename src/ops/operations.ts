@@ -19,6 +19,8 @@ export interface OpsOptions {
   audit: AuditLog;
   /** Who acts when a call does not say. */
   actor: Actor;
+  /** IANA time zone of the dates in the names of legacy (seed) backups; default UTC. */
+  legacyTimezone?: string;
 }
 
 export interface CallOptions {
@@ -119,8 +121,10 @@ export class Operations {
   readonly backupDir: string;
   readonly audit: AuditLog;
   private readonly actor: Actor;
+  private readonly legacyTimezone: string;
 
   constructor(options: OpsOptions) {
+    this.legacyTimezone = options.legacyTimezone ?? 'UTC';
     this.store = options.store;
     this.backupDir = path.resolve(options.backupDir);
     this.audit = options.audit;
@@ -249,7 +253,7 @@ export class Operations {
     const infos: BackupInfo[] = [];
     for (const name of names) {
       if (!parseBackupName(name)) continue;
-      infos.push(backupInfo(await openBackup(this.backupDir, name), now));
+      infos.push(backupInfo(await openBackup(this.backupDir, name, this.legacyTimezone), now));
     }
     return infos.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
   }
@@ -262,7 +266,7 @@ export class Operations {
     sample: { user_id: string; name: string | null; messages: number }[];
     record?: MemoryRecord | null;
   }> {
-    const src = await openBackup(this.backupDir, id);
+    const src = await openBackup(this.backupDir, id, this.legacyTimezone);
     const backup = backupInfo(src, Date.now());
     if (options.user !== undefined) {
       const record = await findBackupUser(src, validateUserId(options.user));

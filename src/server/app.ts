@@ -58,6 +58,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   E_UNKNOWN_USER: 404,
   E_NOT_FOUND: 404,
   E_BACKUP_NOT_FOUND: 404,
+  E_STORE_NOT_FOUND: 404,
   E_STORE_CONFLICT: 409,
   E_STORE_LOCKED: 409,
   // The backup exists but its content cannot be trusted or read: the request cannot be carried out as asked.

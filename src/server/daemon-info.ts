@@ -114,3 +114,47 @@ export async function removeDaemonInfo(config: ResolvedConfig, pid: number = pro
   }
   await fsp.rm(pidFile(config), { force: true });
 }
+
+/** What `chatmem start` remembers about the daemon it started (`<homeDir>/chatmem.daemon.json`, 0600). */
+export interface DaemonMemo {
+  pid: number;
+  api: string;
+  /** The store URL as the daemon resolved it (absolute for file stores). */
+  storeUrl: string;
+  /** Printable store (no password). */
+  store: string;
+  backupDir: string;
+  startedAt: string;
+}
+
+export function daemonMemoFile(config: ResolvedConfig): string {
+  return path.join(config.homeDir, 'chatmem.daemon.json');
+}
+
+/**
+ * Records the store of a daemon started by `chatmem start`, so later commands without `--store`
+ * act on it. The file is 0600: a PostgreSQL URL in it may carry a password.
+ */
+export async function writeDaemonMemo(config: ResolvedConfig, memo: DaemonMemo): Promise<void> {
+  await ensurePrivateDir(config.homeDir);
+  await writeFileAtomic(daemonMemoFile(config), JSON.stringify(memo) + '\n');
+}
+
+/** The remembered daemon, or null when there is none (or the file is not one chatmem wrote). */
+export async function readDaemonMemo(config: ResolvedConfig): Promise<(DaemonMemo & { running: boolean }) | null> {
+  let memo: Partial<DaemonMemo>;
+  try {
+    memo = JSON.parse(await fsp.readFile(daemonMemoFile(config), 'utf8')) as Partial<DaemonMemo>;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || err instanceof SyntaxError) return null;
+    throw err;
+  }
+  if (typeof memo.storeUrl !== 'string' || typeof memo.pid !== 'number' || typeof memo.api !== 'string') return null;
+  const full = memo as DaemonMemo;
+  return { ...full, running: isProcessAlive(full.pid) };
+}
+
+/** Forgets the remembered daemon (after `chatmem stop`). */
+export async function removeDaemonMemo(config: ResolvedConfig): Promise<void> {
+  await fsp.rm(daemonMemoFile(config), { force: true });
+}

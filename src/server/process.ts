@@ -88,6 +88,7 @@ function configEnv(config: ResolvedConfig, opts: StartOptions): NodeJS.ProcessEn
     CHATMEM_PORT: String(opts.port ?? config.server.port),
     CHATMEM_BODY_LIMIT: String(config.server.bodyLimit),
     CHATMEM_BACKUP_EVERY: config.backupEvery ?? '',
+    CHATMEM_LEGACY_TIMEZONE: config.legacyTimezone,
   };
   if (config.configFile) env.CHATMEM_CONFIG = config.configFile;
   if (config.hooks.beforeWrite) env.CHATMEM_HOOK_BEFORE_WRITE = config.hooks.beforeWrite;

@@ -1,35 +1,25 @@
 import { ConfigError, isChatmemError } from '../errors.js';
+import { parseIntervalMs } from '../duration.js';
 import { isEmptyPolicy, type RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
 import type { Operations } from '../ops/operations.js';
 import type { Metrics } from './metrics.js';
 
-const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 /** setTimeout fires at once for delays above 2^31-1 ms, so longer waits are taken in slices. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Parses a backup interval: one or more `<integer><unit>` parts with units s, m, h, d
- * (`30s`, `15m`, `1h`, `1h30m`, `7d`). Returns milliseconds, or null for "off"
- * (`off`, `0`, or an empty string). At least one second.
+ * Parses a backup interval in chatmem's one duration syntax (src/duration.ts): `30s`, `15min`,
+ * `1h`, `1h30min`, `7d`. `m` is months there, so `30m` is refused with a hint to write `30min`.
+ * Returns milliseconds, or null for "off" (`off`, `0`, or an empty string). At least one second.
  * @throws ConfigError `E_CONFIG` for anything else.
  */
 export function parseInterval(text: string): number | null {
-  const s = text.trim().toLowerCase();
+  const s = text.trim();
   if (s === '' || s === 'off' || s === '0') return null;
-  const bad = (why: string) =>
-    new ConfigError('E_CONFIG', `invalid backup.every ${JSON.stringify(text)}: ${why}; use e.g. 30m, 1h, 1h30m, 1d (units s, m, h, d), or off`);
-  if (!/^(\d+[smhd])+$/.test(s)) throw bad('expected numbers with units');
-  let ms = 0;
-  const seen = new Set<string>();
-  for (const m of s.matchAll(/(\d+)([smhd])/g)) {
-    const unit = m[2] ?? '';
-    if (seen.has(unit)) throw bad(`unit "${unit}" appears more than once`);
-    seen.add(unit);
-    ms += Number(m[1]) * (UNIT_MS[unit] ?? 0);
-  }
-  if (!Number.isSafeInteger(ms)) throw bad('too large');
-  if (ms < 1000) throw bad('the shortest interval is 1s');
+  const ms = parseIntervalMs(text, 'backup.every');
+  if (!Number.isSafeInteger(ms)) throw new ConfigError('E_CONFIG', `invalid backup.every "${text}": too large`);
+  if (ms < 1000) throw new ConfigError('E_CONFIG', `invalid backup.every "${text}": the shortest interval is 1s`);
   return ms;
 }
 

@@ -522,13 +522,14 @@ describe('policy validation', () => {
 
 describe('parseDuration', () => {
   it('parses restic durations', () => {
-    expect(parseDuration('1y2m3d3h')).toEqual({ years: 1, months: 2, days: 3, hours: 3 });
-    expect(parseDuration('7d')).toEqual({ years: 0, months: 0, days: 7, hours: 0 });
-    expect(parseDuration('36h')).toEqual({ years: 0, months: 0, days: 0, hours: 36 });
-    expect(parseDuration('3h1d')).toEqual({ years: 0, months: 0, days: 1, hours: 3 });
-    expect(parseDuration(' 2m ')).toEqual({ years: 0, months: 2, days: 0, hours: 0 });
-    expect(parseDuration('0d')).toEqual({ years: 0, months: 0, days: 0, hours: 0 });
-    expect(parseDuration('007d')).toEqual({ years: 0, months: 0, days: 7, hours: 0 });
+    expect(parseDuration('1y2m3d3h')).toEqual({ years: 1, months: 2, days: 3, hours: 3, minutes: 0, seconds: 0 });
+    expect(parseDuration('7d')).toEqual({ years: 0, months: 0, days: 7, hours: 0, minutes: 0, seconds: 0 });
+    expect(parseDuration('36h')).toEqual({ years: 0, months: 0, days: 0, hours: 36, minutes: 0, seconds: 0 });
+    expect(parseDuration('3h1d')).toEqual({ years: 0, months: 0, days: 1, hours: 3, minutes: 0, seconds: 0 });
+    expect(parseDuration(' 2m ')).toEqual({ years: 0, months: 2, days: 0, hours: 0, minutes: 0, seconds: 0 });
+    expect(parseDuration('0d')).toEqual({ years: 0, months: 0, days: 0, hours: 0, minutes: 0, seconds: 0 });
+    expect(parseDuration('1d30min')).toEqual({ years: 0, months: 0, days: 1, hours: 0, minutes: 30, seconds: 0 });
+    expect(parseDuration('007d')).toEqual({ years: 0, months: 0, days: 7, hours: 0, minutes: 0, seconds: 0 });
   });
 
   it('rejects anything else', () => {

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { resolveConfig } from '../../src/config.js';
 import { adminTokenFile } from '../../src/server/daemon-info.js';
 import { serve } from '../../src/server/serve.js';
-import { BIN, cleanEnv, ensureBuilt, sandbox, type Sandbox } from './helpers.js';
+import { BIN, cleanEnv, ensureBuilt, FIXTURES, sandbox, type Sandbox } from './helpers.js';
 
 const JOKO = '628161973069';
 
@@ -86,6 +86,7 @@ describe('without a daemon', () => {
   });
 
   it('a store claimed by another chatmem process is explained (E_STORE_LOCKED)', async () => {
+    await sb.run(['import', path.join(FIXTURES, 'backups', 'memory_backup_628161973069_20251125_140002.json')]);
     // A live process that is not this one: the parent of the test worker.
     await fsp.writeFile(`${sb.storeFile}.owner`, JSON.stringify({ pid: process.ppid, host: (await import('node:os')).hostname(), role: 'cli', startedAt: new Date().toISOString() }));
     const r = await sb.run(['backup']);

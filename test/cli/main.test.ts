@@ -137,13 +137,16 @@ describe('runMain basics', () => {
 
   it('reads CHATMEM_* env and chatmem.config.json; flags win', async () => {
     const other = path.join(sb.dir, 'other.db');
+    // One user, from the seed's per-user backup.
+    const seeded = await runCli(['import', path.join(FIXTURES, 'backups', 'memory_backup_628161973069_20251125_140002.json'), '--store', `sqlite:${other}`], { cwd: sb.dir, env: cleanEnv() });
+    expect(seeded.code, seeded.stderr).toBe(0);
     await fsp.writeFile(path.join(sb.dir, 'chatmem.config.json'), JSON.stringify({ store: `sqlite:${other}` }));
     const fromConfig = await runCli(['stats', '--json'], { cwd: sb.dir, env: cleanEnv() });
-    expect(JSON.parse(fromConfig.stdout)).toMatchObject({ users: 0, store: `sqlite:${other}` });
+    expect(JSON.parse(fromConfig.stdout)).toMatchObject({ users: 1, store: `sqlite:${other}` });
     const fromEnv = await runCli(['stats', '--json'], { cwd: sb.dir, env: cleanEnv({ CHATMEM_STORE: sb.storeUrl }) });
     expect(JSON.parse(fromEnv.stdout)).toMatchObject({ users: 200 });
     const fromFlag = await runCli(['stats', '--json', '--store', `sqlite:${other}`], { cwd: sb.dir, env: cleanEnv({ CHATMEM_STORE: sb.storeUrl }) });
-    expect(JSON.parse(fromFlag.stdout)).toMatchObject({ users: 0 });
+    expect(JSON.parse(fromFlag.stdout)).toMatchObject({ users: 1 });
   });
 
   it('colours only on a terminal and never with NO_COLOR', async () => {
@@ -158,11 +161,14 @@ describe('runMain basics', () => {
     const seedDir = path.join(sb.dir, 'seed');
     await fsp.mkdir(path.join(seedDir, 'data', 'storage'), { recursive: true });
     await fsp.copyFile(path.join(FIXTURES, 'memory.json'), path.join(seedDir, 'data', 'storage', 'memory.json'));
+    // The default store does not exist yet: a read does not create it, and says how to.
     const r = await runCli(['stats'], { cwd: seedDir, env: cleanEnv() });
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(3);
     expect(r.stderr).toContain('chatmem import data/storage/memory.json');
+    expect(r.stderr).toContain('E_STORE_NOT_FOUND');
     const j = await runCli(['stats', '--json'], { cwd: seedDir, env: cleanEnv() });
-    expect(j.stderr).toBe('');
+    expect(JSON.parse(j.stdout)).toMatchObject({ error: { code: 'E_STORE_NOT_FOUND' } });
+    expect(j.stderr).not.toContain('note:');
     const imported = await runCli(['import', 'data/storage/memory.json'], { cwd: seedDir, env: cleanEnv() });
     expect(imported.code).toBe(0);
     expect(imported.stdout).toContain('Imported 200 users');

@@ -31,12 +31,17 @@ async function withContext(fn: (ctx: Context, dir: string) => Promise<void>, bac
 }
 
 describe('parseInterval', () => {
-  it('reads s, m, h, d and combinations', () => {
+  it('reads s, min, h, d and combinations', () => {
     expect(parseInterval('30s')).toBe(30_000);
-    expect(parseInterval('15m')).toBe(900_000);
+    expect(parseInterval('15min')).toBe(900_000);
     expect(parseInterval('1h')).toBe(3_600_000);
-    expect(parseInterval('1h30m')).toBe(5_400_000);
-    expect(parseInterval(' 2D ')).toBe(172_800_000);
+    expect(parseInterval('1h30min')).toBe(5_400_000);
+    expect(parseInterval(' 2d ')).toBe(172_800_000);
+  });
+  it('refuses m (months in the one duration syntax) and suggests min', () => {
+    expect(() => parseInterval('30m')).toThrow(/backup\.every "30m": "m" means months; for minutes write "30min"/);
+    expect(() => parseInterval('1h30m')).toThrow(/write "1h30min"/);
+    expect(() => parseInterval('1y')).toThrow(/backup\.every/);
   });
   it('reads off', () => {
     expect(parseInterval('')).toBeNull();
@@ -44,7 +49,7 @@ describe('parseInterval', () => {
     expect(parseInterval('0')).toBeNull();
   });
   it('refuses anything else with a clear message', () => {
-    for (const bad of ['1', 'h', '1x', '-1h', '1.5h', '0s', '500ms', '1h1h', 'every hour']) {
+    for (const bad of ['1', 'h', '1x', '-1h', '1.5h', '0s', '500ms', '1h1h', 'every hour', '2D']) {
       expect(() => parseInterval(bad), bad).toThrow(/backup\.every/);
     }
   });

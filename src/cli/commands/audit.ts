@@ -7,7 +7,7 @@ export const audit: Command = {
   args: '[--user U] [--since DATE] [--action A] [--limit N]',
   options: {
     user: { type: 'string', value: 'U', help: 'entries about this user' },
-    since: { type: 'string', value: 'DATE', help: 'entries at or after DATE (2025-11-25, ISO time, or 7d / 12h back from now)' },
+    since: { type: 'string', value: 'DATE', help: 'entries at or after DATE (2025-11-25, ISO time, or 7d / 12h / 30min back from now; m = months)' },
     action: { type: 'string', value: 'A', help: 'one action: delete-users, clear-all, restore, backup, prune, import…' },
     limit: { type: 'string', value: 'N', help: 'the newest N entries (default 100)' },
   },
@@ -19,7 +19,7 @@ export const audit: Command = {
     const limit = intOption(ctx.values, 'limit', { min: 1 }) ?? 100;
     const filter = { ...(since !== undefined ? { since: parseSince(since) } : {}), ...(user !== undefined ? { user } : {}), ...(action !== undefined ? { action } : {}) };
     // One more than asked tells whether older entries were left out.
-    const entries = await ctx.read((a) => a.readAudit({ ...filter, limit: limit + 1 }));
+    const entries = await ctx.read((a) => a.readAudit({ ...filter, limit: limit + 1 }), { allowMissingStore: true });
     const more = entries.length > limit;
     const shown = more ? entries.slice(1) : entries;
     if (out.json) {

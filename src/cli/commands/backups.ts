@@ -1,11 +1,22 @@
+import { existsSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
 import type { DiffResult } from '../../backup/diff.js';
 import type { BackupInfo } from '../../ops/operations.js';
 import { flag, str, type Command } from '../command.js';
 import { CLIError, usage } from '../errors.js';
 import { clip, formatAge, formatBytes, formatCount, formatTime, table, type Output } from '../output.js';
 import { keyValueLines } from './inspect.js';
+import { didYouMeanText } from '../../suggest.js';
 
 const LIST_LIMIT = 20;
+
+function siblings(dir: string): string[] {
+  try {
+    return readdirSync(path.dirname(dir));
+  } catch {
+    return [];
+  }
+}
 
 function listed(ids: string[], limit = LIST_LIMIT): string {
   const head = ids.slice(0, limit).join(', ');
@@ -73,12 +84,17 @@ export const backups: Command = {
   options: { user: { type: 'string', value: 'U', help: 'with `show`: print this user\'s record from the backup' } },
   async run(ctx) {
     const { out, config } = ctx;
-    const [sub, id] = ctx.positionals;
+    const [sub, rawId] = ctx.positionals;
+    const id = rawId === undefined ? undefined : ctx.backupId(rawId);
     if (sub === undefined) {
       if (str(ctx.values, 'user') !== undefined) throw usage('--user goes with `chatmem backups show ID`');
-      const list = await ctx.read((a) => a.listBackups());
+      const list = await ctx.read((a) => a.listBackups(), { allowMissingStore: true });
       if (out.json) out.data({ dir: config.backupDir, backups: list });
-      else if (list.length === 0) out.out(`No backups in ${config.backupDir}.`);
+      else if (list.length === 0) {
+        out.out(`No backups in ${config.backupDir}.`);
+        // A mistyped --backup-dir would otherwise look like a directory that was emptied.
+        if (!existsSync(config.backupDir)) out.note(`note: ${config.backupDir} does not exist${didYouMeanText(path.basename(config.backupDir), siblings(config.backupDir))}`);
+      }
       else {
         table(['ID', 'CREATED (UTC)', 'AGE', 'REASON', 'SCOPE', 'USERS', 'SIZE', 'STATE'], list.map(backupRow), { right: [5, 6], paint: out.c.bold }).forEach((l) => out.out(l));
         out.out(`${formatCount(list.length)} backup${list.length === 1 ? '' : 's'}, ${formatBytes(list.reduce((s, b) => s + b.size, 0))} in ${config.backupDir}`);
@@ -87,7 +103,7 @@ export const backups: Command = {
     }
     if (sub !== 'show' || id === undefined) throw usage(sub === 'show' ? 'usage: chatmem backups show ID' : `unknown backups subcommand ${JSON.stringify(sub)}; did you mean \`chatmem backups show ${sub}\`?`);
     const user = str(ctx.values, 'user');
-    const info = await ctx.read((a) => a.inspectBackup(id, user !== undefined ? { user } : {}));
+    const info = await ctx.read((a) => a.inspectBackup(id, user !== undefined ? { user } : {}), { allowMissingStore: true });
     if (user !== undefined && !info.record) throw new CLIError('E_UNKNOWN_USER', `user ${JSON.stringify(user)} is not in backup ${info.backup.id}`);
     if (out.json) {
       out.data(info);
@@ -123,8 +139,8 @@ export const verify: Command = {
   positionals: { min: 0, max: 1 },
   async run(ctx) {
     const { out } = ctx;
-    const id = ctx.positionals[0];
-    const results = await ctx.read((a) => a.verifyBackups(id));
+    const id = ctx.positionals[0] === undefined ? undefined : ctx.backupId(ctx.positionals[0]);
+    const results = await ctx.read((a) => a.verifyBackups(id), { allowMissingStore: true });
     const bad = results.filter((r) => !r.ok);
     if (out.json) out.data({ ok: bad.length === 0, results });
     else if (results.length === 0) out.out(`No backups in ${ctx.config.backupDir}.`);
@@ -151,7 +167,7 @@ export const diff: Command = {
   description: 'A and B are backup ids; `current` names the store.',
   async run(ctx) {
     const { out } = ctx;
-    const [a = '', b = 'current'] = ctx.positionals;
+    const [a, b] = [ctx.backupId(ctx.positionals[0] ?? ''), ctx.positionals[1] === undefined || ctx.positionals[1] === 'current' ? 'current' : ctx.backupId(ctx.positionals[1])];
     const userList = ctx.values.user;
     const usersOpt = Array.isArray(userList) ? userList.filter((u): u is string => typeof u === 'string') : undefined;
     const d = await ctx.read((admin) => admin.diff(a, b, usersOpt ? { users: usersOpt } : {}), { progress: 'diff' });

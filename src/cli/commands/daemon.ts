@@ -1,3 +1,4 @@
+import { readDaemonMemo, removeDaemonMemo, writeDaemonMemo } from '../../server/daemon-info.js';
 import { formatAge } from '../output.js';
 import { intOption, str, type Command, type CommandContext } from '../command.js';
 import { EXIT } from '../errors.js';
@@ -53,10 +54,20 @@ export const start: Command = {
   options: listenOptions,
   async run(ctx) {
     const { out } = ctx;
+    const { config } = ctx;
     const { startDaemon } = await import('../../server/process.js');
-    const r = await startDaemon(ctx.config, { ...listenArgs(ctx), env: out.io.env, log: (line) => out.say(line) });
-    if (out.json) out.data(r);
-    else out.out(`Started the chatmem daemon (pid ${r.pid}) at ${r.api}; log: ${r.logFile}`);
+    const r = await startDaemon(config, { ...listenArgs(ctx), env: out.io.env, log: (line) => out.say(line) });
+    // Later commands without --store act on this daemon's store (src/cli/daemon-memo.ts).
+    await writeDaemonMemo(config, {
+      pid: r.pid,
+      api: r.api,
+      storeUrl: config.store.file ? config.store.display : config.storeUrl,
+      store: config.store.display,
+      backupDir: config.backupDir,
+      startedAt: new Date().toISOString(),
+    });
+    if (out.json) out.data({ ...r, store: config.store.display });
+    else out.out(`Started the chatmem daemon (pid ${r.pid}) at ${r.api} for ${config.store.display}; log: ${r.logFile}`);
   },
 };
 
@@ -68,6 +79,8 @@ export const stop: Command = {
     const { out } = ctx;
     const { stopDaemon } = await import('../../server/process.js');
     const r = await stopDaemon(ctx.config);
+    const memo = await readDaemonMemo(ctx.config);
+    if (memo && (memo.pid === r.pid || !memo.running)) await removeDaemonMemo(ctx.config);
     if (out.json) out.data(r);
     else out.out(r.stopped ? `Stopped the chatmem daemon (pid ${r.pid ?? '?'})` : `No chatmem daemon is running for ${ctx.config.store.display}.`);
   },

@@ -40,11 +40,11 @@ export async function deleteFlow(ctx: CommandContext, rawIds: string[], fullBack
   await ctx.prompt.confirm(`Delete ${what}?`, `delete ${what}`);
   const result = await ctx.write('delete', (a) => a.deleteUsers(ids, { fullBackup }), { hooks: true, progress: 'backup' });
   if (out.json) {
-    out.data({ deleted: result.deleted, userIds: result.userIds, backup: result.backup, backupFile: result.backupFile, fullBackup, auditOp: result.auditOp });
+    out.data({ deleted: result.deleted, userIds: result.userIds, backup: result.backup, backupFile: result.backupFile, fullBackup, auditOp: result.auditOp, store: ctx.config.store.display });
     return;
   }
   out.out(`Backup: ${result.backupFile}`);
-  out.out(`Deleted ${plural(result.deleted, 'user')}`);
+  out.out(`Deleted ${plural(result.deleted, 'user')} from ${ctx.config.store.display}`);
 }
 
 export const del: Command = {

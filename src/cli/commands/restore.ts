@@ -28,14 +28,14 @@ export const restore: Command = {
   },
   async run(ctx) {
     const { out, config } = ctx;
-    const id = ctx.positionals[0] ?? '';
+    const id = ctx.backupId(ctx.positionals[0] ?? '');
     let users = strs(ctx.values, 'user');
     if (flag(ctx.values, 'merge') && flag(ctx.values, 'replace')) throw usage('--merge and --replace exclude each other');
     const dryRun = flag(ctx.values, 'dry-run');
     let mode: 'merge' | 'replace' = flag(ctx.values, 'merge') ? 'merge' : 'replace';
     if (!flag(ctx.values, 'replace') && mode === 'replace' && users.length === 0) {
       // Replacing the store with a backup of one deleted user would delete everyone else.
-      const info = (await ctx.read((a) => a.listBackups())).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
+      const info = (await ctx.read((a) => a.listBackups(), { allowMissingStore: true })).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
       if (info && (Array.isArray(info.scope) || info.kind === 'user')) {
         // Its own user list restores just them, and backs up just them first.
         if (Array.isArray(info.scope)) users = info.scope;
@@ -44,7 +44,7 @@ export const restore: Command = {
       }
     }
     const options = { ...(users.length ? { users } : {}), mode, wholeStore: flag(ctx.values, 'replace') } as const;
-    const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff' });
+    const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff', allowMissingStore: true });
     const d = plan.diff;
     if (isEmptyDiff(d)) {
       if (out.json) out.data({ dryRun, backup: id, mode, users: users.length ? users : null, diff: d, written: 0, removed: 0, changed: false });
@@ -63,7 +63,7 @@ export const restore: Command = {
       return;
     }
     await ctx.prompt.confirm(`Restore ${id}?`, `restore ${id}`);
-    const r = await ctx.write('restore', (a) => a.restore(id, options), { hooks: true, progress: 'restore' });
+    const r = await ctx.write('restore', (a) => a.restore(id, options), { hooks: true, progress: 'restore', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
       out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp });
@@ -93,7 +93,7 @@ const WITHIN_FLAGS = [
 
 const pruneOptions: Record<string, OptionSpec> = { 'dry-run': { type: 'boolean', help: 'show what would be removed, remove nothing' } };
 for (const [f, , help] of COUNT_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'N', help: `keep ${help} (-1: no limit)` };
-for (const [f, , help] of WITHIN_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'DURATION', help: `keep ${help} (e.g. 7d, 1y2m, 36h)` };
+for (const [f, , help] of WITHIN_FLAGS) pruneOptions[`keep-${f}`] = { type: 'string', value: 'DURATION', help: `keep ${help} (e.g. 7d, 1y2m, 36h; m = months, min = minutes)` };
 
 function policyFromFlags(ctx: CommandContext): RetentionPolicy | null {
   const policy: RetentionPolicy = {};

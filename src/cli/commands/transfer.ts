@@ -1,3 +1,4 @@
+import { assertStoreExists } from '../store-check.js';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openContext } from '../../context.js';
@@ -26,7 +27,7 @@ export const importCmd: Command = {
       throw err;
     }
     if (file === config.store.file) throw usage(`${file} is the store itself`);
-    const { users } = await ctx.read((a) => a.stats());
+    const { users } = await ctx.read((a) => a.stats(), { allowMissingStore: true });
     // An empty store has nothing to lose, so the first import of the seed's memory.json needs no question.
     if (users > 0) {
       if (!out.json || (!ctx.yes && ctx.prompt.interactive)) {
@@ -34,7 +35,7 @@ export const importCmd: Command = {
       }
       await ctx.prompt.confirm(`Import ${file}?`, `import into a store that has ${formatCount(users)} users`);
     }
-    const r = await ctx.write('import', (a) => a.importFile(file), { hooks: true, progress: 'import' });
+    const r = await ctx.write('import', (a) => a.importFile(file), { hooks: true, progress: 'import', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
       out.data({ file, imported: r.imported, overwritten: r.overwritten, backup: r.backup, backupFile });
@@ -72,6 +73,7 @@ export const exportCmd: Command = {
     }
     // Exports read the store directly, read-only: the daemon has no bulk-read API, and a read-only
     // open neither claims the store nor disturbs its writer.
+    await assertStoreExists(config);
     const opened = await openContext(config, { readOnly: true });
     const progress = out.progress('export');
     const onProgress = (n: number): void => progress.update(n, null);
