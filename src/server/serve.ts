@@ -115,6 +115,10 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
 
     const recovered = await ctx.ops.recover();
     if (recovered.removedTemp.length > 0) log.warn({ files: recovered.removedTemp }, 'removed temp files left by an interrupted backup');
+    const left = recovered.leftovers;
+    if (left.removedOrphans.length > 0) log.warn({ files: left.removedOrphans }, 'removed backup manifests whose backup file is gone');
+    if (left.completed.length > 0) log.warn({ files: left.completed }, 'completed backups an interrupted writer had not marked verified (they verified)');
+    if (left.removedIncomplete.length > 0) log.warn({ files: left.removedIncomplete }, 'removed backups an interrupted writer left that did not verify');
     for (const i of recovered.interrupted) {
       const what = `interrupted operation ${i.entry.action} (op ${i.entry.op}, started ${i.entry.time})`;
       const line = `${what}: backup ${i.backup ?? 'missing'}, change ${i.applied === null ? 'unknown' : i.applied ? 'applied' : 'not applied'}`;
