@@ -113,7 +113,7 @@ export const backups: Command = {
       ['Users', info.users >= 0 ? formatCount(info.users) : b.users === null ? '-' : formatCount(b.users)],
       ['Size', formatBytes(b.size)],
       ['State', b.state === 'verified' ? `verified at ${formatTime(m?.verifiedAt)} (sha256 ${m?.sha256.slice(0, 16) ?? '?'}…)` : b.state === 'legacy' ? 'legacy (seed file, no checksum)' : b.state],
-      ['Checked now', v.ok ? (v.legacy ? 'parsed, no checksum: unverified legacy backup' : `ok: ${formatCount(v.users ?? 0)} users, checksum matches`) : out.c.red(`FAILED ${v.error?.code ?? ''}`)],
+      ['Checked', v.ok ? (v.legacy ? 'parsed, no checksum: unverified legacy backup' : `ok: ${formatCount(v.users ?? 0)} users, checksum matches`) : out.c.red(`FAILED ${v.error?.code ?? ''}`)],
       ...(m ? ([['Source', m.source], ['Audit op', m.auditOp ?? '-']] as [string, string][]) : []),
     ]).forEach((l) => out.out(l));
     if (!v.ok) throw new CLIError(v.error?.code === 'E_BACKUP_NOT_REGULAR' || v.error?.code === 'E_BACKUP_MANIFEST' ? v.error.code : 'E_BACKUP_VERIFY', `backup ${b.id} failed verification: ${v.error?.message ?? 'unknown'}`);
@@ -147,6 +147,8 @@ export const verify: Command = {
       }
       out.out(bad.length === 0 ? `${results.length} verified` : `${bad.length} of ${results.length} failed`);
     }
+    // --json promises one document: the failures are in it, the exit code says the rest.
+    if (bad.length > 0 && out.json) return EXIT.FAILED;
     if (bad.length > 0) {
       throw new CLIError('E_BACKUP_VERIFY', `${bad.length} backup${bad.length === 1 ? '' : 's'} failed verification: ${bad.map((b) => b.id).join(', ')}`);
     }
