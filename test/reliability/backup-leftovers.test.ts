@@ -180,7 +180,7 @@ describe('SIGKILL during backup writes', () => {
 
         const list = await runCli(['backups', '--json'], { cwd: dir, env });
         expect(list.code, list.stderr).toBe(0);
-        const after = await fsp.readdir(backupDir);
+        const after = existsSync(backupDir) ? await fsp.readdir(backupDir) : [];
         expect(after.filter((n) => n.startsWith('.'))).toEqual([]);
         const data = after.filter((n) => !n.endsWith('.meta.json'));
         const metas = after.filter((n) => n.endsWith('.meta.json'));

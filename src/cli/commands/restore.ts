@@ -48,7 +48,8 @@ export const restore: Command = {
     const options = { ...(users.length ? { users } : {}), mode, wholeStore: flag(ctx.values, 'replace') } as const;
     const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff' });
     const d = plan.diff;
-    if (plan.brokenStore && !out.json) {
+    // Said on stderr even with --json: the operator must know the file is moved, whatever format they read.
+    if (plan.brokenStore) {
       out.say(`The store ${plan.brokenStore.file} cannot be read (${plan.brokenStore.code}). It will be kept aside under a new name (not deleted), and a new store written from ${id}.`);
     }
     if (isEmptyDiff(d) && !plan.brokenStore) {
