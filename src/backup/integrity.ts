@@ -180,7 +180,8 @@ export async function finishLeftovers(dir: string, options: { tempPrefix?: strin
     }
     if (!manifest || manifest.verifiedAt !== null) continue;
     const file = path.join(dir, dataName);
-    const st = await fsp.lstat(file);
+    const st = await fsp.lstat(file).catch(() => null);
+    if (!st) continue;
     let ok = false;
     if (st.isFile() && manifest.file === dataName) {
       const d = await digestBackupFile(file, { gzip: manifest.gzip, lineFormat: true }).catch(() => null);

@@ -318,17 +318,17 @@ export class Operations {
   async verifyBackups(id?: string): Promise<VerifyResult[]> {
     const ids = id !== undefined ? [id] : (await this.listBackups()).map((b) => (b.state === 'refused' ? path.basename(b.file) : b.id));
     const results: VerifyResult[] = [];
-    for (const one of ids) results.push(await this.verifyOne(one));
+    for (const one of ids) results.push(await this.verifyOne(one, id === undefined));
     return results;
   }
 
-  private async verifyOne(id: string): Promise<VerifyResult> {
+  private async verifyOne(id: string, tolerant = false): Promise<VerifyResult> {
     let src: BackupSource;
     try {
       src = await openBackup(this.backupDir, id);
     } catch (err) {
-      // A refused entry is a failed check in a verify-all, not the end of it; a named one still throws.
-      if (isChatmemError(err) && err.code === 'E_BACKUP_NOT_REGULAR') {
+      // One bad entry is a failed check in a verify-all, not the end of it; a named missing one still throws.
+      if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_REGULAR' || (tolerant && err.code !== 'E_BACKUP_NOT_FOUND'))) {
         return { id: parseBackupName(id)?.id ?? id, ok: false, legacy: false, users: null, error: { code: err.code, message: err.message } };
       }
       throw err;
@@ -592,7 +592,7 @@ export class Operations {
     const damaged: PruneResult['damaged'] = [];
     const all: BackupInfo[] = [];
     for (const b of listed) {
-      const v = b.problem ? { ok: false, error: b.problem } : (await this.verifyBackups(b.id))[0];
+      const v = b.problem ? { ok: false, error: b.problem } : await this.verifyOne(path.basename(b.file), true).catch(() => null);
       if (v?.ok) all.push(b);
       else damaged.push({ id: b.id, code: v?.error?.code ?? 'E_BACKUP_VERIFY', message: v?.error?.message ?? 'failed verification' });
     }
