@@ -121,6 +121,11 @@ function tempPid(name: string): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** Removes the temp files a killed writer of a file store (`memory.json`, …) left beside it. */
+export async function finishStoreTemps(storeFile: string): Promise<string[]> {
+  return (await finishLeftovers(path.dirname(storeFile), { tempPrefix: `.${path.basename(storeFile)}.`, tempOnly: true })).removedTemp;
+}
+
 export interface LeftoverReport {
   /** Temp files of processes that are gone. */
   removedTemp: string[];

@@ -1,5 +1,4 @@
-import * as path from 'node:path';
-import { finishLeftovers } from '../backup/integrity.js';
+import { finishStoreTemps } from '../backup/integrity.js';
 import type { ResolvedConfig } from '../config.js';
 import { openContext } from '../context.js';
 import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
@@ -58,10 +57,7 @@ export async function openAdmin(
 async function finishLeftoversFor(config: ResolvedConfig, ops: Operations, out: Output): Promise<void> {
   try {
     const r = await ops.finishLeftovers();
-    if (config.store.file) {
-      const storeTemps = await finishLeftovers(path.dirname(config.store.file), { tempPrefix: `.${path.basename(config.store.file)}.`, tempOnly: true });
-      r.removedTemp.push(...storeTemps.removedTemp);
-    }
+    if (config.store.file) r.removedTemp.push(...(await finishStoreTemps(config.store.file)));
     const parts = [
       r.removedTemp.length ? `removed ${r.removedTemp.length} temp file(s)` : '',
       r.removedOrphans.length ? `removed ${r.removedOrphans.length} manifest(s) without backup` : '',

@@ -125,9 +125,11 @@ describe('leftovers of killed writers, finished by the next CLI read and by the 
     const server = await serve(config, { logger: false, handleSignals: false, port: 0, env: { CHATMEM_ADMIN_TOKEN: ADMIN_TOKEN }, log: () => undefined });
     try {
       const dir = sb.backupDir;
-      const { deadStoreTemp: _s, liveStoreTemp: _l, ...inBackupDir } = files;
-      // The daemon cleans its backup directory (the store directory's temp files are the CLI's and the JSON driver's concern).
-      expect(existsSync(path.join(dir, inBackupDir.deadTemp!))).toBe(false);
+      const storeDir = path.dirname(sb.storeFile);
+      expect(existsSync(path.join(dir, files.deadTemp!))).toBe(false);
+      expect(existsSync(path.join(dir, files.liveTemp!))).toBe(true);
+      expect(existsSync(path.join(storeDir, files.deadStoreTemp!))).toBe(false);
+      expect(existsSync(path.join(storeDir, files.liveStoreTemp!))).toBe(true);
       expect(existsSync(path.join(dir, `${files.orphan}.meta.json`))).toBe(false);
       expect(existsSync(path.join(dir, `${files.claimOnly}.meta.json`))).toBe(false);
       expect(typeof readManifestFile(path.join(dir, `${files.pending}.meta.json`)).verifiedAt).toBe('string');
