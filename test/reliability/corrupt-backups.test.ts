@@ -37,11 +37,12 @@ type Corruption =
   | 'manifestOnly'
   | 'backupOnly'
   | 'symlinkFile'
+  | 'symlinkManifest'
   | 'symlinkDir'
   | 'fifo'
   | 'directory';
 
-const CORRUPTIONS: Corruption[] = ['flip', 'truncated', 'falseSha', 'falseCount', 'badManifest', 'manifestOnly', 'backupOnly', 'symlinkFile', 'symlinkDir', 'fifo', 'directory'];
+const CORRUPTIONS: Corruption[] = ['flip', 'truncated', 'falseSha', 'falseCount', 'badManifest', 'manifestOnly', 'backupOnly', 'symlinkFile', 'symlinkManifest', 'symlinkDir', 'fifo', 'directory'];
 
 interface World {
   dir: string;
@@ -115,6 +116,14 @@ async function makeWorld(c: Corruption): Promise<World> {
       await fsp.symlink(target, data);
       break;
     }
+    case 'symlinkManifest': {
+      // A manifest outside the directory could vouch for anything: a link to it is not read.
+      const target = path.join(outside, 'evil.meta.json');
+      writeFileSync(target, JSON.stringify(manifest));
+      await fsp.rm(meta);
+      await fsp.symlink(target, meta);
+      break;
+    }
     case 'symlinkDir':
       await fsp.rm(data);
       await fsp.symlink(outside, data);
@@ -146,6 +155,7 @@ const REFUSAL: Record<Corruption, string | null> = {
   manifestOnly: 'E_BACKUP_NOT_FOUND',
   backupOnly: null,
   symlinkFile: 'E_BACKUP_NOT_REGULAR',
+  symlinkManifest: 'E_BACKUP_MANIFEST',
   symlinkDir: 'E_BACKUP_NOT_REGULAR',
   fifo: 'E_BACKUP_NOT_REGULAR',
   directory: 'E_BACKUP_NOT_REGULAR',
@@ -162,6 +172,7 @@ const LISTED: Record<Corruption, [string, string | undefined] | 'absent'> = {
   manifestOnly: 'absent',
   backupOnly: ['legacy', undefined],
   symlinkFile: ['refused', 'E_BACKUP_NOT_REGULAR'],
+  symlinkManifest: ['damaged', 'E_BACKUP_MANIFEST'],
   symlinkDir: ['refused', 'E_BACKUP_NOT_REGULAR'],
   fifo: ['refused', 'E_BACKUP_NOT_REGULAR'],
   directory: ['refused', 'E_BACKUP_NOT_REGULAR'],
