@@ -235,6 +235,32 @@ describe('recovery says truly whether an interrupted delete happened', () => {
   }
 });
 
+describe('recovery says truly whether an interrupted clear happened', () => {
+  for (const [label, clearHappened] of [['applied, then a user wrote again', true], ['not applied, and a user wrote again', false]] as const) {
+    it(label, async () => {
+      const { dir, cleanup } = await tempDir('chatmem-applied-');
+      const store = await openStore(`sqlite:${path.join(dir, 'memory.db')}`);
+      try {
+        await store.exclusive('all', (ctx) => ctx.putMany(Object.values(loadFixture()).slice(0, 5)));
+        const backupDir = path.join(dir, 'backups');
+        const audit = new AuditLog(path.join(dir, 'audit.log'));
+        const ops = new Operations({ store, backupDir, audit, actor: ACTOR });
+        const op = await audit.begin('clear-all', ACTOR, {});
+        await writeBackup(backupDir, { json: store.scanJson() }, { reason: 'clear-all', scope: 'full', source: store.url, auditOp: op.op });
+        const someone = (await store.list({ limit: 1 })).items[0]!.user_id;
+        if (clearHappened) await store.clear();
+        await store.appendHistory(someone, { role: 'user', text: 'halo lagi' });
+        expect(await store.count()).toBeGreaterThan(0);
+        const r = await ops.recover();
+        expect(r.interrupted.map((i) => [i.entry.action, i.applied])).toEqual([['clear-all', clearHappened]]);
+      } finally {
+        await store.close();
+        await cleanup();
+      }
+    });
+  }
+});
+
 describe('a store that cannot be parsed (E_STORE_PARSE): recovery through the CLI', () => {
   it('backups, verify and diff work; restore keeps the broken file aside (0600) and restores', async () => {
     const sb = await sandbox('json');
