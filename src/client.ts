@@ -289,7 +289,7 @@ export class RemoteAdmin implements Admin {
   diff(a: string, b = 'current', options: { users?: string[] } = {}): Promise<DiffResult> {
     return call(this.t, 'GET', `/v1/admin/diff${queryString({ a, b, users: options.users })}`);
   }
-  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean } = {}): Promise<RestoreResult & { auditOp?: string }> {
+  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean; allowUnverified?: boolean } = {}): Promise<RestoreResult & { auditOp?: string }> {
     return call(this.t, 'POST', '/v1/admin/restore', { backup: id, ...options });
   }
   prune(policy: RetentionPolicy, options: { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {

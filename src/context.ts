@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import type { ResolvedConfig } from './config.js';
 import { ensurePrivateDir } from './fs-util.js';
 import { AuditLog, currentOsActor, type Actor } from './ops/audit.js';
-import { Operations } from './ops/operations.js';
+import { StoreError } from './errors.js';
+import { Operations, type BrokenStore } from './ops/operations.js';
 import { openStore } from './store/open.js';
 import { acquireOwner, type OwnerLock } from './store/owner.js';
 import type { Store } from './store/types.js';
@@ -24,6 +25,24 @@ export interface OpenContextOptions {
   /** The daemon's API address, recorded in the owner file so the CLI can find it. */
   api?: string;
   actor?: Actor;
+  /**
+   * A file store that cannot be parsed still opens (the CLI): backups can be listed, verified and
+   * diffed, and a whole-store restore replaces it; everything that reads the store gets its error.
+   */
+  tolerateBrokenStore?: boolean;
+}
+
+/** A store whose file could not be parsed: every use throws the parse error (which says to restore a backup). */
+function brokenStore(kind: Store['kind'], url: string, error: StoreError): Store {
+  const fail = (): never => {
+    throw error;
+  };
+  // Every method of the Store interface, listed so that a new one fails typecheck here rather than work silently.
+  const methods: Record<Exclude<keyof Store, 'kind' | 'url' | 'historyCap' | 'close'>, () => never> = {
+    get: fail, put: fail, patch: fail, appendHistory: fail, appendHistoryMany: fail, ensure: fail, refreshSessionToken: fail, addContext: fail, fillSlots: fail, setFlag: fail, clearFlag: fail, setSlot: fail, delete: fail, clear: fail,
+    count: fail, list: fail, scan: fail, scanJson: fail, stats: fail, search: fail, exclusive: fail, isLeader: fail,
+  };
+  return { kind, url, historyCap: 0, ...methods, close: async () => undefined };
 }
 
 /**
@@ -36,15 +55,23 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     await ensurePrivateDir(path.dirname(config.store.file));
     owner = await acquireOwner(config.store.file, { role: options.role ?? 'cli', api: options.api });
   }
+  const open = () => openStore(config.store, { historyCap: config.historyCap, readOnly: options.readOnly });
   let store: Store;
+  let broken: BrokenStore | undefined;
   try {
-    store = await openStore(config.store, { historyCap: config.historyCap, readOnly: options.readOnly });
+    store = await open();
   } catch (err) {
-    await owner?.release();
-    throw err;
+    const file = config.store.file;
+    if (options.tolerateBrokenStore && file && err instanceof StoreError && err.code === 'E_STORE_PARSE') {
+      store = brokenStore(config.store.kind, config.store.display, err);
+      broken = { file, error: err, reopen: open };
+    } else {
+      await owner?.release();
+      throw err;
+    }
   }
   const audit = new AuditLog(config.auditLog);
-  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone });
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken });
   return {
     config,
     store,
@@ -52,7 +79,8 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     audit,
     close: async () => {
       try {
-        await store.close();
+        // ops.store: a restore over a broken store swaps in the store it wrote.
+        await ops.store.close();
       } finally {
         await owner?.release();
       }

@@ -1,4 +1,5 @@
 import { createWriteStream, promises as fsp } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
@@ -6,7 +7,7 @@ import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { VERSION } from '../version.js';
-import { backupBaseName, digestBackupFile, RawJson, writeBackupStream } from './format.js';
+import { backupBaseName, digestBackupFile, manifestName, RawJson, writeBackupStream } from './format.js';
 import { writeManifest, type BackupManifest, type BackupReason } from './manifest.js';
 
 export interface WriteBackupOptions {
@@ -42,17 +43,41 @@ async function* entriesOf(input: BackupInput): AsyncGenerator<[string, unknown]>
 /**
  * Claims the first free name for this second: `link()` fails on an existing name, so two backups
  * in the same second get `_1`, `_2`… and nothing is ever overwritten (the seed's `cp` did overwrite).
+ * The manifest is linked first and is the claim; the backup file follows. A crash in between
+ * leaves a manifest without backup (removed at the next start) or a backup whose manifest says it
+ * is not verified yet (verified and completed, or removed): never a chatmem backup that looks legacy.
  */
-async function claimName(dir: string, tmp: string, date: Date, ext: string): Promise<string> {
+async function claimName(dir: string, tmp: string, date: Date, ext: string, manifestFor: (name: string) => BackupManifest): Promise<string> {
   for (let seq = 0; seq < 10_000; seq++) {
     const name = backupBaseName(date, seq) + ext;
     // An id names one backup whatever its extension: skip ids taken by the other variant.
     const other = path.join(dir, backupBaseName(date, seq) + (ext === '.json' ? '.json.gz' : '.json'));
-    if (await fsp.stat(other).then(() => true, () => false)) continue;
+    if (await fsp.lstat(other).then(() => true, () => false)) continue;
+    if (await fsp.lstat(path.join(dir, name)).then(() => true, () => false)) continue;
+    const manifestFile = path.join(dir, manifestName(name));
+    const tmpManifest = tempNameFor(manifestFile);
+    try {
+      await fsp.writeFile(tmpManifest, JSON.stringify(manifestFor(name), null, 2) + '\n', { flag: 'wx', mode: FILE_MODE });
+      const fh = await fsp.open(tmpManifest, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await fsp.link(tmpManifest, manifestFile);
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') continue;
+        throw err;
+      }
+    } finally {
+      await fsp.rm(tmpManifest, { force: true });
+    }
     try {
       await fsp.link(tmp, path.join(dir, name));
       return name;
     } catch (err) {
+      await fsp.rm(manifestFile, { force: true });
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
   }
@@ -60,8 +85,9 @@ async function claimName(dir: string, tmp: string, date: Date, ext: string): Pro
 }
 
 /**
- * Writes a verified backup: temp file, fsync, link to a unique final name, fsync the directory,
- * re-read and check SHA-256 and user count, then the manifest (atomically). Any failure removes
+ * Writes a verified backup: temp file, fsync, claim a unique final name (pending manifest, then
+ * link), fsync the directory, re-read and check SHA-256 and user count, then complete the manifest
+ * (atomically). Any failure removes
  * the partial file and throws; the caller must not delete anything then.
  */
 export async function writeBackup(
@@ -95,7 +121,24 @@ export async function writeBackup(
     } finally {
       await fh.close();
     }
-    finalName = await claimName(dir, tmp, date, ext);
+    const manifestFor = (file: string): BackupManifest => ({
+      format: 'chatmem-backup',
+      formatVersion: 1,
+      file,
+      created_at: date.toISOString(),
+      reason: options.reason,
+      scope: options.scope,
+      users: written.users,
+      bytes: written.bytes,
+      sha256: written.sha256,
+      gzip,
+      source: options.source,
+      chatmemVersion: VERSION,
+      auditOp: options.auditOp ?? null,
+      verifiedAt: null,
+      writer: { pid: process.pid, host: hostname() },
+    });
+    finalName = await claimName(dir, tmp, date, ext, manifestFor);
     await fsp.rm(tmp, { force: true });
     await fsyncDir(dir);
 
@@ -107,27 +150,16 @@ export async function writeBackup(
         `backup ${finalName} did not verify: wrote ${written.users} users (sha256 ${written.sha256}), read back ${check.users} users (sha256 ${check.sha256})`,
       );
     }
-    const manifest: BackupManifest = {
-      format: 'chatmem-backup',
-      formatVersion: 1,
-      file: finalName,
-      created_at: date.toISOString(),
-      reason: options.reason,
-      scope: options.scope,
-      users: written.users,
-      bytes: written.bytes,
-      sha256: written.sha256,
-      gzip,
-      source: options.source,
-      chatmemVersion: VERSION,
-      auditOp: options.auditOp ?? null,
-      verifiedAt: new Date().toISOString(),
-    };
+    const { writer: _writer, ...pending } = manifestFor(finalName);
+    const manifest: BackupManifest = { ...pending, verifiedAt: new Date().toISOString() };
     await writeManifest(dir, manifest);
     return { id: finalName.replace(/\.json(\.gz)?$/, ''), file: finalFile, manifest };
   } catch (err) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    if (finalName) await fsp.rm(path.join(dir, finalName), { force: true }).catch(() => undefined);
+    if (finalName) {
+      await fsp.rm(path.join(dir, finalName), { force: true }).catch(() => undefined);
+      await fsp.rm(path.join(dir, manifestName(finalName)), { force: true }).catch(() => undefined);
+    }
     if (isChatmemError(err)) throw err;
     throw new BackupError('E_BACKUP_WRITE', `cannot write backup in ${dir}: ${(err as Error).message}`, { cause: err });
   }

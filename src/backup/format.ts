@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { createGunzip, createGzip, type Gzip } from 'node:zlib';
 import { BackupError, RecordError } from '../errors.js';
@@ -343,7 +343,8 @@ export async function digestBackupFile(
     // For a file whose hash is about to be compared with the one recorded when it was written, counting
     // lines is exact (one user per line between "{" and "}") and far cheaper than parsing every record.
     let lines = 0;
-    const source = createReadStream(file);
+    // Never through a symlink, and never blocking on a FIFO swapped in for the file.
+    const source = (await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)).createReadStream();
     const stream = opts.gzip ? source.pipe(createGunzip()) : source;
     source.on('error', (err) => stream.destroy(err));
     for await (const chunk of stream as AsyncIterable<Buffer>) {

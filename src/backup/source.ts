@@ -15,32 +15,62 @@ export interface BackupSource {
   /** 'user' is the seed's per-user reset file `{user_id, backup_timestamp, record}`. */
   kind: 'full' | 'user';
   manifest: BackupManifest | null;
+  /**
+   * Why the backup cannot be trusted, found without reading its content: an unreadable or
+   * incomplete manifest, or one that does not describe this file. Such a backup is never restored.
+   */
+  damage: { code: string; message: string } | null;
   size: number;
   mtime: Date;
   createdAt: Date | null;
 }
 
 /**
- * Resolves an id inside `dir` (no path traversal) and checks that the file exists. The date in the
- * name of a backup without manifest (the seed's) is read in `legacyTimezone` (default UTC): the
- * seed named its backups in the server's local time.
+ * Resolves an id inside `dir` (no path traversal) and checks that the file exists and is a regular
+ * file: a symlink, directory or FIFO named like a backup is refused (`E_BACKUP_NOT_REGULAR`), never
+ * followed. A damaged manifest does not throw: it is reported in `damage`. The date in the name of a
+ * backup without manifest (the seed's) is read in `legacyTimezone` (default UTC): the seed named its
+ * backups in the server's local time.
  */
 export async function openBackup(dir: string, id: string, legacyTimezone = 'UTC'): Promise<BackupSource> {
   let r = resolveBackupId(dir, id);
   let st;
   try {
-    st = await fsp.stat(r.file).catch(async (err: unknown) => {
+    st = await fsp.lstat(r.file).catch(async (err: unknown) => {
       // A bare id also names a gzip backup.
       if (errnoCode(err) !== 'ENOENT' || /\.json(\.gz)?$/.test(id)) throw err;
       r = resolveBackupId(dir, `${id}.json.gz`);
-      return fsp.stat(r.file);
+      return fsp.lstat(r.file);
     });
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') throw new BackupError('E_BACKUP_NOT_FOUND', `no backup ${JSON.stringify(id)} in ${dir}`);
     throw new BackupError('E_BACKUP_READ', `cannot read ${r.file}: ${(err as Error).message}`, { cause: err });
   }
+  if (!st.isFile()) {
+    const what = st.isSymbolicLink() ? 'a symlink' : st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'not a regular file';
+    throw new BackupError('E_BACKUP_NOT_REGULAR', `refusing ${r.fileName}: it is ${what}, not a regular backup file (never followed)`, {
+      details: { id: r.id, file: r.file },
+    });
+  }
   const parsed = parseBackupName(r.fileName);
-  const manifest = await readManifest(dir, r.fileName);
+  let manifest: BackupManifest | null = null;
+  let damage: BackupSource['damage'] = null;
+  try {
+    manifest = await readManifest(dir, r.fileName);
+  } catch (err) {
+    damage = { code: isChatmemError(err) ? err.code : 'E_BACKUP_MANIFEST', message: (err as Error).message };
+  }
+  if (manifest) {
+    // Cheap checks first: a manifest of another file, or an uncompressed file of the wrong size (truncated, grown).
+    const why =
+      manifest.file !== r.fileName ? `its manifest describes ${JSON.stringify(manifest.file)}` :
+      manifest.gzip !== r.gzip ? `its manifest says gzip ${String(manifest.gzip)}` :
+      !r.gzip && st.size !== manifest.bytes ? `${st.size} bytes on disk, ${manifest.bytes} in its manifest` : null;
+    if (why) {
+      damage = { code: manifest.file !== r.fileName || manifest.gzip !== r.gzip ? 'E_BACKUP_MANIFEST' : 'E_BACKUP_VERIFY', message: `${r.fileName}: ${why}` };
+      manifest = null;
+    }
+  }
   return {
     id: r.id,
     fileName: r.fileName,
@@ -48,6 +78,7 @@ export async function openBackup(dir: string, id: string, legacyTimezone = 'UTC'
     gzip: r.gzip,
     kind: parsed?.kind ?? 'full',
     manifest,
+    damage,
     size: st.size,
     mtime: st.mtime,
     createdAt: manifest ? new Date(manifest.created_at) : parsed?.createdAt ? wallClockToInstant(parsed.createdAt, legacyTimezone) : null,

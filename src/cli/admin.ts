@@ -1,6 +1,8 @@
+import { finishStoreTemps } from '../backup/integrity.js';
 import type { ResolvedConfig } from '../config.js';
 import { openContext } from '../context.js';
 import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
+import type { Operations } from '../ops/operations.js';
 import { findDaemon, loadAdminToken } from '../server/daemon-info.js';
 import { CLIError } from './errors.js';
 import type { Output } from './output.js';
@@ -70,8 +72,30 @@ export async function openAdmin(
   if (daemon) return daemon;
   if (!options.allowMissingStore) await assertStoreExists(config);
   else if (mode === 'write' && !(await storeExists(config))) out.note(`note: ${config.store.display} does not exist yet; this command creates it`);
-  const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli' });
+  const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli', tolerateBrokenStore: true });
+  await finishLeftoversFor(config, ctx.ops, out);
   return { admin: new LocalAdmin(ctx.ops, onProgress), via: 'local', close: () => ctx.close() };
+}
+
+/**
+ * What a killed chatmem (CLI or daemon) left behind is finished by whichever starts next: without this a
+ * CLI-only site kept its temp files until a daemon ever started. Files of a live writer are left alone.
+ */
+async function finishLeftoversFor(config: ResolvedConfig, ops: Operations, out: Output): Promise<void> {
+  try {
+    const r = await ops.finishLeftovers();
+    if (config.store.file) r.removedTemp.push(...(await finishStoreTemps(config.store.file)));
+    const parts = [
+      r.removedTemp.length ? `removed ${r.removedTemp.length} temp file(s)` : '',
+      r.removedOrphans.length ? `removed ${r.removedOrphans.length} manifest(s) without backup` : '',
+      r.completed.length ? `completed ${r.completed.join(', ')} (verified)` : '',
+      r.removedIncomplete.length ? `removed ${r.removedIncomplete.join(', ')} (written by a killed process, did not verify)` : '',
+    ].filter(Boolean);
+    if (parts.length) out.note(`left by an interrupted chatmem: ${parts.join('; ')}`);
+  } catch (err) {
+    // Clean-up is a courtesy: it must never stand between the operator and a read or a restore.
+    out.warn(`could not finish files left by an interrupted chatmem: ${(err as Error).message}`);
+  }
 }
 
 /** Runs `fn` with an admin opened for it, and always closes the admin (releasing the store claim). */

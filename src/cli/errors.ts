@@ -25,6 +25,7 @@ const USAGE_CODES = new Set([
   'E_USAGE',
   'E_CONFIRM_REQUIRED',
   'E_CANCELLED',
+  'E_BACKUP_UNVERIFIED',
   'E_USER_ID',
   'E_RECORD',
   'E_BACKUP_ID',

@@ -13,6 +13,8 @@ export interface InspectResult {
   users: number;
   sample: { user_id: string; name: string | null; messages: number }[];
   record?: MemoryRecord | null;
+  /** The backup's content checked against its manifest (or parsed, for a legacy file) just now. */
+  verification: VerifyResult;
 }
 
 /**
@@ -34,7 +36,7 @@ export interface Admin {
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
   verifyBackups(id?: string): Promise<VerifyResult[]>;
   diff(a: string, b?: string, options?: { users?: string[] }): Promise<DiffResult>;
-  restore(id: string, options?: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean }): Promise<RestoreResult & { auditOp?: string }>;
+  restore(id: string, options?: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean; allowUnverified?: boolean }): Promise<RestoreResult & { auditOp?: string }>;
   prune(policy: RetentionPolicy, options?: { dryRun?: boolean; only?: string[] }): Promise<PruneResult>;
   importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null }>;
   readAudit(filter?: AuditFilter): Promise<AuditEntry[]>;
@@ -88,7 +90,7 @@ export class LocalAdmin implements Admin {
   diff(a: string, b = 'current', options: { users?: string[] } = {}) {
     return this.ops.diff(a, b, { ...options, onProgress: this.onProgress });
   }
-  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean } = {}) {
+  restore(id: string, options: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean; allowUnverified?: boolean } = {}) {
     return this.ops.restore(id, { ...options, onProgress: this.onProgress });
   }
   prune(policy: RetentionPolicy, options: { dryRun?: boolean; only?: string[] } = {}) {

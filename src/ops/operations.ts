@@ -1,14 +1,15 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { BackupError, errnoCode, isChatmemError, OpsError } from '../errors.js';
-import { isTempName } from '../fs-util.js';
+import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type ChatmemError } from '../errors.js';
+import { FILE_MODE, fsyncDir } from '../fs-util.js';
 import { nowIso, parseRecord, validateUserId, type MemoryRecord } from '../record.js';
 import type { Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
-import { compareIds, digestBackupFile, manifestName, parseBackupName } from '../backup/format.js';
+import { compareIds, manifestName, parseBackupName } from '../backup/format.js';
 import { readJsonEntries } from '../backup/json-entries.js';
-import { readManifest, type BackupManifest, type BackupReason } from '../backup/manifest.js';
+import { finishLeftovers, verificationError, verifySource, type LeftoverReport } from '../backup/integrity.js';
+import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
 import { AuditLog, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
@@ -21,6 +22,15 @@ export interface OpsOptions {
   actor: Actor;
   /** IANA time zone of the dates in the names of legacy (seed) backups; default UTC. */
   legacyTimezone?: string;
+  /** The store file could not be parsed: `store` throws that error; only a whole-store restore works (see {@link Operations.restore}). */
+  brokenStore?: BrokenStore;
+}
+
+/** A file store that exists but cannot be read, and how to open a fresh one in its place. */
+export interface BrokenStore {
+  file: string;
+  error: ChatmemError;
+  reopen: () => Promise<Store>;
 }
 
 export interface CallOptions {
@@ -40,9 +50,16 @@ export interface BackupInfo {
   createdAt: string | null;
   ageSeconds: number | null;
   gzip: boolean;
-  /** 'verified' (checksum checked when written), or 'legacy' (the seed's files: no manifest, not verified). */
-  state: 'verified' | 'legacy';
+  /**
+   * 'verified' (checksum checked when written), 'pending' (its writer has not marked it verified
+   * yet), 'legacy' (the seed's files: no manifest, not verified), 'damaged' (its manifest is
+   * unreadable or does not match the file) or 'refused' (a symlink, directory or other non-regular
+   * entry named like a backup: never followed). Content is checked by `verify`, not by listing.
+   */
+  state: 'verified' | 'pending' | 'legacy' | 'damaged' | 'refused';
   kind: 'full' | 'user';
+  /** For 'damaged' and 'refused': why. */
+  problem?: { code: string; message: string };
 }
 
 export interface VerifyResult {
@@ -55,6 +72,8 @@ export interface VerifyResult {
 }
 
 export interface RestoreOptions extends CallOptions {
+  /** Restore a legacy backup (no manifest, so no checksum to check) anyway; without it: `E_BACKUP_UNVERIFIED`. */
+  allowUnverified?: boolean;
   /** Restore only these users; the others are left alone. */
   users?: string[];
   /** 'replace' (default): the store (or each listed user) becomes exactly the backup's. 'merge': users absent from the backup are kept. */
@@ -71,6 +90,10 @@ export interface RestoreResult {
   backup?: string;
   written: number;
   removed: number;
+  /** The unreadable store file, kept aside under this name before the restore wrote a new store. */
+  brokenStoreKeptAt?: string;
+  /** Set on a dry run over an unreadable store: the error it gives. */
+  brokenStore?: { file: string; code: string; message: string };
 }
 
 export type DiffSide = 'current' | string;
@@ -87,10 +110,33 @@ export interface DeleteResult {
 export interface PruneResult extends RetentionPlan {
   dryRun: boolean;
   removed: string[];
+  /** Backups that failed verification (or are refused entries): never removed, not counted by any rule; also listed in `keep`. */
+  damaged: { id: string; code: string; message: string }[];
+}
+
+function refusedInfo(dir: string, name: string, err: ChatmemError): BackupInfo {
+  const parsed = parseBackupName(name);
+  return {
+    id: parsed?.id ?? name,
+    file: path.join(dir, name),
+    size: 0,
+    users: null,
+    reason: 'legacy',
+    scope: null,
+    createdAt: null,
+    ageSeconds: null,
+    gzip: parsed?.gzip ?? false,
+    state: err.code === 'E_BACKUP_NOT_REGULAR' ? 'refused' : 'damaged',
+    kind: parsed?.kind ?? 'full',
+    problem: { code: err.code, message: err.message },
+  };
 }
 
 function backupInfo(src: BackupSource, now: number): BackupInfo {
   const m = src.manifest;
+  if (src.damage) {
+    return { ...refusedInfo(path.dirname(src.file), src.fileName, new BackupError(src.damage.code, src.damage.message)), size: src.size, state: 'damaged' };
+  }
   const createdAt = src.createdAt ? src.createdAt.toISOString() : null;
   return {
     id: src.id,
@@ -102,7 +148,7 @@ function backupInfo(src: BackupSource, now: number): BackupInfo {
     createdAt,
     ageSeconds: src.createdAt ? Math.max(0, Math.round((now - src.createdAt.getTime()) / 1000)) : null,
     gzip: src.gzip,
-    state: m ? 'verified' : 'legacy',
+    state: m ? (m.verifiedAt === null ? 'pending' : 'verified') : 'legacy',
     kind: src.kind,
   };
 }
@@ -117,15 +163,18 @@ async function* fromArray(records: MemoryRecord[]): AsyncGenerator<MemoryRecord>
  * transaction, and audits the outcome. Nothing can skip the backup.
  */
 export class Operations {
-  readonly store: Store;
+  // Not readonly: a restore over an unreadable store replaces it with the fresh one it wrote.
+  store: Store;
   readonly backupDir: string;
   readonly audit: AuditLog;
   private readonly actor: Actor;
   private readonly legacyTimezone: string;
+  private brokenStore: BrokenStore | null;
 
   constructor(options: OpsOptions) {
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
     this.store = options.store;
+    this.brokenStore = options.brokenStore ?? null;
     this.backupDir = path.resolve(options.backupDir);
     this.audit = options.audit;
     this.actor = options.actor;
@@ -253,7 +302,13 @@ export class Operations {
     const infos: BackupInfo[] = [];
     for (const name of names) {
       if (!parseBackupName(name)) continue;
-      infos.push(backupInfo(await openBackup(this.backupDir, name, this.legacyTimezone), now));
+      // One bad entry is reported as such; it must not hide the others.
+      try {
+        infos.push(backupInfo(await openBackup(this.backupDir, name, this.legacyTimezone), now));
+      } catch (err) {
+        if (!isChatmemError(err) || err.code === 'E_BACKUP_NOT_FOUND') continue;
+        infos.push(refusedInfo(this.backupDir, name, err));
+      }
     }
     return infos.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
   }
@@ -265,12 +320,16 @@ export class Operations {
     users: number;
     sample: { user_id: string; name: string | null; messages: number }[];
     record?: MemoryRecord | null;
+    verification: VerifyResult;
   }> {
     const src = await openBackup(this.backupDir, id, this.legacyTimezone);
     const backup = backupInfo(src, Date.now());
+    const verification = { id: src.id, ...(await verifySource(src)) };
+    // The content of a backup that failed verification is not shown as if it were the backup's.
+    if (!verification.ok) return { backup, manifest: src.manifest, users: -1, sample: [], verification };
     if (options.user !== undefined) {
       const record = await findBackupUser(src, validateUserId(options.user));
-      return { backup, manifest: src.manifest, users: src.manifest?.users ?? -1, sample: [], record };
+      return { backup, manifest: src.manifest, users: src.manifest?.users ?? -1, sample: [], record, verification };
     }
     const limit = options.sample ?? 20;
     const sample: { user_id: string; name: string | null; messages: number }[] = [];
@@ -279,37 +338,29 @@ export class Operations {
       if (sample.length < limit) sample.push({ user_id: r.user_id, name: r.name, messages: r.history.length });
       users++;
     }
-    return { backup, manifest: src.manifest, users, sample };
+    return { backup, manifest: src.manifest, users, sample, verification };
   }
 
   /** Checks checksum and count (chatmem backups) or that the file parses (legacy backups). */
   async verifyBackups(id?: string): Promise<VerifyResult[]> {
-    const ids = id !== undefined ? [id] : (await this.listBackups()).map((b) => b.id);
+    const ids = id !== undefined ? [id] : (await this.listBackups()).map((b) => (b.state === 'refused' ? path.basename(b.file) : b.id));
     const results: VerifyResult[] = [];
-    for (const one of ids) results.push(await this.verifyOne(one));
+    for (const one of ids) results.push(await this.verifyOne(one, id === undefined));
     return results;
   }
 
-  private async verifyOne(id: string): Promise<VerifyResult> {
-    const src = await openBackup(this.backupDir, id);
+  private async verifyOne(id: string, tolerant = false): Promise<VerifyResult> {
+    let src: BackupSource;
     try {
-      if (src.manifest) {
-        const d = await digestBackupFile(src.file, { gzip: src.gzip, lineFormat: true });
-        if (d.sha256 !== src.manifest.sha256 || d.users !== src.manifest.users) {
-          throw new BackupError(
-            'E_BACKUP_VERIFY',
-            `${src.fileName}: expected ${src.manifest.users} users with sha256 ${src.manifest.sha256}, found ${d.users} users with sha256 ${d.sha256}`,
-          );
-        }
-        return { id: src.id, ok: true, legacy: false, users: d.users, sha256: d.sha256 };
-      }
-      let users = 0;
-      for await (const _ of backupRecords(src)) users++;
-      return { id: src.id, ok: true, legacy: true, users };
+      src = await openBackup(this.backupDir, id, this.legacyTimezone);
     } catch (err) {
-      const code = isChatmemError(err) ? err.code : 'E_BACKUP_READ';
-      return { id: src.id, ok: false, legacy: !src.manifest, users: null, error: { code, message: (err as Error).message } };
+      // One bad entry is a failed check in a verify-all, not the end of it; a named missing one still throws.
+      if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_REGULAR' || (tolerant && err.code !== 'E_BACKUP_NOT_FOUND'))) {
+        return { id: parseBackupName(id)?.id ?? id, ok: false, legacy: false, users: null, error: { code: err.code, message: err.message } };
+      }
+      throw err;
     }
+    return { id: src.id, ...(await verifySource(src)) };
   }
 
   private async sideRecords(side: DiffSide, users?: Set<string>): Promise<AsyncIterable<MemoryRecord>> {
@@ -323,7 +374,7 @@ export class Operations {
       }
       return this.store.scan();
     }
-    const src = await openBackup(this.backupDir, side);
+    const src = await openBackup(this.backupDir, side, this.legacyTimezone);
     if (users && src.manifest && !src.gzip) {
       const records = (await Promise.all([...users].map((u) => findBackupUser(src, u)))).filter((r): r is MemoryRecord => r !== null);
       return fromArray(records);
@@ -334,19 +385,26 @@ export class Operations {
   /** Users added, removed and changed from `a` to `b`; each side is a backup id or 'current'. */
   async diff(a: DiffSide, b: DiffSide = 'current', options: CallOptions & { users?: string[] } = {}): Promise<DiffResult> {
     const users = options.users ? new Set(options.users.map((u) => validateUserId(u))) : undefined;
-    // Verify a chatmem backup before trusting its content.
-    for (const side of [a, b]) if (side !== 'current') await this.requireVerified(side);
+    // Verify a backup before trusting its content; a diff writes nothing, so a legacy file is fine.
+    for (const side of [a, b]) if (side !== 'current') await this.requireVerified(side, true);
     return diffRecords(await this.sideRecords(a, users), await this.sideRecords(b, users), options.onProgress ? (n) => options.onProgress?.(n, null) : undefined);
   }
 
-  private async requireVerified(id: string): Promise<BackupSource> {
-    const src = await openBackup(this.backupDir, id);
-    if (src.manifest) {
-      const [result] = await this.verifyBackups(src.id);
-      if (result && !result.ok) {
-        throw new BackupError('E_BACKUP_VERIFY', `backup ${src.id} failed verification: ${result.error?.message ?? 'unknown'}`);
-      }
+  /**
+   * Opens a backup and checks it (checksum and count, or a full parse for a legacy file) before
+   * anything uses its content. A legacy file needs `allowUnverified`: nothing proves it is whole.
+   */
+  private async requireVerified(id: string, allowUnverified = false): Promise<BackupSource> {
+    const src = await openBackup(this.backupDir, id, this.legacyTimezone);
+    if (!src.manifest && !src.damage && !allowUnverified) {
+      throw new BackupError(
+        'E_BACKUP_UNVERIFIED',
+        `${src.id} is an unverified legacy backup (no manifest, so no checksum): confirm to use it anyway (CLI: answer y or --yes; API: "allowUnverified": true)`,
+        { details: { id: src.id } },
+      );
     }
+    const v = await verifySource(src);
+    if (!v.ok) throw verificationError(src, v);
     return src;
   }
 
@@ -358,16 +416,17 @@ export class Operations {
     const mode = options.mode ?? 'replace';
     if (mode !== 'replace' && mode !== 'merge') throw new OpsError('E_OPS_ARG', `restore mode must be replace or merge, got ${String(mode)}`);
     let users = options.users?.length ? [...new Set(options.users.map((u) => validateUserId(u)))] : undefined;
+    // Every restore, selective ones too, checks the whole file first: a flipped byte in another user's
+    // line proves the file is not what was written. The result is cached per file identity.
+    // A dry run writes nothing, so it may show what a legacy file holds before the operator confirms.
+    const src = await this.requireVerified(backupId, options.allowUnverified === true || options.dryRun === true);
     if (!users && !options.wholeStore) {
       // A backup of some users (taken before a delete, or the seed's per-user file) restores those users:
       // a whole-store replace from it would wipe everyone else.
-      const scoped = await openBackup(this.backupDir, backupId);
-      if (Array.isArray(scoped.manifest?.scope)) users = scoped.manifest.scope;
-      else if (scoped.kind === 'user') for await (const r of backupRecords(scoped)) users = [r.user_id];
+      if (Array.isArray(src.manifest?.scope)) users = src.manifest.scope;
+      else if (src.kind === 'user') for await (const r of backupRecords(src)) users = [r.user_id];
     }
-    // A selective restore reads only its users (binary search), so it does not hash a whole, possibly huge,
-    // backup first: it was verified when written, and each record it takes is validated.
-    const src = users ? await openBackup(this.backupDir, backupId) : await this.requireVerified(backupId);
+    if (this.brokenStore) return this.restoreOverBroken(src, this.brokenStore, { ...options, mode, users });
 
     if (users) {
       const fromBackup = await Promise.all(users.map((u) => findBackupUser(src, u)));
@@ -420,12 +479,61 @@ export class Operations {
   }
 
   /**
+   * A whole-store restore over a store file that cannot be parsed: the broken file is kept aside under
+   * a new name (never overwritten, mode 0600), then a fresh store is written from the verified backup.
+   * Restoring some users or merging needs the current store, so those are refused.
+   */
+  private async restoreOverBroken(src: BackupSource, broken: BrokenStore, options: RestoreOptions): Promise<RestoreResult & { auditOp?: string }> {
+    if (options.users || options.mode === 'merge') {
+      throw new StoreError(
+        broken.error.code,
+        `${broken.error.message} Only a whole-store restore can replace it (a restore of some users or a merge needs the current store; use --replace for a backup of some users).`,
+        { cause: broken.error, details: broken.error.details },
+      );
+    }
+    const added: string[] = [];
+    for await (const r of sortedBackupRecords(src)) added.push(r.user_id);
+    const diff: DiffResult = { added, removed: [], changed: [], unchanged: 0 };
+    const brokenInfo = { file: broken.file, code: broken.error.code, message: broken.error.message };
+    if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0, brokenStore: brokenInfo };
+    return this.guarded('restore', options, undefined, async () => {
+      const keptAt = await keepAside(broken.file);
+      const fresh = await broken.reopen();
+      let written: number;
+      try {
+        written = await fresh.exclusive('all', (ctx) => ctx.replaceAll(sortedBackupRecords(src)));
+      } catch (err) {
+        await fresh.close().catch(() => undefined);
+        throw err;
+      }
+      const old = this.store;
+      this.store = fresh;
+      this.brokenStore = null;
+      await old.close().catch(() => undefined);
+      return { dryRun: false, diff, written, removed: 0, brokenStoreKeptAt: keptAt };
+    }, { from: src.id, mode: 'replace', brokenStore: broken.file });
+  }
+
+  /**
    * Imports a seed memory.json or any backup kind. Every record is validated before anything is
    * written; users it overwrites are backed up first (reason `import`).
    */
   async importFile(file: string, options: CallOptions = {}): Promise<{ imported: number; overwritten: number; backup: string | null }> {
     const abs = path.resolve(file);
     const gzip = abs.endsWith('.gz');
+    if (parseBackupName(path.basename(abs))) {
+      // A chatmem backup is imported only while it matches its manifest; a symlink named like one is refused.
+      let src: BackupSource | null = null;
+      try {
+        src = await openBackup(path.dirname(abs), path.basename(abs), this.legacyTimezone);
+      } catch (err) {
+        if (!(isChatmemError(err) && err.code === 'E_BACKUP_NOT_FOUND')) throw err;
+      }
+      if (src && (src.manifest || src.damage)) {
+        const v = await verifySource(src);
+        if (!v.ok) throw verificationError(src, v);
+      }
+    }
     // Two streaming passes keep memory at the ids, not the records: the first validates everything
     // (so nothing is written from a bad file), the second writes.
     const head: { key: string; value: unknown }[] = [];
@@ -500,9 +608,21 @@ export class Operations {
     ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup }));
   }
 
-  /** Applies a retention policy. Never removes the newest backup; removes each backup with its manifest. */
+  /**
+   * Applies a retention policy. Never removes the newest backup; removes each backup with its manifest.
+   * Every backup is verified first (cached per file): one that fails, and refused entries, are never
+   * removed and not counted by any rule (a corrupt file must not stand in for a good one); they are
+   * listed in `damaged` and in `keep` with the reason.
+   */
   async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
-    const all = await this.listBackups();
+    const listed = await this.listBackups();
+    const damaged: PruneResult['damaged'] = [];
+    const all: BackupInfo[] = [];
+    for (const b of listed) {
+      const v = b.problem ? { ok: false, error: b.problem } : await this.verifyOne(path.basename(b.file), true).catch(() => null);
+      if (v?.ok) all.push(b);
+      else damaged.push({ id: b.id, code: v?.error?.code ?? 'E_BACKUP_VERIFY', message: v?.error?.message ?? 'failed verification' });
+    }
     // Legacy files without a date in their name cannot be placed in a calendar: always kept.
     const dated = all.filter((b) => b.createdAt !== null);
     const plan = planRetention(dated.map((b) => ({ id: b.id, createdAt: new Date(b.createdAt ?? 0) })), policy);
@@ -510,19 +630,25 @@ export class Operations {
     // `only`: the ids an operator confirmed; a backup made since the plan was shown must not widen it.
     const confirmed = options.only ? new Set(options.only) : null;
     const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest && (!confirmed || confirmed.has(r.id)));
-    const keep = [...plan.keep, ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] }))];
+    const keep = [
+      ...plan.keep,
+      ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] })),
+      ...damaged.map((d) => ({ id: d.id, reasons: [`damaged (${d.code}): not counted, never removed by prune`] })),
+    ];
     if (newest && plan.remove.some((r) => r.id === newest)) keep.unshift({ id: newest, reasons: ['newest backup'] });
-    if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [] };
+    if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [], damaged };
     return this.guarded('prune', options, undefined, async () => {
       const removed: string[] = [];
       for (const r of remove) {
         const info = all.find((b) => b.id === r.id);
         if (!info) continue;
+        // The backup first, then its manifest: a kill in between leaves an orphan manifest (removed at the
+        // next start), never a chatmem backup without its manifest.
         await fsp.rm(info.file, { force: true });
         await fsp.rm(path.join(this.backupDir, manifestName(path.basename(info.file))), { force: true });
         removed.push(r.id);
       }
-      return { keep, remove, dryRun: false, removed };
+      return { keep, remove, dryRun: false, removed, damaged };
     }, { policy, remove: remove.map((r) => r.id) });
   }
 
@@ -531,40 +657,36 @@ export class Operations {
   }
 
   /**
-   * Start-up recovery: removes temp files left by a crash and reports every operation whose intent
-   * has no outcome, saying whether its backup exists and whether its delete happened.
+   * Start-up recovery: finishes what a killed chatmem left in the backup directory (temp files, orphan
+   * manifests, backups not yet marked verified) and reports every operation whose intent has no
+   * outcome, saying whether its backup exists and whether its change happened. Damaged backups and
+   * refused entries are skipped, never fatal.
    */
-  async recover(): Promise<{ removedTemp: string[]; interrupted: { entry: AuditEntry; backup: string | null; applied: boolean | null }[] }> {
-    const removedTemp: string[] = [];
-    try {
-      for (const name of await fsp.readdir(this.backupDir)) {
-        if (isTempName(name)) {
-          await fsp.rm(path.join(this.backupDir, name), { force: true });
-          removedTemp.push(name);
-        }
-      }
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
+  async recover(): Promise<{
+    removedTemp: string[];
+    leftovers: LeftoverReport;
+    interrupted: { entry: AuditEntry; backup: string | null; applied: boolean | null }[];
+  }> {
+    const leftovers = await finishLeftovers(this.backupDir);
     const interrupted = [];
     const unfinished = await this.audit.unfinished();
     // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.
-    const backupOfOp = new Map<string, string>();
+    const backupOfOp = new Map<string, BackupSource>();
     if (unfinished.length > 0) {
       for (const b of await this.listBackups()) {
-        if (b.state !== 'verified') continue;
-        const m = await readManifest(this.backupDir, path.basename(b.file));
-        if (m?.auditOp) backupOfOp.set(m.auditOp, b.id);
+        if (b.state !== 'verified' && b.state !== 'pending') continue;
+        const src = await openBackup(this.backupDir, path.basename(b.file), this.legacyTimezone).catch(() => null);
+        if (src?.manifest?.auditOp) backupOfOp.set(src.manifest.auditOp, src);
       }
     }
     for (const entry of unfinished) {
-      const backup = backupOfOp.get(entry.op) ?? null;
+      const src = backupOfOp.get(entry.op) ?? null;
+      const backup = src?.id ?? null;
       let applied: boolean | null = null;
       if (entry.action === 'delete-users' && entry.userIds?.length) {
-        const present = await Promise.all(entry.userIds.map((u) => this.store.get(u)));
-        applied = present.every((r) => r === null);
+        applied = await this.deleteApplied(entry.userIds, src).catch(() => null);
       } else if (entry.action === 'clear-all') {
-        applied = backup !== null && (await this.store.count()) === 0;
+        applied = src === null ? false : await this.clearApplied(src).catch(() => null);
       }
       await this.audit.append({
         op: entry.op,
@@ -577,8 +699,63 @@ export class Operations {
       });
       interrupted.push({ entry, backup, applied });
     }
-    return { removedTemp, interrupted };
+    return { removedTemp: leftovers.removedTemp, leftovers, interrupted };
   }
+
+  /**
+   * Whether an interrupted delete happened. A user present now is not proof that it did not: the user
+   * may have written again after the delete, which creates a new record. The record's identity is its
+   * created_at (set when the record is created, kept by every update): the same as in the delete's
+   * backup means the delete did not happen; another means the record was created anew after it.
+   */
+  private async deleteApplied(userIds: string[], src: BackupSource | null): Promise<boolean | null> {
+    const current = await Promise.all(userIds.map((u) => this.store.get(u)));
+    // The delete runs only after its backup is written and verified: no backup, no delete.
+    if (src === null) return current.every((r) => r === null) ? null : false;
+    let deleted = 0;
+    for (const [i, u] of userIds.entries()) {
+      const now = current[i];
+      if (!now) {
+        deleted++;
+        continue;
+      }
+      const before = await findBackupUser(src, u);
+      if (!before) return null;
+      if (now.created_at !== before.created_at) deleted++;
+    }
+    // One transaction deletes all or none: a mix means something else changed these users.
+    return deleted === userIds.length ? true : deleted === 0 ? false : null;
+  }
+
+  /** Whether an interrupted clear happened: no record of its backup is in the store with the same identity. */
+  private async clearApplied(src: BackupSource): Promise<boolean | null> {
+    const d = await diffRecords(sortedBackupRecords(src), this.store.scan());
+    return d.unchanged === 0 && d.changed.every((c) => c.fields.includes('created_at'));
+  }
+
+  /** Finishes what a killed chatmem left in the backup directory (see `finishLeftovers`); recover() does it too. */
+  finishLeftovers(): Promise<LeftoverReport> {
+    return finishLeftovers(this.backupDir);
+  }
+}
+
+/** Moves an unreadable store file to `<file>.broken-<UTC time>[-N]` (never over an existing file), mode 0600. */
+async function keepAside(file: string): Promise<string> {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  for (let n = 0; n < 1000; n++) {
+    const target = `${file}.broken-${stamp}${n > 0 ? `-${n}` : ''}`;
+    try {
+      await fsp.link(file, target);
+    } catch (err) {
+      if (errnoCode(err) === 'EEXIST') continue;
+      throw new StoreError('E_STORE_WRITE', `cannot keep ${file} aside as ${target}: ${(err as Error).message}`, { cause: err });
+    }
+    await fsp.chmod(target, FILE_MODE);
+    await fsp.unlink(file);
+    await fsyncDir(path.dirname(file));
+    return target;
+  }
+  throw new StoreError('E_STORE_WRITE', `no free name to keep ${file} aside`);
 }
 
 function summaryOf(result: object): Record<string, unknown> {

@@ -64,6 +64,10 @@ const STATUS_BY_CODE: Record<string, number> = {
   // The backup exists but its content cannot be trusted or read: the request cannot be carried out as asked.
   E_BACKUP_VERIFY: 422,
   E_BACKUP_PARSE: 422,
+  E_BACKUP_MANIFEST: 422,
+  E_BACKUP_NOT_REGULAR: 422,
+  // A legacy backup (no checksum) is restored only with {"allowUnverified": true}.
+  E_BACKUP_UNVERIFIED: 409,
   // Only during shutdown, after in-flight requests: the caller may retry against the next daemon.
   E_STORE_CLOSED: 503,
 };
@@ -562,7 +566,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const users = stringList(b.users, 'users');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     const wholeStore = optionalBool(b.wholeStore, 'wholeStore');
-    return adminOp(req, 'restore', (actor) => ops.restore(backup, { users, mode, dryRun, wholeStore, actor }));
+    const allowUnverified = optionalBool(b.allowUnverified, 'allowUnverified');
+    return adminOp(req, 'restore', (actor) => ops.restore(backup, { users, mode, dryRun, wholeStore, allowUnverified, actor }));
   });
 
   app.post('/v1/admin/prune', { onRequest: adminAuth }, async (req) => {

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { ResolvedConfig } from '../config.js';
 import { openContext, type Context } from '../context.js';
 import { ChatmemError, ConfigError, errnoCode } from '../errors.js';
+import { finishStoreTemps } from '../backup/integrity.js';
 import { isEmptyPolicy } from '../backup/retention.js';
 import { currentOsActor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
@@ -115,6 +116,14 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
 
     const recovered = await ctx.ops.recover();
     if (recovered.removedTemp.length > 0) log.warn({ files: recovered.removedTemp }, 'removed temp files left by an interrupted backup');
+    const left = recovered.leftovers;
+    if (config.store.file) {
+      const storeTemps = await finishStoreTemps(config.store.file);
+      if (storeTemps.length > 0) log.warn({ files: storeTemps }, 'removed store temp files left by an interrupted write');
+    }
+    if (left.removedOrphans.length > 0) log.warn({ files: left.removedOrphans }, 'removed backup manifests whose backup file is gone');
+    if (left.completed.length > 0) log.warn({ files: left.completed }, 'completed backups an interrupted writer had not marked verified (they verified)');
+    if (left.removedIncomplete.length > 0) log.warn({ files: left.removedIncomplete }, 'removed backups an interrupted writer left that did not verify');
     for (const i of recovered.interrupted) {
       const what = `interrupted operation ${i.entry.action} (op ${i.entry.op}, started ${i.entry.time})`;
       const line = `${what}: backup ${i.backup ?? 'missing'}, change ${i.applied === null ? 'unknown' : i.applied ? 'applied' : 'not applied'}`;

@@ -290,10 +290,12 @@ json.dump(current, open(sys.argv[2], 'w'), indent=2)`, backupFile, current, uid]
       const d = await ops.diff('memory_backup_20251125_145714', 'memory_backup_20251125_132811');
       expect(d.added).toHaveLength(195);
       expect(d.removed).toEqual([]);
-      await ops.restore('memory_backup_20251125_132811');
+      // No manifest, no checksum: restored only when the caller accepts an unverified backup.
+      await expect(ops.restore('memory_backup_20251125_132811')).rejects.toMatchObject({ code: 'E_BACKUP_UNVERIFIED' });
+      await ops.restore('memory_backup_20251125_132811', { allowUnverified: true });
       expect(await store.count()).toBe(200);
       await store.setFlag('628161973069', 'active_intent', 'changed');
-      await ops.restore('memory_backup_628161973069_20251125_140002', { users: ['628161973069'] });
+      await ops.restore('memory_backup_628161973069_20251125_140002', { users: ['628161973069'], allowUnverified: true });
       expect((await store.get('628161973069'))?.flags.active_intent).toBe(loadFixture()['628161973069']!.flags.active_intent);
     });
 

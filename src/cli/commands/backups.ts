@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { DiffResult } from '../../backup/diff.js';
 import type { BackupInfo } from '../../ops/operations.js';
 import { flag, str, type Command } from '../command.js';
-import { CLIError, usage } from '../errors.js';
+import { CLIError, EXIT, usage } from '../errors.js';
 import { clip, formatAge, formatBytes, formatCount, formatTime, table, type Output } from '../output.js';
 import { keyValueLines } from './inspect.js';
 import { didYouMeanText } from '../../suggest.js';
@@ -73,7 +73,8 @@ export const backup: Command = {
 
 function backupRow(b: BackupInfo): string[] {
   const scope = b.scope === 'full' ? 'full' : Array.isArray(b.scope) ? `${b.scope.length} user${b.scope.length === 1 ? '' : 's'}` : b.kind;
-  return [b.id, formatTime(b.createdAt), formatAge(b.ageSeconds), b.reason, scope, b.users === null ? '-' : String(b.users), formatBytes(b.size), b.gzip ? `${b.state}, gzip` : b.state];
+  const state = b.problem ? `${b.state}: ${b.problem.code}` : b.gzip ? `${b.state}, gzip` : b.state;
+  return [b.id, formatTime(b.createdAt), formatAge(b.ageSeconds), b.reason, scope, b.users === null ? '-' : String(b.users), formatBytes(b.size), state];
 }
 
 export const backups: Command = {
@@ -98,13 +99,21 @@ export const backups: Command = {
       else {
         table(['ID', 'CREATED (UTC)', 'AGE', 'REASON', 'SCOPE', 'USERS', 'SIZE', 'STATE'], list.map(backupRow), { right: [5, 6], paint: out.c.bold }).forEach((l) => out.out(l));
         out.out(`${formatCount(list.length)} backup${list.length === 1 ? '' : 's'}, ${formatBytes(list.reduce((s, b) => s + b.size, 0))} in ${config.backupDir}`);
+        const bad = list.filter((b) => b.problem);
+        // Damaged and refused entries stay listed (so they are seen) but are never used; say so once.
+        if (bad.length) out.warn(`${bad.length} entr${bad.length === 1 ? 'y is' : 'ies are'} damaged or refused and will not be restored: ${bad.map((b) => `${b.id} (${b.problem?.message ?? b.state})`).join('; ')}`);
       }
       return;
     }
     if (sub !== 'show' || id === undefined) throw usage(sub === 'show' ? 'usage: chatmem backups show ID' : `unknown backups subcommand ${JSON.stringify(sub)}; did you mean \`chatmem backups show ${sub}\`?`);
     const user = str(ctx.values, 'user');
     const info = await ctx.read((a) => a.inspectBackup(id, user !== undefined ? { user } : {}), { allowMissingStore: true });
-    if (user !== undefined && !info.record) throw new CLIError('E_UNKNOWN_USER', `user ${JSON.stringify(user)} is not in backup ${info.backup.id}`);
+    const v = info.verification;
+    if (!v.ok && out.json) {
+      out.data(info);
+      return EXIT.FAILED;
+    }
+    if (v.ok && user !== undefined && !info.record) throw new CLIError('E_UNKNOWN_USER', `user ${JSON.stringify(user)} is not in backup ${info.backup.id}`);
     if (out.json) {
       out.data(info);
       return;
@@ -119,9 +128,11 @@ export const backups: Command = {
       ['Scope', b.scope === 'full' ? 'full store' : Array.isArray(b.scope) ? b.scope.join(', ') : b.kind],
       ['Users', info.users >= 0 ? formatCount(info.users) : b.users === null ? '-' : formatCount(b.users)],
       ['Size', formatBytes(b.size)],
-      ['State', b.state === 'verified' ? `verified at ${formatTime(m?.verifiedAt)} (sha256 ${m?.sha256.slice(0, 16) ?? '?'}…)` : 'legacy (seed file, no checksum)'],
+      ['State', b.state === 'verified' ? `verified at ${formatTime(m?.verifiedAt)} (sha256 ${m?.sha256.slice(0, 16) ?? '?'}…)` : b.state === 'legacy' ? 'legacy (seed file, no checksum)' : b.state],
+      ['Checked', v.ok ? (v.legacy ? 'parsed, no checksum: unverified legacy backup' : `ok: ${formatCount(v.users ?? 0)} users, checksum matches`) : out.c.red(`FAILED ${v.error?.code ?? ''}`)],
       ...(m ? ([['Source', m.source], ['Audit op', m.auditOp ?? '-']] as [string, string][]) : []),
     ]).forEach((l) => out.out(l));
+    if (!v.ok) throw new CLIError(v.error?.code === 'E_BACKUP_NOT_REGULAR' || v.error?.code === 'E_BACKUP_MANIFEST' ? v.error.code : 'E_BACKUP_VERIFY', `backup ${b.id} failed verification: ${v.error?.message ?? 'unknown'}`);
     if (info.record) {
       out.out(out.c.bold(`User ${info.record.user_id}`));
       out.out(JSON.stringify(info.record, null, 2));
@@ -152,6 +163,8 @@ export const verify: Command = {
       }
       out.out(bad.length === 0 ? `${results.length} verified` : `${bad.length} of ${results.length} failed`);
     }
+    // --json promises one document: the failures are in it, the exit code says the rest.
+    if (bad.length > 0 && out.json) return EXIT.FAILED;
     if (bad.length > 0) {
       throw new CLIError('E_BACKUP_VERIFY', `${bad.length} backup${bad.length === 1 ? '' : 's'} failed verification: ${bad.map((b) => b.id).join(', ')}`);
     }

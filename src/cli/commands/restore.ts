@@ -33,9 +33,11 @@ export const restore: Command = {
     if (flag(ctx.values, 'merge') && flag(ctx.values, 'replace')) throw usage('--merge and --replace exclude each other');
     const dryRun = flag(ctx.values, 'dry-run');
     let mode: 'merge' | 'replace' = flag(ctx.values, 'merge') ? 'merge' : 'replace';
+    const info = (await ctx.read((a) => a.listBackups(), { allowMissingStore: true })).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
+    // No manifest, so no checksum: the operator is told so in the question and must accept it.
+    const legacy = info?.state === 'legacy';
     if (!flag(ctx.values, 'replace') && mode === 'replace' && users.length === 0) {
       // Replacing the store with a backup of one deleted user would delete everyone else.
-      const info = (await ctx.read((a) => a.listBackups(), { allowMissingStore: true })).find((b) => b.id === id.replace(/\.json(\.gz)?$/, ''));
       if (info && (Array.isArray(info.scope) || info.kind === 'user')) {
         // Its own user list restores just them, and backs up just them first.
         if (Array.isArray(info.scope)) users = info.scope;
@@ -46,7 +48,11 @@ export const restore: Command = {
     const options = { ...(users.length ? { users } : {}), mode, wholeStore: flag(ctx.values, 'replace') } as const;
     const plan = await ctx.read((a) => a.restore(id, { ...options, dryRun: true }), { progress: 'diff', allowMissingStore: true });
     const d = plan.diff;
-    if (isEmptyDiff(d)) {
+    // Said on stderr even with --json: the operator must know the file is moved, whatever format they read.
+    if (plan.brokenStore) {
+      out.say(`The store ${plan.brokenStore.file} cannot be read (${plan.brokenStore.code}). It will be kept aside under a new name (not deleted), and a new store written from ${id}.`);
+    }
+    if (isEmptyDiff(d) && !plan.brokenStore) {
       if (out.json) out.data({ dryRun, backup: id, mode, users: users.length ? users : null, diff: d, written: 0, removed: 0, changed: false });
       else out.out(`Nothing to restore: ${users.length ? 'these users already match' : 'the store already matches'} ${id}.`);
       return;
@@ -62,14 +68,15 @@ export const restore: Command = {
       else out.note('dry run: nothing was changed');
       return;
     }
-    await ctx.prompt.confirm(`Restore ${id}?`, `restore ${id}`);
-    const r = await ctx.write('restore', (a) => a.restore(id, options), { hooks: true, progress: 'restore', allowMissingStore: true });
+    await ctx.prompt.confirm(legacy ? `Restore ${id} (unverified legacy backup: no manifest, no checksum)?` : `Restore ${id}?`, `restore ${id}`);
+    const r = await ctx.write('restore', (a) => a.restore(id, { ...options, allowUnverified: legacy }), { hooks: true, progress: 'restore', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
-      out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp });
+      out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp, brokenStoreKeptAt: r.brokenStoreKeptAt ?? null });
       return;
     }
     if (backupFile) out.out(`Backup: ${backupFile}`);
+    if (r.brokenStoreKeptAt) out.out(`The unreadable store was kept aside as ${r.brokenStoreKeptAt}`);
     out.out(`Restored ${id}: ${formatCount(r.written)} users written, ${formatCount(r.removed)} removed`);
   },
 };
@@ -132,7 +139,7 @@ export const prune: Command = {
       throw new CLIError('E_RETENTION_POLICY', 'no retention policy: pass --keep-* flags (e.g. --keep-daily 7) or set backup.retention in chatmem.config.json; prune never removes backups without one');
     }
     const plan = await ctx.read((a) => a.prune(policy, { dryRun: true }));
-    const planDoc = { policy, keep: plan.keep, remove: plan.remove };
+    const planDoc = { policy, keep: plan.keep, remove: plan.remove, damaged: plan.damaged };
     if (plan.remove.length === 0) {
       if (out.json) out.data({ dryRun, ...planDoc, removed: [] });
       else out.out(`Nothing to remove: all ${formatCount(plan.keep.length)} backups are kept.`);
