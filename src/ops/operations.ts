@@ -473,18 +473,19 @@ export class Operations {
     ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup }));
   }
 
-  /** Applies a retention policy. Never removes the newest backup; removes each backup with its manifest. */
+  /** Applies a retention policy per group (full, per-user). Never removes the newest full backup; removes each backup with its manifest. */
   async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
     const all = await this.listBackups();
-    // Legacy files without a date in their name cannot be placed in a calendar: always kept.
-    const dated = all.filter((b) => b.createdAt !== null);
-    const plan = planRetention(dated.map((b) => ({ id: b.id, createdAt: new Date(b.createdAt ?? 0) })), policy);
-    const newest = dated[0]?.id;
+    // Grouped by scope, so small per-user backups never count against full ones; planRetention keeps
+    // dateless legacy files and the newest full backup whatever the policy.
+    const plan = planRetention(
+      all.map((b) => ({ id: b.id, createdAt: b.createdAt === null ? null : new Date(b.createdAt), group: b.scope === 'full' ? ('full' as const) : ('user' as const) })),
+      policy,
+    );
     // `only`: the ids an operator confirmed; a backup made since the plan was shown must not widen it.
     const confirmed = options.only ? new Set(options.only) : null;
-    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest && (!confirmed || confirmed.has(r.id)));
-    const keep = [...plan.keep, ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] }))];
-    if (newest && plan.remove.some((r) => r.id === newest)) keep.unshift({ id: newest, reasons: ['newest backup'] });
+    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => !confirmed || confirmed.has(r.id));
+    const keep = plan.keep;
     if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [] };
     return this.guarded('prune', options, undefined, async () => {
       const removed: string[] = [];

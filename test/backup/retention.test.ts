@@ -9,8 +9,8 @@ const b = (id: string, iso: string): Backup => ({ id, createdAt: new Date(iso) }
 // Expected plans are written out by hand; the helper only shortens the notation.
 function plan(keep: [string, ...string[]][], remove: string[]) {
   return {
-    keep: keep.map(([id, ...reasons]) => ({ id, reasons })),
-    remove: remove.map((id) => ({ id })),
+    keep: keep.map(([id, ...reasons]) => ({ id, group: 'full', reasons })),
+    remove: remove.map((id) => ({ id, group: 'full' })),
   };
 }
 
