@@ -359,7 +359,7 @@ const BODY = String.raw`
     <div id="bk-panel" class="card" hidden></div>
     <div id="prune" class="card" hidden>
       <div class="card-head">
-        <div><h3>Prune old backups</h3><p class="muted small" style="margin:4px 0 0">Choose what to keep. A backup is kept if any rule keeps it. The newest backup and backups without a date are always kept. You will see the list before anything is removed.</p></div>
+        <div><h3>Prune old backups</h3><p class="muted small" style="margin:4px 0 0">Choose what to keep. A backup is kept if any rule keeps it. Full and per-user backups are counted separately. The newest full backup and backups without a date are always kept. You will see the list before anything is removed.</p></div>
         <button type="button" class="icon" id="prune-close" aria-label="Close">×</button>
       </div>
       <form id="prune-form" autocomplete="off">
@@ -1360,6 +1360,8 @@ const SCRIPT = String.raw`
   }
 
   function createdOf(id) { var b = backupById(id); return b ? b.createdAt : null; }
+  // Retention counts full and per-user backups separately; the plan says which group each is in.
+  function groupLabel(g) { return g === 'user' ? 'per-user' : 'full'; }
 
   async function previewPrune(button) {
     await act(button, 'Checking…', 'Could not preview the prune.', async function () {
@@ -1375,12 +1377,12 @@ const SCRIPT = String.raw`
         h('div', { class: 'cols' },
           h('div', {}, h('div', { class: 'small muted', style: 'margin-bottom:6px', text: 'Keep' }),
             h('div', { class: 'list-box' }, keep.length ? keep.map(function (k) {
-              return h('div', { class: 'row' }, h('span', {}, h('span', { class: 'mono small', text: String(k.id) }), ' ', h('span', { class: 'faint small', text: fmtDate(createdOf(k.id)) })),
+              return h('div', { class: 'row' }, h('span', {}, h('span', { class: 'mono small', text: String(k.id) }), ' ', h('span', { class: 'faint small', text: fmtDate(createdOf(k.id)) + ' · ' + groupLabel(k.group) })),
                 h('span', { class: 'chips' }, arr(k.reasons).map(function (r) { return h('span', { class: 'chip add', text: String(r) }); })));
             }) : h('div', { class: 'row muted small', text: 'Nothing.' }))),
           h('div', {}, h('div', { class: 'small muted', style: 'margin-bottom:6px', text: 'Remove' }),
             h('div', { class: 'list-box' }, remove.length ? remove.map(function (r) {
-              return h('div', { class: 'row' }, h('span', { class: 'mono small', text: String(r.id) }), h('span', { class: 'faint small', text: fmtDate(createdOf(r.id)) }));
+              return h('div', { class: 'row' }, h('span', { class: 'mono small', text: String(r.id) }), h('span', { class: 'faint small', text: fmtDate(createdOf(r.id)) + ' · ' + groupLabel(r.group) }));
             }) : h('div', { class: 'row muted small', text: 'Nothing to remove with these rules.' })))),
         remove.length ? h('div', { class: 'actions' }, go, h('span', { class: 'muted small', text: 'Removed backups cannot be brought back.' })) : null);
     });

@@ -260,7 +260,7 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
 
     const made = await http<{ id: string; backup: string }>(s.url, 'POST', '/v1/admin/backups', A);
     expect(made.status).toBe(201);
-    const list = await http<{ backups: { id: string; state: string }[] }>(s.url, 'GET', '/v1/admin/backups', A);
+    const list = await http<{ backups: { id: string; state: string; scope: unknown }[] }>(s.url, 'GET', '/v1/admin/backups', A);
     expect(list.body.backups.map((b) => b.id)).toContain(made.body.id);
     const inspect = await http<{ users: number; record?: MemoryRecord }>(s.url, 'GET', `/v1/admin/backups/${made.body.id}?user=c2`, A);
     expect(inspect.body.record?.name).toBe('C2');
@@ -271,12 +271,15 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
     expect(verifyAll.body.results.length).toBe(list.body.backups.length);
 
     const before = list.body.backups.length;
-    const dryPrune = await http<{ remove: unknown[]; removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 }, dryRun: true } });
-    expect(dryPrune.body.remove).toHaveLength(before - 1);
+    // Full and per-user backups are pruned as separate groups: last 1 keeps the newest of each.
+    const groups = new Set(list.body.backups.map((x) => (x.scope === 'full' ? 'full' : 'user')));
+    const dryPrune = await http<{ keep: { group: string }[]; remove: unknown[]; removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 }, dryRun: true } });
+    expect(dryPrune.body.remove).toHaveLength(before - groups.size);
+    expect(new Set(dryPrune.body.keep.map((k) => k.group))).toEqual(groups);
     expect(dryPrune.body.removed).toEqual([]);
     const pruned = await http<{ removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 } } });
-    expect(pruned.body.removed).toHaveLength(before - 1);
-    expect((await http<{ backups: unknown[] }>(s.url, 'GET', '/v1/admin/backups', A)).body.backups).toHaveLength(1);
+    expect(pruned.body.removed).toHaveLength(before - groups.size);
+    expect((await http<{ backups: unknown[] }>(s.url, 'GET', '/v1/admin/backups', A)).body.backups).toHaveLength(groups.size);
     expect((await http<ErrorBody>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 'x' } } })).status).toBe(400);
   });
 
