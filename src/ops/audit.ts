@@ -44,6 +44,11 @@ export interface AuditEntry {
   durationMs?: number;
   error?: { code: string; message: string };
   details?: Record<string, unknown>;
+  /**
+   * Never stored; set only in answers to a `user` query (see `Operations.readAudit`): the operation lists no
+   * users (a clear-all, a full restore, a large import) and the user was found in this backup of it.
+   */
+  foundInBackup?: string;
 }
 
 /** What {@link AuditLog.append} takes: `id` is generated, `time` defaults to now, `op` defaults to the new entry's id. */
@@ -53,8 +58,13 @@ export type AuditEntryInput = Omit<AuditEntry, 'id' | 'time' | 'op'> & { time?: 
 export interface AuditFilter {
   /** Entries with `time >= since`. */
   since?: Date;
-  /** Entries whose `userIds` include this id. */
+  /** Entries whose `userIds` include this id (or whose operation is in `userOps`). */
   user?: string;
+  /**
+   * Operations that touched `user` without listing it (found in their backups by `Operations.readAudit`):
+   * their entries match `user` too.
+   */
+  userOps?: ReadonlySet<string>;
   action?: string;
   op?: string;
   /** Keep only the newest N (last N in file order) after filtering. */
@@ -71,6 +81,35 @@ export interface AuditOperation {
   fail(err: unknown, fields?: { backup?: string; details?: Record<string, unknown> }): Promise<AuditEntry>;
   /** Remembers the backup taken for this operation; written into the `done`/`failed` entry. */
   setBackup(id: string): void;
+}
+
+/**
+ * The actions the log records, under the names the CLI uses for them (`chatmem delete` writes
+ * `delete-users`). Both the short and the stored name are accepted by {@link resolveAuditAction}.
+ */
+export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
+  { name: 'delete', stored: 'delete-users' },
+  { name: 'clear', stored: 'clear-all' },
+  { name: 'restore', stored: 'restore' },
+  { name: 'import', stored: 'import' },
+  { name: 'backup', stored: 'backup' },
+  { name: 'prune', stored: 'prune' },
+  { name: 'auth-failed', stored: 'auth-failed' },
+];
+
+/**
+ * The stored action name for `name` (an alias such as `delete`, or a stored name such as `delete-users`,
+ * any case).
+ * @throws OpsError `E_OPS_ARG` listing the valid names: a misspelt filter must not look like "nothing happened".
+ */
+export function resolveAuditAction(name: string): string {
+  const wanted = name.trim().toLowerCase();
+  const hit = AUDIT_ACTIONS.find((a) => a.name === wanted || a.stored === wanted);
+  if (hit) return hit.stored;
+  const valid = AUDIT_ACTIONS.map((a) => (a.name === a.stored ? a.name : `${a.name} (${a.stored})`));
+  throw new OpsError('E_OPS_ARG', `unknown audit action ${JSON.stringify(name)}; valid actions: ${valid.join(', ')}`, {
+    details: { action: name, valid: AUDIT_ACTIONS.map((a) => a.name) },
+  });
 }
 
 const OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(['started', 'done', 'failed', 'refused', 'interrupted']);
@@ -159,7 +198,7 @@ export class AuditLog {
    *   `E_AUDIT_READ` when the file cannot be read.
    */
   async read(filter: AuditFilter = {}): Promise<AuditEntry[]> {
-    const { since, user, action, op, limit } = filter;
+    const { since, user, userOps, action, op, limit } = filter;
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
       throw new RangeError(`audit read limit must be a non-negative integer, got ${String(limit)}`);
     }
@@ -169,7 +208,7 @@ export class AuditLog {
     let out: AuditEntry[] = [];
     await this.scan((e) => {
       if (sinceMs !== undefined && !(Date.parse(e.time) >= sinceMs)) return;
-      if (user !== undefined && !(e.userIds ?? []).includes(user)) return;
+      if (user !== undefined && !(e.userIds ?? []).includes(user) && !userOps?.has(e.op)) return;
       if (action !== undefined && e.action !== action) return;
       if (op !== undefined && e.op !== op) return;
       out.push(e);

@@ -238,6 +238,15 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
     expect(cleared.body.deleted).toBe(users);
     expect(Object.keys(JSON.parse(await fsp.readFile(cleared.body.backupFile, 'utf8')) as object)).toHaveLength(users);
     expect((await http<{ users: number }>(s.url, 'GET', '/v1/stats')).body.users).toBe(0);
+    // The clear lists no users; the audit finds c1 in its backup, through the same code as the CLI.
+    const byUser = await http<{ entries: AuditEntry[] }>(s.url, 'GET', '/v1/admin/audit?user=c1&action=clear', A);
+    expect(byUser.body.entries.map((e) => [e.action, e.outcome, e.foundInBackup])).toEqual([
+      ['clear-all', 'started', cleared.body.backup],
+      ['clear-all', 'done', cleared.body.backup],
+    ]);
+    const badAction = await http<ErrorBody>(s.url, 'GET', '/v1/admin/audit?action=wipe', A);
+    expect(badAction.status).toBe(400);
+    expect(badAction.body.error).toMatchObject({ code: 'E_OPS_ARG', message: expect.stringContaining('valid actions: delete (delete-users), clear (clear-all)') });
 
     const diff = await http<{ added: string[]; removed: string[] }>(s.url, 'GET', `/v1/admin/diff?a=${cleared.body.backup}&b=current`, A);
     expect(diff.status).toBe(200);
