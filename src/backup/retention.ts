@@ -56,8 +56,8 @@ export interface RetentionInput {
 }
 
 /**
- * The outcome of {@link planRetention}. Both lists are ordered newest first (dateless backups last)
- * and every input backup appears in exactly one of them.
+ * The outcome of {@link planRetention}. Both lists are ordered newest first (equal times and
+ * dateless backups, which come last: higher id first) and every input backup appears in exactly one of them.
  */
 export interface RetentionPlan {
   keep: { id: string; group: RetentionGroup; reasons: string[] }[];
@@ -324,7 +324,7 @@ export function planRetention(backups: readonly RetentionInput[], policy: Retent
   return {
     keep: [
       ...keep.sort(byTime).map(({ id, group, reasons }) => ({ id, group, reasons })),
-      ...dateless.map(({ id, group }) => ({ id, group, reasons: ['no date'] })),
+      ...dateless.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)).map(({ id, group }) => ({ id, group, reasons: ['no date'] })),
     ],
     remove: remove.sort(byTime).map(({ id, group }) => ({ id, group })),
   };
