@@ -112,6 +112,53 @@ export function resolveAuditAction(name: string): string {
   });
 }
 
+/** Whether backup `backupId` holds `user`; false when the backup no longer exists. */
+export type BackupHoldsUser = (backupId: string, user: string) => Promise<boolean>;
+
+// Actions whose entries may list no users although they removed or overwrote some.
+const UNLISTED_USER_ACTIONS = ['clear-all', 'restore', 'import'];
+
+/**
+ * Reads `log` like {@link AuditLog.read}, with two additions for operators. `action` may be a CLI name
+ * (see {@link resolveAuditAction}). `user` also matches the operations that list no users (a clear-all,
+ * a full restore, an import of over 100 users) when their backup holds the user, asked of `holds` (a
+ * binary search of the line-format backup), so the log never has to carry every id. A clear or a replace
+ * restore touched the users of the backup it took first; a restore also touched the users of the backup
+ * it restored from; a merge restore only those. Such entries carry `foundInBackup`.
+ * @throws OpsError `E_OPS_ARG` for an unknown action.
+ */
+export async function queryAudit(log: AuditLog, filter: AuditFilter, holds: BackupHoldsUser): Promise<AuditEntry[]> {
+  const action = filter.action === undefined ? undefined : resolveAuditAction(filter.action);
+  const base: AuditFilter = { ...filter, ...(action !== undefined ? { action } : {}), userOps: undefined };
+  const user = filter.user;
+  if (user === undefined) return log.read(base);
+
+  const found = new Map<string, string>();
+  const cache = new Map<string, Promise<boolean>>();
+  const inBackup = (id: string): Promise<boolean> => {
+    let p = cache.get(id);
+    if (!p) cache.set(id, (p = holds(id, user)));
+    return p;
+  };
+  for (const candidate of UNLISTED_USER_ACTIONS) {
+    if (action !== undefined && action !== candidate) continue;
+    const entries = await log.read({ action: candidate, ...(base.since ? { since: base.since } : {}), ...(base.op ? { op: base.op } : {}) });
+    for (const e of entries) {
+      if (e.userIds !== undefined || e.backup === undefined || found.has(e.op)) continue;
+      const from = typeof e.details?.from === 'string' ? e.details.from : undefined;
+      // A merge restore leaves users absent from its source alone; a replace removes or overwrites everyone.
+      const ownBackupCounts = !(e.action === 'restore' && e.details?.mode === 'merge');
+      if (ownBackupCounts && (await inBackup(e.backup))) found.set(e.op, e.backup);
+      else if (e.action === 'restore' && from !== undefined && (await inBackup(from))) found.set(e.op, from);
+    }
+  }
+  const entries = await log.read({ ...base, userOps: new Set(found.keys()) });
+  return entries.map((e) => {
+    const backup = found.get(e.op);
+    return backup !== undefined && !(e.userIds ?? []).includes(user) ? { ...e, foundInBackup: backup } : e;
+  });
+}
+
 const OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(['started', 'done', 'failed', 'refused', 'interrupted']);
 const CLOSING_OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(['done', 'failed', 'interrupted']);
 const NEWLINE = 0x0a;

@@ -11,7 +11,7 @@ import { readJsonEntries } from '../backup/json-entries.js';
 import { readManifest, type BackupManifest, type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
-import { AuditLog, resolveAuditAction, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
+import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
   store: Store;
@@ -501,59 +501,20 @@ export class Operations {
   }
 
   /**
-   * The audit log, filtered. `action` takes the CLI's names too (`delete`, `clear`…). `user` also finds the
-   * operations that list no users (clear-all, full restore, an import of over 100 users) but whose backup
-   * holds the user: each backup is binary-searched for that one id, so the log never carries the ids.
+   * The audit log, filtered (see {@link queryAudit}): `action` takes the CLI's names too, and `user` also
+   * finds the clears, full restores and large imports whose backup holds the user.
    * @throws OpsError `E_OPS_ARG` for an unknown action.
    */
-  async readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {
-    const action = filter.action === undefined ? undefined : resolveAuditAction(filter.action);
-    const base: AuditFilter = { ...filter, ...(action !== undefined ? { action } : {}), userOps: undefined };
-    if (filter.user === undefined) return this.audit.read(base);
-    const found = await this.opsHoldingUser(filter.user, base);
-    const entries = await this.audit.read({ ...base, userOps: new Set(found.keys()) });
-    return entries.map((e) => {
-      const backup = found.get(e.op);
-      return backup !== undefined && !(e.userIds ?? []).includes(filter.user ?? '') ? { ...e, foundInBackup: backup } : e;
-    });
-  }
-
-  /** Operations without a user list that touched `user`, each with the backup it was found in. */
-  private async opsHoldingUser(user: string, filter: AuditFilter): Promise<Map<string, string>> {
-    const found = new Map<string, string>();
-    const candidates: AuditEntry[] = [];
-    for (const action of ['clear-all', 'restore', 'import']) {
-      if (filter.action !== undefined && filter.action !== action) continue;
-      const entries = await this.audit.read({ action, ...(filter.since ? { since: filter.since } : {}), ...(filter.op ? { op: filter.op } : {}) });
-      candidates.push(...entries.filter((e) => e.userIds === undefined && e.backup !== undefined));
-    }
-    const holds = new Map<string, Promise<boolean>>();
-    const inBackup = (id: string): Promise<boolean> => {
-      let p = holds.get(id);
-      if (!p) {
-        p = openBackup(this.backupDir, id)
-          .then((src) => findBackupUser(src, user))
-          .then(
-            (r) => r !== null,
-            (err: unknown) => {
-              // A pruned backup can no longer say whom its operation touched.
-              if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_FOUND' || err.code === 'E_BACKUP_ID')) return false;
-              throw err;
-            },
-          );
-        holds.set(id, p);
+  readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {
+    return queryAudit(this.audit, filter, async (id, user) => {
+      try {
+        return (await findBackupUser(await openBackup(this.backupDir, id), user)) !== null;
+      } catch (err) {
+        // A pruned backup can no longer say whom its operation touched.
+        if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_FOUND' || err.code === 'E_BACKUP_ID')) return false;
+        throw err;
       }
-      return p;
-    };
-    for (const e of candidates) {
-      if (found.has(e.op) || e.backup === undefined) continue;
-      const from = typeof e.details?.from === 'string' ? e.details.from : undefined;
-      // A merge restore leaves users absent from its source alone; a replace removes or overwrites everyone.
-      const ownBackupCounts = !(e.action === 'restore' && e.details?.mode === 'merge');
-      if (ownBackupCounts && (await inBackup(e.backup))) found.set(e.op, e.backup);
-      else if (e.action === 'restore' && from !== undefined && (await inBackup(from))) found.set(e.op, from);
-    }
-    return found;
+    });
   }
 
   /**
