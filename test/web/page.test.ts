@@ -114,6 +114,13 @@ describe('adminPageHtml', () => {
     expect(script).toMatch(/Backup written first: /);
   });
 
+  it('shows each backup\'s retention group in the prune plan', () => {
+    expect(script).toMatch(/groupLabel\(k\.group\)/);
+    expect(script).toMatch(/groupLabel\(r\.group\)/);
+    expect(script).toMatch(/function groupLabel\(g\) \{ return g === 'user' \? 'per-user' : 'full'; \}/);
+    expect(markup).toMatch(/Full and per-user backups are counted separately\. The newest full backup/);
+  });
+
   it('shows errors with their code', () => {
     expect(markup).toMatch(/<div id="banner" class="banner error" role="alert" hidden><\/div>/);
     expect(script).toMatch(/h\('span', \{ class: 'code', text: c \}\)/);
