@@ -5,7 +5,6 @@ import { createWriteStream, promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   BACKUP_PREFIX,
@@ -23,8 +22,10 @@ import {
 import { readJsonEntries } from '../../src/backup/json-entries.js';
 import { BackupError, ChatmemError } from '../../src/errors.js';
 import { tempNameFor } from '../../src/fs-util.js';
+import { FIXTURES } from '../helpers/tmp.js';
 
-const SEED = fileURLToPath(new URL('../../../shared/fixtures/seed-format/', import.meta.url));
+// The seed-format fixtures live in the repository: a fresh clone must pass.
+const SEED = FIXTURES;
 const MEMORY = path.join(SEED, 'memory.json');
 
 const hasPython = spawnSync('python3', ['--version']).status === 0;

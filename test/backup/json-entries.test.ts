@@ -2,12 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { readJsonEntries, locateJsonError, type JsonEntry } from '../../src/backup/json-entries.js';
 import { BackupError } from '../../src/errors.js';
+import { FIXTURES } from '../helpers/tmp.js';
 
-const SEED = fileURLToPath(new URL('../../../shared/fixtures/seed-format/', import.meta.url));
+// The seed-format fixtures live in the repository: a fresh clone must pass.
+const SEED = FIXTURES;
 const MEMORY = path.join(SEED, 'memory.json');
 const TRUNCATED = path.join(SEED, 'memory.truncated.json');
 const PY_BACKUP = path.join(SEED, 'backups/memory_backup_20251125_132811.json');
