@@ -134,6 +134,21 @@ describe('planRetention properties', () => {
     );
   });
 
+  it('a policy of positive counts keeps at most the sum of its counts per group, as restic checks', () => {
+    const countsArb = fc.record(Object.fromEntries(COUNT_KEYS.map((k) => [k, fc.integer({ min: 1, max: 6 })])) as Record<(typeof COUNT_KEYS)[number], fc.Arbitrary<number>>, { requiredKeys: [] });
+    fc.assert(
+      fc.property(backupsArb, countsArb, (backups, counts) => {
+        const sum = Object.values(counts).reduce((a, n) => a + n, 0);
+        const plan = planRetention(backups, counts);
+        for (const g of ['full', 'user'] as const) {
+          const dated = plan.keep.filter((k) => k.group === g && !k.reasons.includes('no date'));
+          if (sum > 0) expect(dated.length).toBeLessThanOrEqual(sum);
+        }
+      }),
+      RUNS,
+    );
+  });
+
   it('is idempotent: planning again on the kept backups removes nothing', () => {
     fc.assert(
       fc.property(backupsArb, specArb, (backups, spec) => {
