@@ -17,10 +17,10 @@ export { diffRecords, type DiffResult, type UserChange } from './backup/diff.js'
 export { compareIds, writeBackupStream, findInLineBackup, parseBackupName, resolveBackupId } from './backup/format.js';
 export { readJsonEntries, type JsonEntry } from './backup/json-entries.js';
 export type { BackupManifest, BackupReason } from './backup/manifest.js';
-export { planRetention, parseDuration, isEmptyPolicy, type RetentionPolicy, type RetentionPlan } from './backup/retention.js';
+export { planRetention, parseDuration, isEmptyPolicy, type RetentionPolicy, type RetentionPlan, type RetentionGroup, type RetentionInput } from './backup/retention.js';
 export { openBackup, backupRecords, findBackupUser, type BackupSource } from './backup/source.js';
 export { Operations, type BackupInfo, type DeleteResult, type RestoreOptions, type RestoreResult, type VerifyResult, type PruneResult } from './ops/operations.js';
-export { AuditLog, currentOsActor, type Actor, type AuditEntry } from './ops/audit.js';
+export { AuditLog, currentOsActor, AUDIT_ACTIONS, resolveAuditAction, queryAudit, type Actor, type AuditEntry } from './ops/audit.js';
 export { LocalAdmin, type Admin } from './ops/admin.js';
 export { exportStore } from './ops/export.js';
 export { VERSION } from './version.js';

@@ -38,12 +38,31 @@ export interface RetentionPolicy {
 }
 
 /**
- * The outcome of {@link planRetention}. Both lists are ordered newest first and
- * every input backup appears in exactly one of them.
+ * Which group a backup is planned in. Counts and windows apply within each group, as restic applies
+ * them per host and paths: a burst of small per-user backups must never push whole-store backups out.
+ * `full` holds whole-store backups (and the seed's full memory.json copies), `user` holds backups of
+ * some users (taken before a delete, an import or a selective restore, and the seed's per-user files).
+ */
+export type RetentionGroup = 'full' | 'user';
+
+export const RETENTION_GROUPS: readonly RetentionGroup[] = ['full', 'user'];
+
+/** One backup as {@link planRetention} sees it. */
+export interface RetentionInput {
+  id: string;
+  /** `null` for a backup whose name carries no date: it cannot be placed in a calendar and is always kept. */
+  createdAt: Date | null;
+  /** Defaults to `full`, so that unscoped input is protected like whole-store backups. */
+  group?: RetentionGroup;
+}
+
+/**
+ * The outcome of {@link planRetention}. Both lists are ordered newest first (equal times and
+ * dateless backups, which come last: higher id first) and every input backup appears in exactly one of them.
  */
 export interface RetentionPlan {
-  keep: { id: string; reasons: string[] }[];
-  remove: { id: string }[];
+  keep: { id: string; group: RetentionGroup; reasons: string[] }[];
+  remove: { id: string; group: RetentionGroup }[];
 }
 
 /** A calendar duration (see src/duration.ts): restic's `y m d h`, plus `min` and `s`. */
@@ -176,39 +195,90 @@ export function isEmptyPolicy(p: RetentionPolicy): boolean {
 /**
  * Decides which backups to keep and which to remove, following `restic forget`:
  *
- * - backups are ordered newest first (equal times: higher id first);
+ * - backups are split into groups (`full`, `user`; see {@link RetentionGroup}) and every rule
+ *   below applies to each group on its own, as restic does per host and paths;
+ * - within a group, backups are ordered newest first (equal times: higher id first);
  * - each count rule keeps the newest backup of each of its N newest periods
  *   (UTC hour, day, ISO week, month, year; `last` treats every backup as its own period);
  * - a count rule that is unlimited or not used up by the time the walk reaches
  *   the oldest backup keeps that one too (reason prefixed with "oldest" when
  *   it shares a period with a newer kept backup);
- * - `within` keeps every backup strictly newer than the newest backup minus
+ * - `within` keeps every backup strictly newer than the group's newest backup minus
  *   the duration; `withinHourly` etc. keep the newest backup of each period
- *   inside that window;
+ *   inside that window, and the group's oldest backup when it lies inside the window
+ *   ("oldest yearly within 2y" when it shares its period with a newer kept one);
+ * - the newest full backup is always kept, whatever the policy ("newest full backup");
+ * - a backup without a date is always kept ("no date");
  * - an empty policy keeps everything with reason "policy is empty".
  *
  * The function is pure: the current time plays no part.
  *
  * @throws ConfigError `E_RETENTION_POLICY` if the policy is invalid.
- * @throws BackupError `E_RETENTION_INPUT` if a backup has an invalid date.
+ * @throws BackupError `E_RETENTION_INPUT` if a backup has an invalid date or group.
  */
-export function planRetention(backups: { id: string; createdAt: Date }[], policy: RetentionPolicy): RetentionPlan {
+export function planRetention(backups: readonly RetentionInput[], policy: RetentionPolicy): RetentionPlan {
   const normalized = normalizePolicy(policy);
+  const dated = new Map<RetentionGroup, { id: string; createdAt: Date }[]>(RETENTION_GROUPS.map((g) => [g, []]));
+  const dateless: { id: string; group: RetentionGroup }[] = [];
   for (const b of backups) {
+    const group = b.group ?? 'full';
+    const list = dated.get(group);
+    if (list === undefined) {
+      throw new BackupError('E_RETENTION_INPUT', `backup "${b.id}" has an unknown retention group ${JSON.stringify(group)}`, {
+        details: { id: b.id },
+      });
+    }
+    if (b.createdAt === null) {
+      dateless.push({ id: b.id, group });
+      continue;
+    }
     if (!(b.createdAt instanceof Date) || Number.isNaN(b.createdAt.getTime())) {
       throw new BackupError('E_RETENTION_INPUT', `backup "${b.id}" has an invalid creation date`, {
         details: { id: b.id },
       });
     }
+    list.push({ id: b.id, createdAt: b.createdAt });
   }
 
-  const sorted = [...backups].sort((a, b) => {
-    const dt = b.createdAt.getTime() - a.createdAt.getTime();
-    if (dt !== 0) return dt;
-    return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
-  });
+  const keep: (RetentionPlan['keep'][number] & { time: number })[] = [];
+  const remove: (RetentionPlan['remove'][number] & { time: number })[] = [];
+  for (const [group, list] of dated) {
+    const sorted = list.sort(newestFirst);
+    const plan = planGroup(sorted, normalized);
+    if (group === 'full' && sorted[0] !== undefined) {
+      // Restic's rules already keep every group's newest backup under any non-empty policy; this
+      // states the promise outright so that no future rule can trade the last full backup away.
+      const newest = sorted[0].id;
+      const at = plan.remove.indexOf(newest);
+      if (at >= 0) {
+        plan.remove.splice(at, 1);
+        plan.keep.unshift({ id: newest, reasons: ['newest full backup'] });
+      }
+    }
+    const time = new Map(sorted.map((b) => [b.id, b.createdAt.getTime()]));
+    for (const k of plan.keep) keep.push({ ...k, group, time: time.get(k.id) ?? 0 });
+    for (const id of plan.remove) remove.push({ id, group, time: time.get(id) ?? 0 });
+  }
+  const byTime = (a: { id: string; time: number }, b: { id: string; time: number }): number =>
+    b.time - a.time || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+  return {
+    keep: [
+      ...keep.sort(byTime).map(({ id, group, reasons }) => ({ id, group, reasons })),
+      ...dateless.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)).map(({ id, group }) => ({ id, group, reasons: ['no date'] })),
+    ],
+    remove: remove.sort(byTime).map(({ id, group }) => ({ id, group })),
+  };
+}
 
-  const plan: RetentionPlan = { keep: [], remove: [] };
+function newestFirst(a: { id: string; createdAt: Date }, b: { id: string; createdAt: Date }): number {
+  const dt = b.createdAt.getTime() - a.createdAt.getTime();
+  if (dt !== 0) return dt;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+/** One group's plan; `sorted` is newest first. */
+function planGroup(sorted: { id: string; createdAt: Date }[], normalized: NormalizedPolicy): { keep: { id: string; reasons: string[] }[]; remove: string[] } {
+  const plan: { keep: { id: string; reasons: string[] }[]; remove: string[] } = { keep: [], remove: [] };
   const newest = sorted[0];
   if (newest === undefined) return plan;
 
@@ -229,6 +299,7 @@ export function planRetention(backups: { id: string; createdAt: Date }[], policy
 
   sorted.forEach((backup, index) => {
     const time = backup.createdAt.getTime();
+    const isOldest = index === oldestIndex;
     const reasons: string[] = [];
 
     if (withinCutoff !== undefined && time > withinCutoff) reasons.push(withinReason);
@@ -236,7 +307,6 @@ export function planRetention(backups: { id: string; createdAt: Date }[], policy
     for (const rule of counts) {
       if (rule.count === 0) continue;
       const period = rule.period(backup.createdAt, index);
-      const isOldest = index === oldestIndex;
       if (period === rule.lastPeriod && !isOldest) continue;
       // Keeping the oldest while counts remain stretches the kept history as
       // far back as it goes until enough periods exist to use the count up.
@@ -248,13 +318,15 @@ export function planRetention(backups: { id: string; createdAt: Date }[], policy
     for (const rule of windows) {
       if (time <= rule.cutoff) continue;
       const period = rule.period(backup.createdAt, index);
-      if (period === rule.lastPeriod) continue;
-      reasons.push(rule.reason);
+      // As restic: a window reaching back to the oldest backup keeps it, so the history inside the
+      // window goes as far back as it can.
+      if (period === rule.lastPeriod && !isOldest) continue;
+      reasons.push(period === rule.lastPeriod ? `oldest ${rule.reason}` : rule.reason);
       rule.lastPeriod = period;
     }
 
     if (reasons.length > 0) plan.keep.push({ id: backup.id, reasons });
-    else plan.remove.push({ id: backup.id });
+    else plan.remove.push(backup.id);
   });
 
   return plan;

@@ -44,6 +44,11 @@ export interface AuditEntry {
   durationMs?: number;
   error?: { code: string; message: string };
   details?: Record<string, unknown>;
+  /**
+   * Never stored; set only in answers to a `user` query (see `Operations.readAudit`): the operation lists no
+   * users (a clear-all, a full restore, a large import) and the user was found in this backup of it.
+   */
+  foundInBackup?: string;
 }
 
 /** What {@link AuditLog.append} takes: `id` is generated, `time` defaults to now, `op` defaults to the new entry's id. */
@@ -53,8 +58,13 @@ export type AuditEntryInput = Omit<AuditEntry, 'id' | 'time' | 'op'> & { time?: 
 export interface AuditFilter {
   /** Entries with `time >= since`. */
   since?: Date;
-  /** Entries whose `userIds` include this id. */
+  /** Entries whose `userIds` include this id (or whose operation is in `userOps`). */
   user?: string;
+  /**
+   * Operations that touched `user` without listing it (found in their backups by `Operations.readAudit`):
+   * their entries match `user` too.
+   */
+  userOps?: ReadonlySet<string>;
   action?: string;
   op?: string;
   /** Keep only the newest N (last N in file order) after filtering. */
@@ -71,6 +81,83 @@ export interface AuditOperation {
   fail(err: unknown, fields?: { backup?: string; details?: Record<string, unknown> }): Promise<AuditEntry>;
   /** Remembers the backup taken for this operation; written into the `done`/`failed` entry. */
   setBackup(id: string): void;
+}
+
+/**
+ * The actions the log records, under the names the CLI uses for them (`chatmem delete` writes
+ * `delete-users`). Both the short and the stored name are accepted by {@link resolveAuditAction}.
+ */
+export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
+  { name: 'delete', stored: 'delete-users' },
+  { name: 'clear', stored: 'clear-all' },
+  { name: 'restore', stored: 'restore' },
+  { name: 'import', stored: 'import' },
+  { name: 'backup', stored: 'backup' },
+  { name: 'prune', stored: 'prune' },
+  { name: 'auth-failed', stored: 'auth-failed' },
+  { name: 'truncate', stored: 'truncate-history' },
+];
+
+/**
+ * The stored action name for `name` (an alias such as `delete`, or a stored name such as `delete-users`,
+ * any case).
+ * @throws OpsError `E_OPS_ARG` listing the valid names: a misspelt filter must not look like "nothing happened".
+ */
+export function resolveAuditAction(name: string): string {
+  const wanted = name.trim().toLowerCase();
+  const hit = AUDIT_ACTIONS.find((a) => a.name === wanted || a.stored === wanted);
+  if (hit) return hit.stored;
+  const valid = AUDIT_ACTIONS.map((a) => (a.name === a.stored ? a.name : `${a.name} (${a.stored})`));
+  throw new OpsError('E_OPS_ARG', `unknown audit action ${JSON.stringify(name)}; valid actions: ${valid.join(', ')}`, {
+    details: { action: name, valid: AUDIT_ACTIONS.map((a) => a.name) },
+  });
+}
+
+/** Whether backup `backupId` holds `user`; false when the backup no longer exists. */
+export type BackupHoldsUser = (backupId: string, user: string) => Promise<boolean>;
+
+// Actions whose entries may list no users although they removed or overwrote some.
+const UNLISTED_USER_ACTIONS = ['clear-all', 'restore', 'import'];
+
+/**
+ * Reads `log` like {@link AuditLog.read}, with two additions for operators. `action` may be a CLI name
+ * (see {@link resolveAuditAction}). `user` also matches the operations that list no users (a clear-all,
+ * a full restore, an import of over 100 users) when their backup holds the user, asked of `holds` (a
+ * binary search of the line-format backup), so the log never has to carry every id. A clear or a replace
+ * restore touched the users of the backup it took first; a restore also touched the users of the backup
+ * it restored from; a merge restore only those. Such entries carry `foundInBackup`.
+ * @throws OpsError `E_OPS_ARG` for an unknown action.
+ */
+export async function queryAudit(log: AuditLog, filter: AuditFilter, holds: BackupHoldsUser): Promise<AuditEntry[]> {
+  const action = filter.action === undefined ? undefined : resolveAuditAction(filter.action);
+  const base: AuditFilter = { ...filter, ...(action !== undefined ? { action } : {}), userOps: undefined };
+  const user = filter.user;
+  if (user === undefined) return log.read(base);
+
+  const found = new Map<string, string>();
+  const cache = new Map<string, Promise<boolean>>();
+  const inBackup = (id: string): Promise<boolean> => {
+    let p = cache.get(id);
+    if (!p) cache.set(id, (p = holds(id, user)));
+    return p;
+  };
+  for (const candidate of UNLISTED_USER_ACTIONS) {
+    if (action !== undefined && action !== candidate) continue;
+    const entries = await log.read({ action: candidate, ...(base.since ? { since: base.since } : {}), ...(base.op ? { op: base.op } : {}) });
+    for (const e of entries) {
+      if (e.userIds !== undefined || e.backup === undefined || found.has(e.op)) continue;
+      const from = typeof e.details?.from === 'string' ? e.details.from : undefined;
+      // A merge restore leaves users absent from its source alone; a replace removes or overwrites everyone.
+      const ownBackupCounts = !(e.action === 'restore' && e.details?.mode === 'merge');
+      if (ownBackupCounts && (await inBackup(e.backup))) found.set(e.op, e.backup);
+      else if (e.action === 'restore' && from !== undefined && (await inBackup(from))) found.set(e.op, from);
+    }
+  }
+  const entries = await log.read({ ...base, userOps: new Set(found.keys()) });
+  return entries.map((e) => {
+    const backup = found.get(e.op);
+    return backup !== undefined && !(e.userIds ?? []).includes(user) ? { ...e, foundInBackup: backup } : e;
+  });
 }
 
 const OUTCOMES: ReadonlySet<string> = new Set<AuditOutcome>(['started', 'done', 'failed', 'refused', 'interrupted']);
@@ -159,7 +246,7 @@ export class AuditLog {
    *   `E_AUDIT_READ` when the file cannot be read.
    */
   async read(filter: AuditFilter = {}): Promise<AuditEntry[]> {
-    const { since, user, action, op, limit } = filter;
+    const { since, user, userOps, action, op, limit } = filter;
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
       throw new RangeError(`audit read limit must be a non-negative integer, got ${String(limit)}`);
     }
@@ -169,7 +256,7 @@ export class AuditLog {
     let out: AuditEntry[] = [];
     await this.scan((e) => {
       if (sinceMs !== undefined && !(Date.parse(e.time) >= sinceMs)) return;
-      if (user !== undefined && !(e.userIds ?? []).includes(user)) return;
+      if (user !== undefined && !(e.userIds ?? []).includes(user) && !userOps?.has(e.op)) return;
       if (action !== undefined && e.action !== action) return;
       if (op !== undefined && e.op !== op) return;
       out.push(e);

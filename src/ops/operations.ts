@@ -10,9 +10,9 @@ import { compareIds, manifestName, parseBackupName } from '../backup/format.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { finishLeftovers, verificationError, verifySource, type LeftoverReport } from '../backup/integrity.js';
 import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
-import { isEmptyPolicy, planRetention, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
+import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
-import { AuditLog, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
+import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
   store: Store;
@@ -609,10 +609,10 @@ export class Operations {
   }
 
   /**
-   * Applies a retention policy. Never removes the newest backup; removes each backup with its manifest.
-   * Every backup is verified first (cached per file): one that fails, and refused entries, are never
-   * removed and not counted by any rule (a corrupt file must not stand in for a good one); they are
-   * listed in `damaged` and in `keep` with the reason.
+   * Applies a retention policy per group (full, per-user). Never removes the newest full backup; removes
+   * each backup with its manifest. Every backup is verified first (cached per file): one that fails, and
+   * refused entries, are never removed and not counted by any rule (a corrupt file must not stand in for
+   * a good one); they are listed in `damaged` and in `keep` with the reason.
    */
   async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
     const listed = await this.listBackups();
@@ -623,19 +623,16 @@ export class Operations {
       if (v?.ok) all.push(b);
       else damaged.push({ id: b.id, code: v?.error?.code ?? 'E_BACKUP_VERIFY', message: v?.error?.message ?? 'failed verification' });
     }
-    // Legacy files without a date in their name cannot be placed in a calendar: always kept.
-    const dated = all.filter((b) => b.createdAt !== null);
-    const plan = planRetention(dated.map((b) => ({ id: b.id, createdAt: new Date(b.createdAt ?? 0) })), policy);
-    const newest = dated[0]?.id;
+    // Grouped by scope, so small per-user backups never count against full ones; planRetention keeps
+    // dateless legacy files and the newest full backup whatever the policy.
+    const plan = planRetention(
+      all.map((b) => ({ id: b.id, createdAt: b.createdAt === null ? null : new Date(b.createdAt), group: b.scope === 'full' ? ('full' as const) : ('user' as const) })),
+      policy,
+    );
     // `only`: the ids an operator confirmed; a backup made since the plan was shown must not widen it.
     const confirmed = options.only ? new Set(options.only) : null;
-    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => r.id !== newest && (!confirmed || confirmed.has(r.id)));
-    const keep = [
-      ...plan.keep,
-      ...all.filter((b) => b.createdAt === null).map((b) => ({ id: b.id, reasons: ['no date'] })),
-      ...damaged.map((d) => ({ id: d.id, reasons: [`damaged (${d.code}): not counted, never removed by prune`] })),
-    ];
-    if (newest && plan.remove.some((r) => r.id === newest)) keep.unshift({ id: newest, reasons: ['newest backup'] });
+    const remove = isEmptyPolicy(policy) ? [] : plan.remove.filter((r) => !confirmed || confirmed.has(r.id));
+    const keep = [...plan.keep, ...damaged.map((d) => ({ id: d.id, group: (listed.find((b) => b.id === d.id)?.scope === 'full' ? 'full' : 'user') as RetentionGroup, reasons: [`damaged (${d.code}): not counted, never removed by prune`] }))];
     if (options.dryRun || remove.length === 0) return { keep, remove, dryRun: !!options.dryRun, removed: [], damaged };
     return this.guarded('prune', options, undefined, async () => {
       const removed: string[] = [];
@@ -652,8 +649,21 @@ export class Operations {
     }, { policy, remove: remove.map((r) => r.id) });
   }
 
+  /**
+   * The audit log, filtered (see {@link queryAudit}): `action` takes the CLI's names too, and `user` also
+   * finds the clears, full restores and large imports whose backup holds the user.
+   * @throws OpsError `E_OPS_ARG` for an unknown action.
+   */
   readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {
-    return this.audit.read(filter);
+    return queryAudit(this.audit, filter, async (id, user) => {
+      try {
+        return (await findBackupUser(await openBackup(this.backupDir, id), user)) !== null;
+      } catch (err) {
+        // A pruned backup can no longer say whom its operation touched.
+        if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_FOUND' || err.code === 'E_BACKUP_ID')) return false;
+        throw err;
+      }
+    });
   }
 
   /**

@@ -1143,6 +1143,9 @@ function prunePolicy(): Policy {
 
 const createdOf = (id: string) => backupById(id)?.createdAt ?? null;
 
+// Retention counts full and per-user backups separately; the plan says which group each is in.
+const groupLabel = (g: unknown): string => (g === 'user' ? 'per-user' : 'full');
+
 async function previewPrune(btn: HTMLButtonElement): Promise<void> {
   await act(btn, 'Checking…', 'Could not preview the prune.', async () => {
     state.prunePlan = null;
@@ -1159,11 +1162,11 @@ async function previewPrune(btn: HTMLButtonElement): Promise<void> {
       h('div', { class: 'cols' },
         h('div', {}, h('div', { class: 'small muted mb6', text: 'Keep' }),
           h('div', { class: 'list-box' }, keep.length ? keep.map((k) =>
-            h('div', { class: 'row' }, h('span', {}, h('span', { class: 'mono small', text: String(k.id) }), ' ', h('span', { class: 'faint small', text: fmtDate(createdOf(String(k.id))) })),
+            h('div', { class: 'row' }, h('span', {}, h('span', { class: 'mono small', text: String(k.id) }), ' ', h('span', { class: 'faint small', text: fmtDate(createdOf(String(k.id))) + ' · ' + groupLabel(k.group) })),
               h('span', { class: 'chips' }, strs(k.reasons).map((r) => h('span', { class: 'chip add', text: r }))))) : h('div', { class: 'row muted small', text: 'Nothing.' }))),
         h('div', {}, h('div', { class: 'small muted mb6', text: 'Remove' }),
           h('div', { class: 'list-box' }, remove.length ? remove.map((r) =>
-            h('div', { class: 'row' }, h('span', { class: 'mono small', text: String(r.id) }), h('span', { class: 'faint small', text: fmtDate(createdOf(String(r.id))) }))) : h('div', { class: 'row muted small', text: 'Nothing to remove with these rules.' })))));
+            h('div', { class: 'row' }, h('span', { class: 'mono small', text: String(r.id) }), h('span', { class: 'faint small', text: fmtDate(createdOf(String(r.id))) + ' · ' + groupLabel(r.group) }))) : h('div', { class: 'row muted small', text: 'Nothing to remove with these rules.' })))));
     reveal($('prune-result'));
   });
 }

@@ -9,8 +9,8 @@ const b = (id: string, iso: string): Backup => ({ id, createdAt: new Date(iso) }
 // Expected plans are written out by hand; the helper only shortens the notation.
 function plan(keep: [string, ...string[]][], remove: string[]) {
   return {
-    keep: keep.map(([id, ...reasons]) => ({ id, reasons })),
-    remove: remove.map((id) => ({ id })),
+    keep: keep.map(([id, ...reasons]) => ({ id, group: 'full', reasons })),
+    remove: remove.map((id) => ({ id, group: 'full' })),
   };
 }
 
@@ -548,5 +548,89 @@ describe('isEmptyPolicy', () => {
     expect(isEmptyPolicy({ last: 1 })).toBe(false);
     expect(isEmptyPolicy({ within: '1h' })).toBe(false);
     expect(isEmptyPolicy({ withinYearly: '1y' })).toBe(false);
+  });
+});
+
+describe('groups: full and per-user backups are planned apart', () => {
+  // The day's failure: a clear (full), a restore of one deleted user (a per-user backup of what it
+  // overwrote: nothing), two deletes (one user each). Older full backups come before.
+  const day = (h: string): Date => new Date(`2026-11-29T${h}:00Z`);
+  const history = [
+    { id: 'full-08', createdAt: day('08:00'), group: 'full' as const },
+    { id: 'full-09', createdAt: day('09:00'), group: 'full' as const },
+    { id: 'clear-10', createdAt: day('10:00'), group: 'full' as const },
+    { id: 'restore-11', createdAt: day('11:00'), group: 'user' as const },
+    { id: 'delete-12', createdAt: day('12:00'), group: 'user' as const },
+    { id: 'delete-13', createdAt: day('13:00'), group: 'user' as const },
+  ];
+
+  it('keep-last 2 keeps the two newest of each group, never trading the full backups for small ones', () => {
+    expect(planRetention(history, { last: 2 })).toEqual({
+      keep: [
+        { id: 'delete-13', group: 'user', reasons: ['last backup'] },
+        { id: 'delete-12', group: 'user', reasons: ['last backup'] },
+        { id: 'clear-10', group: 'full', reasons: ['last backup'] },
+        { id: 'full-09', group: 'full', reasons: ['last backup'] },
+      ],
+      remove: [
+        { id: 'restore-11', group: 'user' },
+        { id: 'full-08', group: 'full' },
+      ],
+    });
+  });
+
+  it('keep-daily 7 keeps the newest full backup of the day and the newest per-user one', () => {
+    const plan = planRetention(history, { daily: 7 });
+    expect(plan.keep.map((k) => [k.id, ...k.reasons])).toEqual([
+      ['delete-13', 'daily backup'],
+      // The counts are not used up at the oldest backup of each group: restic keeps it too.
+      ['restore-11', 'oldest daily backup'],
+      ['clear-10', 'daily backup'],
+      ['full-08', 'oldest daily backup'],
+    ]);
+  });
+
+  it('windows are measured from each group\'s own newest backup', () => {
+    const plan = planRetention(history, { within: '2h' });
+    // Per-user: after 11:00; full: after 08:00 (the cutoff itself is outside, as in restic).
+    expect(plan.keep.map((k) => k.id)).toEqual(['delete-13', 'delete-12', 'clear-10', 'full-09']);
+  });
+
+  it('keeps a group\'s oldest inside a within-window with an "oldest" reason, as restic does', () => {
+    const plan = planRetention(history, { withinDaily: '2d' });
+    expect(plan.keep.map((k) => [k.id, ...k.reasons])).toEqual([
+      ['delete-13', 'daily within 2d'],
+      ['restore-11', 'oldest daily within 2d'],
+      ['clear-10', 'daily within 2d'],
+      ['full-08', 'oldest daily within 2d'],
+    ]);
+    // The window does not reach the oldest: nothing beyond the newest of each day is kept.
+    const older = [{ id: 'old', createdAt: new Date('2026-11-01T00:00:00Z') }, ...history.filter((b) => b.group === 'full')];
+    expect(planRetention(older, { withinDaily: '2d' }).keep.map((k) => k.id)).toEqual(['clear-10']);
+  });
+
+  it('many per-user backups never remove a full backup', () => {
+    const burst = Array.from({ length: 50 }, (_, i) => ({ id: `u${String(i).padStart(2, '0')}`, createdAt: new Date(Date.UTC(2026, 10, 30, 0, i)), group: 'user' as const }));
+    const plan = planRetention([...history.filter((b) => b.group === 'full'), ...burst], { last: 3 });
+    expect(plan.keep.filter((k) => k.group === 'full').map((k) => k.id)).toEqual(['clear-10', 'full-09', 'full-08']);
+    expect(plan.keep.filter((k) => k.group === 'user')).toHaveLength(3);
+  });
+
+  it('keeps backups without a date, in their group, whatever the policy', () => {
+    const plan = planRetention([...history, { id: 'legacy', createdAt: null, group: 'user' }], { last: 1 });
+    expect(plan.keep.at(-1)).toEqual({ id: 'legacy', group: 'user', reasons: ['no date'] });
+    expect(plan.remove.some((r) => r.id === 'legacy')).toBe(false);
+  });
+
+  it('treats input without a group as full, and refuses an unknown group', () => {
+    expect(planRetention([b('x', '2026-01-01T00:00:00Z')], { last: 1 }).keep).toEqual([{ id: 'x', group: 'full', reasons: ['last backup'] }]);
+    let caught: unknown;
+    try {
+      planRetention([{ id: 'x', createdAt: new Date(), group: 'weekly' as unknown as 'full' }], { last: 1 });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(BackupError);
+    expect((caught as BackupError).code).toBe('E_RETENTION_INPUT');
   });
 });

@@ -126,7 +126,7 @@ describe('backup commands', () => {
 
     const dry = await sb.run(['prune', '--keep-last', '1', '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.stdout).toMatch(/keep\s+memory_backup_\S+\s+last backup/);
+    expect(dry.stdout).toMatch(/keep\s+full\s+memory_backup_\S+\s+last backup/);
     expect(dry.stdout.match(/^remove/gm)).toHaveLength(2);
     expect(await sb.backupFiles()).toHaveLength(3);
 

@@ -5,8 +5,14 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import ts from 'typescript';
-import { AuditLog, currentOsActor, type Actor, type AuditEntry } from '../../src/ops/audit.js';
+import { AUDIT_ACTIONS, AuditLog, currentOsActor, resolveAuditAction, type Actor, type AuditEntry } from '../../src/ops/audit.js';
 import { OpsError } from '../../src/errors.js';
+import { Operations } from '../../src/ops/operations.js';
+import { SqliteDriver } from '../../src/store/sqlite.js';
+import { createStore } from '../../src/store/store.js';
+import type { Store } from '../../src/store/types.js';
+import { FIXTURES } from '../helpers/tmp.js';
+import { loadFixture } from '../store/conformance.js';
 
 const ISO_MS_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const alice: Actor = { kind: 'os', name: 'alice' };
@@ -390,5 +396,96 @@ describe('ordering within one process', () => {
     for (let i = 0; i < 150; i++) written.push(await log.append({ actor: alice, action: 'import', outcome: 'done', details: { i } }));
     expect(await log.read({ limit: 30 })).toEqual(written.slice(-30));
     expect(await log.read({ limit: 149 })).toEqual(written.slice(1));
+  });
+});
+
+describe('Operations.readAudit: who did what to whom', () => {
+  let store: Store;
+  let ops: Operations;
+  let backupDir: string;
+  const fixture = loadFixture();
+  const ids = Object.keys(fixture);
+  const [u1, u2, u3] = ids as [string, string, string];
+
+  beforeEach(async () => {
+    store = createStore(await SqliteDriver.open(path.join(dir, 'memory.db')));
+    backupDir = path.join(dir, 'backups');
+    ops = new Operations({ store, backupDir, audit: new AuditLog(file), actor: alice });
+    for (const id of ids) await store.put(id, fixture[id]!);
+  });
+  afterEach(async () => {
+    await store.close();
+  });
+
+  it('finds a user removed by a clear-all in the clear\'s backup, without writing ids into the log', async () => {
+    expect(ids).toHaveLength(200);
+    const clear = await ops.clearAll();
+    const mine = await ops.readAudit({ user: u2 });
+    expect(mine.map((e) => [e.action, e.outcome, e.op])).toEqual([
+      ['clear-all', 'started', clear.auditOp],
+      ['clear-all', 'done', clear.auditOp],
+    ]);
+    expect(mine[1]).toMatchObject({ backup: clear.backup, foundInBackup: clear.backup });
+    expect(mine[1]?.userIds).toBeUndefined();
+    expect(await ops.readAudit({ user: 'never-a-user' })).toEqual([]);
+    expect((await fsp.readFile(file, 'utf8')).includes(u2)).toBe(false);
+    // The filters still apply on top.
+    expect(await ops.readAudit({ user: u2, action: 'delete' })).toEqual([]);
+    expect(await ops.readAudit({ user: u2, action: 'clear', limit: 1 })).toHaveLength(1);
+  });
+
+  it('finds a user removed by a full restore, and a user it put back from its source', async () => {
+    const before = await ops.createBackup();
+    await ops.deleteUsers([u1]);
+    await store.put('late-user', { ...fixture[u3]!, user_id: 'late-user' });
+    const restored = await ops.restore(before.id);
+    expect(restored.removed).toBe(1);
+    const late = await ops.readAudit({ user: 'late-user', action: 'restore' });
+    expect(late.map((e) => e.outcome)).toEqual(['started', 'done']);
+    // Removed: it is in the backup the restore took of what it replaced.
+    expect(late[1]).toMatchObject({ backup: restored.backup, foundInBackup: restored.backup });
+    // Put back: it is in the restore's source, not in the store it replaced.
+    const back = await ops.readAudit({ user: u1 });
+    expect(back.map((e) => `${e.action}:${e.outcome}`)).toEqual(['delete-users:started', 'delete-users:done', 'restore:started', 'restore:done']);
+    expect(back[3]).toMatchObject({ foundInBackup: before.id });
+    expect(back[1]?.foundInBackup).toBeUndefined();
+  });
+
+  it('a merge restore touches only the users of its source', async () => {
+    const partial = await ops.createBackup();
+    await store.put('kept-user', { ...fixture[u3]!, user_id: 'kept-user' });
+    await ops.restore(partial.id, { mode: 'merge' });
+    expect(await ops.readAudit({ user: 'kept-user' })).toEqual([]);
+    expect((await ops.readAudit({ user: u3, action: 'restore' })).map((e) => e.foundInBackup)).toEqual([partial.id, partial.id]);
+  });
+
+  it('finds users overwritten by a large import, whose entry lists no users', async () => {
+    const r = await ops.importFile(path.join(FIXTURES, 'memory.json'));
+    expect(r.overwritten).toBe(200);
+    const entries = await ops.readAudit({ user: u3 });
+    expect(entries.map((e) => `${e.action}:${e.outcome}`)).toEqual(['import:started', 'import:done']);
+    expect(entries[1]?.foundInBackup).toBe(r.backup);
+  });
+
+  it('cannot tie a clear to a user once its backup is pruned, and says nothing rather than failing', async () => {
+    const clear = await ops.clearAll();
+    await fsp.rm(path.join(backupDir, `${clear.backup}.json`));
+    expect(await ops.readAudit({ user: u2 })).toEqual([]);
+  });
+
+  it('accepts the CLI\'s action names and refuses unknown ones, listing the valid names', async () => {
+    await ops.deleteUsers([u1]);
+    await ops.clearAll();
+    const stored = await ops.readAudit({ action: 'delete-users' });
+    expect(stored).toHaveLength(2);
+    expect(await ops.readAudit({ action: 'delete' })).toEqual(stored);
+    expect(await ops.readAudit({ action: 'Clear' })).toEqual(await ops.readAudit({ action: 'clear-all' }));
+    expect(await ops.readAudit({ action: 'clear' })).toHaveLength(2);
+    const err = await rejection(ops.readAudit({ action: 'remove' }));
+    expect(err).toBeInstanceOf(OpsError);
+    expect((err as OpsError).code).toBe('E_OPS_ARG');
+    expect((err as OpsError).message).toMatch(/unknown audit action "remove"; valid actions: delete \(delete-users\), clear \(clear-all\), restore, import, backup, prune, auth-failed/);
+    expect(resolveAuditAction(' PRUNE ')).toBe('prune');
+    for (const a of AUDIT_ACTIONS) expect(resolveAuditAction(a.name)).toBe(a.stored);
   });
 });

@@ -238,6 +238,15 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
     expect(cleared.body.deleted).toBe(users);
     expect(Object.keys(JSON.parse(await fsp.readFile(cleared.body.backupFile, 'utf8')) as object)).toHaveLength(users);
     expect((await http<{ users: number }>(s.url, 'GET', '/v1/stats')).body.users).toBe(0);
+    // The clear lists no users; the audit finds c1 in its backup, through the same code as the CLI.
+    const byUser = await http<{ entries: AuditEntry[] }>(s.url, 'GET', '/v1/admin/audit?user=c1&action=clear', A);
+    expect(byUser.body.entries.map((e) => [e.action, e.outcome, e.foundInBackup])).toEqual([
+      ['clear-all', 'started', cleared.body.backup],
+      ['clear-all', 'done', cleared.body.backup],
+    ]);
+    const badAction = await http<ErrorBody>(s.url, 'GET', '/v1/admin/audit?action=wipe', A);
+    expect(badAction.status).toBe(400);
+    expect(badAction.body.error).toMatchObject({ code: 'E_OPS_ARG', message: expect.stringContaining('valid actions: delete (delete-users), clear (clear-all)') });
 
     const diff = await http<{ added: string[]; removed: string[] }>(s.url, 'GET', `/v1/admin/diff?a=${cleared.body.backup}&b=current`, A);
     expect(diff.status).toBe(200);
@@ -260,7 +269,7 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
 
     const made = await http<{ id: string; backup: string }>(s.url, 'POST', '/v1/admin/backups', A);
     expect(made.status).toBe(201);
-    const list = await http<{ backups: { id: string; state: string }[] }>(s.url, 'GET', '/v1/admin/backups', A);
+    const list = await http<{ backups: { id: string; state: string; scope: unknown }[] }>(s.url, 'GET', '/v1/admin/backups', A);
     expect(list.body.backups.map((b) => b.id)).toContain(made.body.id);
     const inspect = await http<{ users: number; record?: MemoryRecord }>(s.url, 'GET', `/v1/admin/backups/${made.body.id}?user=c2`, A);
     expect(inspect.body.record?.name).toBe('C2');
@@ -271,12 +280,15 @@ describe.each(KINDS)('HTTP API on a %s store', (kind) => {
     expect(verifyAll.body.results.length).toBe(list.body.backups.length);
 
     const before = list.body.backups.length;
-    const dryPrune = await http<{ remove: unknown[]; removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 }, dryRun: true } });
-    expect(dryPrune.body.remove).toHaveLength(before - 1);
+    // Full and per-user backups are pruned as separate groups: last 1 keeps the newest of each.
+    const groups = new Set(list.body.backups.map((x) => (x.scope === 'full' ? 'full' : 'user')));
+    const dryPrune = await http<{ keep: { group: string }[]; remove: unknown[]; removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 }, dryRun: true } });
+    expect(dryPrune.body.remove).toHaveLength(before - groups.size);
+    expect(new Set(dryPrune.body.keep.map((k) => k.group))).toEqual(groups);
     expect(dryPrune.body.removed).toEqual([]);
     const pruned = await http<{ removed: string[] }>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 1 } } });
-    expect(pruned.body.removed).toHaveLength(before - 1);
-    expect((await http<{ backups: unknown[] }>(s.url, 'GET', '/v1/admin/backups', A)).body.backups).toHaveLength(1);
+    expect(pruned.body.removed).toHaveLength(before - groups.size);
+    expect((await http<{ backups: unknown[] }>(s.url, 'GET', '/v1/admin/backups', A)).body.backups).toHaveLength(groups.size);
     expect((await http<ErrorBody>(s.url, 'POST', '/v1/admin/prune', { ...A, json: { policy: { last: 'x' } } })).status).toBe(400);
   });
 

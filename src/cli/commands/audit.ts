@@ -1,3 +1,4 @@
+import { AUDIT_ACTIONS } from '../../ops/audit.js';
 import { intOption, parseSince, str, type Command } from '../command.js';
 import { clip, formatCount, table } from '../output.js';
 
@@ -6,9 +7,9 @@ export const audit: Command = {
   summary: 'The audit log: who did what to whose memory, and whether it finished',
   args: '[--user U] [--since DATE] [--action A] [--limit N]',
   options: {
-    user: { type: 'string', value: 'U', help: 'entries about this user' },
+    user: { type: 'string', value: 'U', help: 'entries about this user, including clears and full restores whose backup holds U' },
     since: { type: 'string', value: 'DATE', help: 'entries at or after DATE (2025-11-25, ISO time, or 7d / 12h / 30min back from now; m = months)' },
-    action: { type: 'string', value: 'A', help: 'one action: delete-users, clear-all, restore, backup, prune, import…' },
+    action: { type: 'string', value: 'A', help: `one action: ${AUDIT_ACTIONS.map((a) => a.name).join(', ')} (or the stored name, e.g. delete-users)` },
     limit: { type: 'string', value: 'N', help: 'the newest N entries (default 100)' },
   },
   async run(ctx) {
@@ -34,7 +35,7 @@ export const audit: Command = {
       e.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       e.action,
       e.outcome,
-      e.userIds ? clip(e.userIds.join(','), 30) : '-',
+      e.userIds ? clip(e.userIds.join(','), 30) : e.foundInBackup !== undefined && user !== undefined ? clip(`${user} (in backup)`, 30) : '-',
       e.backup ?? '-',
       `${e.actor.name}${e.actor.kind === 'api' ? ' (api)' : ''}`,
       e.error ? `${e.error.code}: ${clip(e.error.message, 60)}` : e.durationMs !== undefined ? `${e.durationMs} ms` : '',

@@ -122,6 +122,8 @@ function policyFromFlags(ctx: CommandContext): RetentionPolicy | null {
   return any ? policy : null;
 }
 
+const GROUP_LABEL = { full: 'full', user: 'per-user' } as const;
+
 export const prune: Command = {
   name: 'prune',
   summary: 'Remove old backups by a retention policy (restic-style): show keep/remove, ask y/n',
@@ -130,7 +132,8 @@ export const prune: Command = {
   options: pruneOptions,
   description:
     'Without --keep-* flags the policy comes from backup.retention in chatmem.config.json. An empty policy is refused.\n' +
-    'The newest backup and legacy files without a date are always kept.',
+    'Rules apply to full backups and to per-user backups separately, so small backups never push full ones out.\n' +
+    'The newest full backup and legacy files without a date are always kept.',
   async run(ctx) {
     const { out, config } = ctx;
     const dryRun = flag(ctx.values, 'dry-run');
@@ -148,11 +151,12 @@ export const prune: Command = {
     if (!out.json || (!dryRun && !ctx.yes && ctx.prompt.interactive)) {
       const sink = sinkFor(ctx, dryRun && !out.json);
       const paint = dryRun ? out.c : out.e;
-      const rows = [
-        ...plan.keep.map((k) => [paint.green('keep'), k.id, k.reasons.join(', ')]),
-        ...plan.remove.map((r) => [paint.red('remove'), r.id, '']),
-      ];
-      table(['', 'BACKUP', 'REASONS'], rows).forEach(sink);
+      // Rules count within each group, so the rows read group by group.
+      const rows = (['full', 'user'] as const).flatMap((g) => [
+        ...plan.keep.filter((k) => k.group === g).map((k) => [paint.green('keep'), GROUP_LABEL[g], k.id, k.reasons.join(', ')]),
+        ...plan.remove.filter((r) => r.group === g).map((r) => [paint.red('remove'), GROUP_LABEL[g], r.id, '']),
+      ]);
+      table(['', 'GROUP', 'BACKUP', 'REASONS'], rows).forEach(sink);
       sink(`${formatCount(plan.keep.length)} kept, ${formatCount(plan.remove.length)} to remove`);
     }
     if (dryRun) {
