@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Context } from '../context.js';
 import { ChatmemError, ConfigError, isChatmemError, OpsError } from '../errors.js';
+import { httpStatusOf } from '../error-codes.js';
 import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
@@ -28,62 +29,31 @@ export interface BuildAppOptions {
   metrics?: Metrics;
 }
 
-/** An error with an HTTP status, answered as `{ error: { code, message } }`. */
-class HttpError extends ChatmemError {
-  constructor(
-    readonly status: number,
-    code: string,
-    message: string,
-  ) {
-    super(code, message);
-  }
-}
-
-const STATUS_BY_CODE: Record<string, number> = {
-  E_RECORD: 400,
-  E_USER_ID: 400,
-  E_OPS_ARG: 400,
-  E_STORE_ARG: 400,
-  E_RETENTION_POLICY: 400,
-  E_BACKUP_ID: 400,
-  E_CONFIRM: 400,
-  E_IMPORT: 400,
-  E_UNKNOWN_USER: 404,
-  E_NOT_FOUND: 404,
-  E_BACKUP_NOT_FOUND: 404,
-  E_STORE_CONFLICT: 409,
-  E_STORE_LOCKED: 409,
-  // The backup exists but its content cannot be trusted or read: the request cannot be carried out as asked.
-  E_BACKUP_VERIFY: 422,
-  E_BACKUP_PARSE: 422,
-  // Only during shutdown, after in-flight requests: the caller may retry against the next daemon.
-  E_STORE_CLOSED: 503,
-};
+/** An error of the HTTP layer, answered as `{ error: { code, message } }` with its code's status (src/error-codes.ts). */
+class HttpError extends ChatmemError {}
 
 /** Fastify's own errors that are the caller's fault, with our code for each. */
-const FASTIFY_ERRORS: Record<string, [number, string, string]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'E_BODY_LIMIT', 'request body is larger than the limit (server.bodyLimit)'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'E_BAD_JSON', 'request body is not valid JSON'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'E_BAD_JSON', 'request body is empty but Content-Type is application/json'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'E_MEDIA_TYPE', 'request bodies must be JSON (Content-Type: application/json)'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'E_BAD_REQUEST', 'request body size does not match Content-Length'],
+const FASTIFY_ERRORS: Record<string, [string, string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: ['E_BODY_LIMIT', 'request body is larger than the limit (server.bodyLimit)'],
+  FST_ERR_CTP_INVALID_JSON_BODY: ['E_BAD_JSON', 'request body is not valid JSON'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: ['E_BAD_JSON', 'request body is empty but Content-Type is application/json'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ['E_MEDIA_TYPE', 'request bodies must be JSON (Content-Type: application/json)'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['E_BAD_REQUEST', 'request body size does not match Content-Length'],
 };
 
 /**
- * Status, code and message for any error a handler or Fastify raised. A chatmem error without a mapped
- * status is a 500 that keeps its own code and message: those are written for operators (the admin API
+ * Status, code and message for any error a handler or Fastify raised. A chatmem error gets its code's
+ * status from the catalogue; a 500 keeps its own code and message: those are written for operators (the admin API
  * needs to say why a restore failed). Anything else is E_INTERNAL, with details only in the log.
  */
 function classify(err: unknown): { status: number; code: string; message: string; internal: boolean } {
-  if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message, internal: false };
   if (isChatmemError(err)) {
-    const status = STATUS_BY_CODE[err.code];
-    if (status !== undefined) return { status, code: err.code, message: err.message, internal: false };
-    return { status: 500, code: err.code, message: err.message, internal: true };
+    const status = httpStatusOf(err.code);
+    return { status, code: err.code, message: err.message, internal: status >= 500 };
   }
   const fcode = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
   const known = FASTIFY_ERRORS[fcode];
-  if (known) return { status: known[0], code: known[1], message: known[2], internal: false };
+  if (known) return { status: httpStatusOf(known[0]), code: known[0], message: known[1], internal: false };
   const statusCode = typeof err === 'object' && err !== null && 'statusCode' in err ? Number((err as { statusCode: unknown }).statusCode) : NaN;
   if (statusCode >= 400 && statusCode < 500) {
     return { status: statusCode, code: 'E_BAD_REQUEST', message: err instanceof Error ? err.message : 'bad request', internal: false };
@@ -140,7 +110,7 @@ type Plane = 'data' | 'admin';
 
 function bodyObject(body: unknown, what: string, code = 'E_OPS_ARG'): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new HttpError(400, code, `${what}: the body must be a JSON object`);
+    throw new HttpError(code, `${what}: the body must be a JSON object`);
   }
   return body as Record<string, unknown>;
 }
@@ -150,26 +120,26 @@ function optionalBool(v: unknown, name: string): boolean | undefined {
   if (typeof v === 'boolean') return v;
   if (v === 'true' || v === '1') return true;
   if (v === 'false' || v === '0') return false;
-  throw new HttpError(400, 'E_OPS_ARG', `${name} must be true or false, got ${JSON.stringify(v)}`);
+  throw new HttpError('E_OPS_ARG', `${name} must be true or false, got ${JSON.stringify(v)}`);
 }
 
 function stringList(v: unknown, name: string): string[] | undefined {
   if (v === undefined) return undefined;
   const list = Array.isArray(v) ? v : [v];
-  if (!list.every((x): x is string => typeof x === 'string')) throw new HttpError(400, 'E_OPS_ARG', `${name} must be a list of strings`);
+  if (!list.every((x): x is string => typeof x === 'string')) throw new HttpError('E_OPS_ARG', `${name} must be a list of strings`);
   return list;
 }
 
 function intParam(v: unknown, name: string, min: number, max: number): number | undefined {
   if (v === undefined || v === '') return undefined;
   const n = typeof v === 'number' ? v : Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, 'E_OPS_ARG', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError('E_OPS_ARG', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return n;
 }
 
 function stringParam(v: unknown, name: string): string | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new HttpError(400, 'E_OPS_ARG', `${name} must be given once, as a string`);
+  if (typeof v !== 'string') throw new HttpError('E_OPS_ARG', `${name} must be given once, as a string`);
   return v;
 }
 
@@ -254,7 +224,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
 
   function refuse(reply: FastifyReply, message: string, invalid: boolean): never {
     void reply.header('WWW-Authenticate', invalid ? 'Bearer realm="chatmem", error="invalid_token"' : 'Bearer realm="chatmem"');
-    throw new HttpError(401, 'E_AUTH', message);
+    throw new HttpError('E_AUTH', message);
   }
 
   /** Who is calling on `plane`, or a 401. The admin token is accepted on the data plane too. */
@@ -279,13 +249,13 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.addHook('onRequest', async (req) => {
     for (const key of Object.keys((req.query ?? {}) as Query)) {
       if (TOKEN_PARAMS.test(key)) {
-        throw new HttpError(400, 'E_TOKEN_IN_QUERY', `credentials are never accepted in the query string (${key}=); send "Authorization: Bearer <token>"`);
+        throw new HttpError('E_TOKEN_IN_QUERY', `credentials are never accepted in the query string (${key}=); send "Authorization: Bearer <token>"`);
       }
     }
     // Without a data token the API is open to anything that can reach loopback, including web pages that
     // rebind their DNS name to 127.0.0.1; requiring a loopback Host header stops those.
     if (apiDigest === null && !isLoopbackHost(hostName(req.headers.host))) {
-      throw new HttpError(403, 'E_HOST', 'without CHATMEM_API_TOKEN the API answers only to Host: localhost, 127.0.0.1 or [::1]');
+      throw new HttpError('E_HOST', 'without CHATMEM_API_TOKEN the API answers only to Host: localhost, 127.0.0.1 or [::1]');
     }
   });
 
@@ -417,7 +387,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const valueOf = (body: unknown, what: string): unknown => {
     const b = body as Record<string, unknown> | null | undefined;
     if (typeof b !== 'object' || b === null || Array.isArray(b) || !('value' in b)) {
-      throw new HttpError(400, 'E_RECORD', `${what}: the body must be {"value": <any JSON value>}`);
+      throw new HttpError('E_RECORD', `${what}: the body must be {"value": <any JSON value>}`);
     }
     return b.value;
   };
@@ -459,7 +429,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const search = async (req: FastifyRequest) => {
     const q = req.query as Query;
     const text = stringParam(q.q, 'q');
-    if (text === undefined || text.trim() === '') throw new HttpError(400, 'E_STORE_ARG', 'search needs a query: ?q=<text>');
+    if (text === undefined || text.trim() === '') throw new HttpError('E_STORE_ARG', 'search needs a query: ?q=<text>');
     return { items: await store.search(text, { limit: intParam(q.limit, 'limit', 1, 1000) }) };
   };
   app.get('/v1/users', { onRequest: dataAuth }, listUsers);
@@ -486,14 +456,14 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.post('/v1/admin/delete', { onRequest: adminAuth }, async (req) => {
     const b = bodyObject(req.body, 'delete');
     const users = stringList(b.users, 'users');
-    if (!users || users.length === 0) throw new HttpError(400, 'E_OPS_ARG', 'delete: give {"users": ["<user id>", ...]}');
+    if (!users || users.length === 0) throw new HttpError('E_OPS_ARG', 'delete: give {"users": ["<user id>", ...]}');
     const fullBackup = optionalBool(b.fullBackup, 'fullBackup');
     return adminOp(req, 'delete-users', (actor) => ops.deleteUsers(users, { fullBackup, actor }));
   });
   app.post('/v1/admin/clear', { onRequest: adminAuth }, async (req) => {
     const b = req.body as Record<string, unknown> | undefined;
     if (typeof b !== 'object' || b === null || b.confirm !== 'YES') {
-      throw new HttpError(400, 'E_CONFIRM', 'clearing every user needs the body {"confirm": "YES"} (exactly, in capitals)');
+      throw new HttpError('E_CONFIRM', 'clearing every user needs the body {"confirm": "YES"} (exactly, in capitals)');
     }
     return adminOp(req, 'clear-all', (actor) => ops.clearAll({ actor }));
   });
@@ -504,7 +474,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const gzip = optionalBool(b.gzip, 'gzip');
     const reason = b.reason === undefined ? 'manual' : b.reason;
     if (typeof reason !== 'string' || !(BACKUP_REASONS as readonly string[]).includes(reason)) {
-      throw new HttpError(400, 'E_OPS_ARG', `reason must be one of ${BACKUP_REASONS.join(', ')}`);
+      throw new HttpError('E_OPS_ARG', `reason must be one of ${BACKUP_REASONS.join(', ')}`);
     }
     try {
       const result = await adminOp(req, 'backup', (actor) => ops.createBackup({ gzip, reason: reason as BackupReason, actor }));
@@ -525,16 +495,16 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.get('/v1/admin/diff', { onRequest: adminAuth }, async (req) => {
     const q = req.query as Query;
     const a = stringParam(q.a, 'a');
-    if (!a) throw new HttpError(400, 'E_OPS_ARG', 'diff needs ?a=<backup id or current>[&b=<backup id or current>]');
+    if (!a) throw new HttpError('E_OPS_ARG', 'diff needs ?a=<backup id or current>[&b=<backup id or current>]');
     return ops.diff(a, stringParam(q.b, 'b') ?? 'current', { users: stringList(q.users, 'users') });
   });
 
   app.post('/v1/admin/restore', { onRequest: adminAuth }, async (req) => {
     const b = bodyObject(req.body, 'restore');
     const backup = b.backup;
-    if (typeof backup !== 'string' || backup === '') throw new HttpError(400, 'E_OPS_ARG', 'restore: give {"backup": "<backup id>"}');
+    if (typeof backup !== 'string' || backup === '') throw new HttpError('E_OPS_ARG', 'restore: give {"backup": "<backup id>"}');
     const mode = b.mode;
-    if (mode !== undefined && mode !== 'replace' && mode !== 'merge') throw new HttpError(400, 'E_OPS_ARG', 'mode must be "replace" or "merge"');
+    if (mode !== undefined && mode !== 'replace' && mode !== 'merge') throw new HttpError('E_OPS_ARG', 'mode must be "replace" or "merge"');
     const users = stringList(b.users, 'users');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     const wholeStore = optionalBool(b.wholeStore, 'wholeStore');
@@ -544,7 +514,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.post('/v1/admin/prune', { onRequest: adminAuth }, async (req) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'prune');
     const policy = b.policy === undefined ? ctx.config.retention : b.policy;
-    if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw new HttpError(400, 'E_RETENTION_POLICY', 'policy must be an object, e.g. {"daily": 7}');
+    if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw new HttpError('E_RETENTION_POLICY', 'policy must be an object, e.g. {"daily": 7}');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     const only = b.only === undefined ? undefined : stringList(b.only, 'only');
     return adminOp(req, 'prune', (actor) => ops.prune(policy as RetentionPolicy, { dryRun, only, actor }));
@@ -554,7 +524,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const b = bodyObject(req.body, 'import');
     const file = b.file;
     if (typeof file !== 'string' || !path.isAbsolute(file)) {
-      throw new HttpError(400, 'E_OPS_ARG', 'import: give {"file": "<absolute path readable by the daemon>"}; relative paths would resolve against the daemon\'s directory, not yours');
+      throw new HttpError('E_OPS_ARG', 'import: give {"file": "<absolute path readable by the daemon>"}; relative paths would resolve against the daemon\'s directory, not yours');
     }
     return adminOp(req, 'import', (actor) => ops.importFile(file, { actor }));
   });
@@ -563,7 +533,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const q = req.query as Query;
     const sinceText = stringParam(q.since, 'since');
     const since = sinceText === undefined ? undefined : new Date(sinceText);
-    if (since && Number.isNaN(since.getTime())) throw new HttpError(400, 'E_OPS_ARG', `since must be a date, got ${JSON.stringify(sinceText)}`);
+    if (since && Number.isNaN(since.getTime())) throw new HttpError('E_OPS_ARG', `since must be a date, got ${JSON.stringify(sinceText)}`);
     const entries = await ops.readAudit({
       since,
       user: stringParam(q.user, 'user'),
