@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { ConfigError, errnoCode } from './errors.js';
 import { DEFAULT_STORE_URL, parseStoreUrl, type ParsedStoreUrl } from './store/url.js';
 import type { RetentionPolicy } from './backup/retention.js';
+import { resolveHttpLimits, type HttpLimits } from './server/limits.js';
 
 export const CONFIG_FILE = 'chatmem.config.json';
 
@@ -21,7 +22,8 @@ export interface ResolvedConfig {
   hooks: { beforeWrite?: string; afterWrite?: string };
   retention: RetentionPolicy;
   backupEvery: string | null;
-  server: { host: string; port: number; bodyLimit: number };
+  /** `limits`: timeouts and header/URL limits of the daemon's HTTP server (server.headersTimeout, ...). */
+  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits };
   /** The config file that was read, if any. */
   configFile: string | null;
 }
@@ -43,7 +45,7 @@ interface FileConfig {
   hooks?: { beforeWrite?: string; afterWrite?: string };
   retention?: RetentionPolicy;
   backup?: { every?: string; retention?: RetentionPolicy };
-  server?: { host?: string; port?: number; bodyLimit?: number };
+  server?: { host?: string; port?: number; bodyLimit?: number } & Partial<Record<keyof HttpLimits, number>>;
 }
 
 async function readConfigFile(file: string, required: boolean): Promise<FileConfig | null> {
@@ -115,7 +117,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     },
     retention: file.backup?.retention ?? file.retention ?? {},
     backupEvery: env.CHATMEM_BACKUP_EVERY ?? file.backup?.every ?? null,
-    server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit },
+    server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit, limits: resolveHttpLimits(file.server ?? {}) },
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,
   };
 }

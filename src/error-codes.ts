@@ -13,6 +13,7 @@
  * - `not_found`: the user, file, backup or route does not exist.
  * - `conflict`: another writer or process got there first; retry later.
  * - `too_large` / `unsupported_media`: the request body is over the limit / not JSON in UTF-8.
+ * - `uri_too_long` / `headers_too_large` / `timeout`: the URL or the headers are over the limit / the request did not arrive in time.
  * - `unprocessable`: the request is well formed but its target (a backup) cannot be trusted or read.
  * - `unavailable`: the daemon is shutting down or cannot be reached; retry against the next one.
  * - `misconfigured`: the configuration is wrong. The operator fixes it (CLI: usage), but over HTTP it is the server's fault.
@@ -26,6 +27,9 @@ export type ErrorKind =
   | 'not_found'
   | 'conflict'
   | 'too_large'
+  | 'uri_too_long'
+  | 'headers_too_large'
+  | 'timeout'
   | 'unsupported_media'
   | 'unprocessable'
   | 'unavailable'
@@ -41,6 +45,9 @@ export const KINDS: Readonly<Record<ErrorKind, { status: number; exit: number }>
   not_found: { status: 404, exit: 3 },
   conflict: { status: 409, exit: 1 },
   too_large: { status: 413, exit: 1 },
+  uri_too_long: { status: 414, exit: 1 },
+  headers_too_large: { status: 431, exit: 1 },
+  timeout: { status: 408, exit: 1 },
   unsupported_media: { status: 415, exit: 1 },
   unprocessable: { status: 422, exit: 1 },
   unavailable: { status: 503, exit: 1 },
@@ -98,6 +105,11 @@ export const ERROR_CODES = {
   E_MEDIA_TYPE: 'unsupported_media',
   E_BAD_REQUEST: 'bad_request',
   E_CONFIRM: 'bad_request',
+  E_BAD_URL: 'bad_request',
+  E_BAD_ENCODING: 'bad_request',
+  E_URI_TOO_LONG: 'uri_too_long',
+  E_HEADERS_TOO_LARGE: 'headers_too_large',
+  E_REQUEST_TIMEOUT: 'timeout',
   E_INTERNAL: 'internal',
   // daemon processes
   E_DAEMON_RUNNING: 'internal',

@@ -1,4 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import * as path from 'node:path';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Context } from '../context.js';
@@ -9,6 +11,7 @@ import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import { resolveHttpLimits, type HttpLimits } from './limits.js';
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -27,6 +30,8 @@ export interface BuildAppOptions {
   logger?: boolean | object;
   /** Shared with the backup scheduler so its failures show in /metrics; created when absent. */
   metrics?: Metrics;
+  /** Timeouts and header/URL limits (config `server.*`); defaults in DEFAULT_HTTP_LIMITS. */
+  limits?: Partial<HttpLimits>;
 }
 
 /** An error of the HTTP layer, answered as `{ error: { code, message } }` with its code's status (src/error-codes.ts). */
@@ -163,6 +168,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const apiDigest = apiToken === null ? null : sha256(apiToken);
   const metrics = opts.metrics ?? new Metrics();
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const limits = resolveHttpLimits(opts.limits);
   const started = Date.now();
 
   const redact = { paths: ['req.headers.authorization', 'headers.authorization', 'authorization'], censor: '***' };
@@ -177,6 +183,81 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     routerOptions: { maxParamLength: 4096 },
     // In-flight requests finish on close; idle keep-alive sockets are dropped so close() does not wait for them.
     forceCloseConnections: 'idle',
+    // Slow or idle clients must not hold sockets: see limits.ts, and the connection timeout below.
+    keepAliveTimeout: limits.keepAliveTimeout,
+    requestTimeout: limits.requestTimeout,
+    http: {
+      headersTimeout: limits.headersTimeout,
+      maxHeaderSize: limits.maxHeaderSize,
+      // Node checks the header and request clocks only this often (default 30 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeout / 4))),
+      // Node would answer a missing Host with an empty 400; the Host check in onRequest answers it in our shape.
+      requireHostHeader: false,
+    },
+    // Errors Node raises before Fastify sees a request (431, 408, unparsable requests), and bad URLs, in our shape.
+    clientErrorHandler: (err: Error & { code?: string }, socket: Socket) => answerClientError(err, socket),
+    frameworkErrors: (err, _req, reply) => {
+      const [code, message] =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? ['E_URI_TOO_LONG', 'a path segment is longer than 4096 bytes']
+          : err.code === 'FST_ERR_BAD_URL'
+            ? ['E_BAD_URL', 'the URL path is not valid percent-encoded UTF-8']
+            : ['E_BAD_REQUEST', 'bad request'];
+      // The generic reply type of frameworkErrors cannot take a status; this is the plain FastifyReply.
+      return (reply as FastifyReply).status(httpStatusOf(code)).send({ error: { code, message } });
+    },
+  });
+
+  function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const [code, message] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ['E_REQUEST_TIMEOUT', `the request did not arrive in time (server.headersTimeout ${limits.headersTimeout} ms, server.requestTimeout ${limits.requestTimeout} ms)`]
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? ['E_HEADERS_TOO_LARGE', `the request line and headers are larger than ${limits.maxHeaderSize} bytes (server.maxHeaderSize)`]
+          : ['E_BAD_REQUEST', 'malformed HTTP request'];
+    app.log.info({ code, reason: err.code, remote: socket.remoteAddress }, 'client error');
+    // A response already begun on this socket (keep-alive) cannot be followed by another one.
+    // Node's private field, which its own clientError default reads too.
+    const pending: { headersSent?: boolean } | undefined = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !pending?.headersSent) {
+      const status = httpStatusOf(code);
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      // The answer needs a moment to leave; a client that never reads must not keep the socket.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    } else {
+      socket.destroy();
+    }
+  }
+
+  // A connection that sends nothing is closed after connectionTimeout. The clock stops when its first request
+  // arrives: from then on Node's request, headers and keep-alive clocks apply, and an answer may take its time.
+  app.server.on('connection', (socket: Socket) => socket.setTimeout(limits.connectionTimeout));
+  app.server.on('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+
+  // Bodies are JSON in UTF-8: a declared other charset is refused, and bytes that are not UTF-8 are an error
+  // rather than U+FFFD in a user's memory.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+      done(new HttpError('E_MEDIA_TYPE', `request bodies must be JSON in UTF-8; got charset=${charset.slice(0, 40)}`), undefined);
+      return;
+    }
+    let text: string;
+    try {
+      text = utf8.decode(body as Buffer);
+    } catch {
+      done(new HttpError('E_BAD_ENCODING', 'request body is not valid UTF-8'), undefined);
+      return;
+    }
+    parseJson(req, text, done);
   });
   // JSON only. A text/plain POST is a "simple" cross-site request that a browser sends without a CORS preflight.
   app.removeContentTypeParser('text/plain');
@@ -247,6 +328,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const actorOf = (req: FastifyRequest): Actor => actors.get(req) ?? { kind: 'api', name: 'admin', remote: req.ip };
 
   app.addHook('onRequest', async (req) => {
+    if (req.url.length > limits.maxUrlLength) throw new HttpError('E_URI_TOO_LONG', `the URL is longer than ${limits.maxUrlLength} bytes (server.maxUrlLength)`);
     for (const key of Object.keys((req.query ?? {}) as Query)) {
       if (TOKEN_PARAMS.test(key)) {
         throw new HttpError('E_TOKEN_IN_QUERY', `credentials are never accepted in the query string (${key}=); send "Authorization: Bearer <token>"`);

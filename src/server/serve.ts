@@ -108,6 +108,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       adminToken: token.token,
       apiToken,
       bodyLimit: config.server.bodyLimit,
+      limits: config.server.limits,
       logger: opts.logger ?? true,
       metrics,
     });
