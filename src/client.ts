@@ -103,7 +103,7 @@ async function orNull<T>(p: Promise<T>): Promise<T | null> {
 }
 
 export interface ChatmemClientOptions {
-  /** The daemon, e.g. `http://127.0.0.1:8081`. */
+  /** The daemon, e.g. `http://127.0.0.1:8737`. */
   baseUrl: string;
   /** `CHATMEM_API_TOKEN` of the daemon, when it requires one. */
   apiToken?: string;
@@ -176,7 +176,7 @@ export class ChatmemClient {
 }
 
 export interface RemoteAdminOptions {
-  /** The daemon, e.g. `http://127.0.0.1:8081`. */
+  /** The daemon, e.g. `http://127.0.0.1:8737`. */
   baseUrl: string;
   /** The admin token. */
   token: string;

@@ -98,7 +98,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
 
   const historyCap = intFrom(env.CHATMEM_HISTORY_CAP ?? file.historyCap, 'historyCap', 50);
   if (historyCap < 1) throw new ConfigError('E_CONFIG', `historyCap must be at least 1, got ${historyCap}`);
-  const port = intFrom(env.CHATMEM_PORT ?? file.server?.port, 'server.port', 8081);
+  const port = intFrom(env.CHATMEM_PORT ?? file.server?.port, 'server.port', 8737);
   if (port < 0 || port > 65535) throw new ConfigError('E_CONFIG', `server.port must be 0..65535, got ${port}`);
   const bodyLimit = intFrom(env.CHATMEM_BODY_LIMIT ?? file.server?.bodyLimit, 'server.bodyLimit', 1024 * 1024);
 
