@@ -4,6 +4,7 @@ import { ConfigError, errnoCode } from './errors.js';
 import { DEFAULT_STORE_URL, parseStoreUrl, type ParsedStoreUrl } from './store/url.js';
 import type { RetentionPolicy } from './backup/retention.js';
 import { resolveHttpLimits, type HttpLimits } from './server/limits.js';
+import { DEFAULT_LOG_ROTATION, type LogRotation } from './server/log-rotate.js';
 
 export const CONFIG_FILE = 'chatmem.config.json';
 
@@ -23,7 +24,7 @@ export interface ResolvedConfig {
   retention: RetentionPolicy;
   backupEvery: string | null;
   /** `limits`: timeouts and header/URL limits of the daemon's HTTP server (server.headersTimeout, ...). */
-  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits };
+  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits; log: LogRotation };
   /** The config file that was read, if any. */
   configFile: string | null;
 }
@@ -45,7 +46,7 @@ interface FileConfig {
   hooks?: { beforeWrite?: string; afterWrite?: string };
   retention?: RetentionPolicy;
   backup?: { every?: string; retention?: RetentionPolicy };
-  server?: { host?: string; port?: number; bodyLimit?: number } & Partial<Record<keyof HttpLimits, number>>;
+  server?: { host?: string; port?: number; bodyLimit?: number; logMaxBytes?: number; logKeep?: number } & Partial<Record<keyof HttpLimits, number>>;
 }
 
 async function readConfigFile(file: string, required: boolean): Promise<FileConfig | null> {
@@ -101,6 +102,11 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
   const port = intFrom(env.CHATMEM_PORT ?? file.server?.port, 'server.port', 8737);
   if (port < 0 || port > 65535) throw new ConfigError('E_CONFIG', `server.port must be 0..65535, got ${port}`);
   const bodyLimit = intFrom(env.CHATMEM_BODY_LIMIT ?? file.server?.bodyLimit, 'server.bodyLimit', 1024 * 1024);
+  const log = {
+    maxBytes: intFrom(file.server?.logMaxBytes, 'server.logMaxBytes', DEFAULT_LOG_ROTATION.maxBytes),
+    keep: intFrom(file.server?.logKeep, 'server.logKeep', DEFAULT_LOG_ROTATION.keep),
+  };
+  if (log.maxBytes < 4096 || log.keep < 1 || log.keep > 100) throw new ConfigError('E_CONFIG', 'server.logMaxBytes must be at least 4096 and server.logKeep from 1 to 100');
 
   return {
     cwd,
@@ -117,7 +123,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     },
     retention: file.backup?.retention ?? file.retention ?? {},
     backupEvery: env.CHATMEM_BACKUP_EVERY ?? file.backup?.every ?? null,
-    server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit, limits: resolveHttpLimits(file.server ?? {}) },
+    server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit, limits: resolveHttpLimits(file.server ?? {}), log },
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,
   };
 }

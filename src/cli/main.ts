@@ -5,6 +5,7 @@ import { seedHint } from '../context.js';
 import { isChatmemError } from '../errors.js';
 import type { Admin } from '../ops/admin.js';
 import { VERSION } from '../version.js';
+import { redactSecrets } from '../store/url.js';
 import { withAdmin } from './admin.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
@@ -134,12 +135,13 @@ function completeIo(io: Partial<CliIo>): CliIo {
 function reportError(out: Output, err: unknown, debug: boolean): void {
   const code = codeOf(err);
   // One line, whatever the message carries: scripts and log scrapers read errors line by line.
-  const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').replace(`${code}: `, '');
+  // redactSecrets: a store URL quoted by any layer loses its password here at the latest.
+  const message = redactSecrets((err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').replace(`${code}: `, ''));
   if (out.json) out.data({ error: { code, message, ...(isChatmemError(err) && err.details ? { details: err.details } : {}) } });
   if (code === 'E_CANCELLED') out.say(`chatmem: cancelled (${code}); nothing was changed`);
   else out.say(`chatmem: ${out.e.red('error')} ${code}: ${message}`);
   if (debug) {
-    for (let e: unknown = err; e instanceof Error; e = e.cause) out.say(out.e.dim(e.stack ?? String(e)));
+    for (let e: unknown = err; e instanceof Error; e = e.cause) out.say(out.e.dim(redactSecrets(e.stack ?? String(e))));
   } else if (!isChatmemError(err)) {
     // Not one of ours: a bug rather than a condition; the stack is what would find it.
     out.say(out.e.dim('(run with --debug for the stack trace)'));

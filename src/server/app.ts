@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import type { Context } from '../context.js';
 import { ChatmemError, ConfigError, isChatmemError, OpsError } from '../errors.js';
 import { httpStatusOf } from '../error-codes.js';
+import { redactSecrets } from '../store/url.js';
 import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
@@ -73,28 +74,30 @@ function sameToken(given: string, expected: Buffer): boolean {
   return timingSafeEqual(sha256(given), expected);
 }
 
-/** Query parameters that look like credentials: refused outright, and masked in logs. */
+/** Query parameters that look like credentials: refused outright. */
 const TOKEN_PARAMS = /^(token|access_token|api_key|apikey|auth|authorization)$/i;
 
-/** The URL as logged: values of credential-like query parameters masked. */
-function loggableUrl(url: string): string {
-  const q = url.indexOf('?');
-  if (q < 0) return url;
-  const params = url
-    .slice(q + 1)
-    .split('&')
-    .map((p) => {
-      const eq = p.indexOf('=');
-      const key = eq < 0 ? p : p.slice(0, eq);
-      let name = key;
-      try {
-        name = decodeURIComponent(key);
-      } catch {
-        // keep the raw key
-      }
-      return TOKEN_PARAMS.test(name) ? `${key}=***` : p;
-    });
-  return `${url.slice(0, q)}?${params.join('&')}`;
+/** Query parameters the API knows; only their names are logged, never their values (search text, user ids). */
+const KNOWN_QUERY = new Set(['q', 'limit', 'cursor', 'fullBackup', 'user', 'users', 'sample', 'a', 'b', 'since', 'action', 'op']);
+
+/**
+ * What the request log says about a request's URL: the route pattern (from the caller), each path
+ * parameter as a keyed hash (`tag`), and the names of known query parameters. Never the raw URL: it
+ * carries phone numbers, search text, and whatever a client put in an unknown parameter (a token).
+ */
+function loggableParts(params: unknown, query: unknown, tag: (v: string) => string): { params?: Record<string, string>; query?: string[]; otherQuery?: number } {
+  const out: { params?: Record<string, string>; query?: string[]; otherQuery?: number } = {};
+  if (typeof params === 'object' && params !== null) {
+    const entries = Object.entries(params as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
+    if (entries.length > 0) out.params = Object.fromEntries(entries.map(([k, v]) => [k, tag(v)]));
+  }
+  if (typeof query === 'object' && query !== null) {
+    const names = Object.keys(query);
+    const known = names.filter((n) => KNOWN_QUERY.has(n));
+    if (known.length > 0) out.query = known;
+    if (names.length > known.length) out.otherQuery = names.length - known.length;
+  }
+  return out;
 }
 
 /** True for names and addresses that only this machine can reach (brackets around IPv6 allowed). */
@@ -170,6 +173,10 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const limits = resolveHttpLimits(opts.limits);
   const started = Date.now();
+  // Per daemon run: the same user gets the same tag in one run's log, and a tag cannot be reversed by
+  // hashing every phone number (the key never leaves this process).
+  const logKey = randomBytes(32);
+  const logTag = (v: string): string => createHmac('sha256', logKey).update(v, 'utf8').digest('base64url').slice(0, 16);
 
   const redact = { paths: ['req.headers.authorization', 'headers.authorization', 'authorization'], censor: '***' };
   const logger = opts.logger === true ? { level: 'info', redact } : typeof opts.logger === 'object' && opts.logger !== null ? { redact, ...opts.logger } : false;
@@ -355,7 +362,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const ms = reply.elapsedTime;
     metrics.observe(req.method, route, reply.statusCode, ms / 1000);
     req.log.info(
-      { method: req.method, url: loggableUrl(req.url), route, status: reply.statusCode, ms: Math.round(ms * 10) / 10, remote: req.ip },
+      { method: req.method, route, ...loggableParts(req.params, req.query, logTag), status: reply.statusCode, ms: Math.round(ms * 10) / 10, remote: req.ip },
       'request',
     );
   });
@@ -373,10 +380,11 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
 
   app.setErrorHandler(async (err, req, reply) => {
     const c = classify(err);
+    c.message = redactSecrets(c.message);
     if (c.code === 'E_BODY_LIMIT') c.message = `request body is larger than the limit of ${bodyLimit} bytes (server.bodyLimit)`;
     if (c.internal) {
       const e = err as Error & { code?: unknown };
-      req.log.error({ err: { code: e.code, message: e.message, stack: e.stack }, route: req.routeOptions.url }, 'request failed');
+      req.log.error({ err: { code: e.code, message: redactSecrets(e.message), stack: redactSecrets(e.stack ?? '') }, route: req.routeOptions.url }, 'request failed');
     }
     return reply.status(c.status).send({ error: { code: c.code, message: c.message } });
   });
