@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import type { Actor } from '../ops/audit.js';
 import { VERSION } from '../version.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { resolveHttpLimits, type HttpLimits } from './limits.js';
+import { tokenDigest, tokenMatches } from './tokens.js';
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -67,12 +68,8 @@ function classify(err: unknown): { status: number; code: string; message: string
   return { status: 500, code: 'E_INTERNAL', message: 'internal error; see the daemon log', internal: true };
 }
 
-const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
-
-/** Constant-time over the digests, so neither content nor length of the expected token leaks. */
-function sameToken(given: string, expected: Buffer): boolean {
-  return timingSafeEqual(sha256(given), expected);
-}
+const sha256 = tokenDigest;
+const sameToken = tokenMatches;
 
 /** Query parameters that look like credentials: refused outright. */
 const TOKEN_PARAMS = /^(token|access_token|api_key|apikey|auth|authorization)$/i;
