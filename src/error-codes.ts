@@ -105,6 +105,10 @@ export const ERROR_CODES = {
   E_MEDIA_TYPE: 'unsupported_media',
   E_BAD_REQUEST: 'bad_request',
   E_CONFIRM: 'bad_request',
+  // named admin tokens
+  E_TOKEN_NAME: 'invalid',
+  E_TOKEN_EXISTS: 'conflict',
+  E_TOKEN_NOT_FOUND: 'not_found',
   E_BAD_URL: 'bad_request',
   E_BAD_ENCODING: 'bad_request',
   E_URI_TOO_LONG: 'uri_too_long',

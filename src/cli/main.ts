@@ -16,6 +16,7 @@ import { menu, menuFlow } from './commands/menu.js';
 import { clear, del } from './commands/remove.js';
 import { prune, restore } from './commands/restore.js';
 import { exportCmd, importCmd } from './commands/transfer.js';
+import { token } from './commands/token.js';
 import { CLIError, codeOf, EXIT, exitCodeFor, usage } from './errors.js';
 import { withHooks } from './hooks.js';
 import { Output, type CliIo } from './output.js';
@@ -24,7 +25,7 @@ import { Prompter } from './prompt.js';
 export type { CliIo } from './output.js';
 export { CLIError, EXIT } from './errors.js';
 
-const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status];
+const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   store: { type: 'string', value: 'URL', help: 'store: sqlite:PATH, json:PATH or postgres://… (env CHATMEM_STORE)' },

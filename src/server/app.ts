@@ -14,6 +14,7 @@ import { VERSION } from '../version.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
 import { resolveHttpLimits, type HttpLimits } from './limits.js';
 import { tokenDigest, tokenMatches } from './tokens.js';
+import { NamedTokens } from './admin-tokens.js';
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -34,6 +35,8 @@ export interface BuildAppOptions {
   metrics?: Metrics;
   /** Timeouts and header/URL limits (config `server.*`); defaults in DEFAULT_HTTP_LIMITS. */
   limits?: Partial<HttpLimits>;
+  /** Named admin tokens (`chatmem token add`), data/admin-tokens.json; none when absent. */
+  adminTokensFile?: string;
 }
 
 /** An error of the HTTP layer, answered as `{ error: { code, message } }` with its code's status (src/error-codes.ts). */
@@ -319,12 +322,32 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     if (token === null) refuse(reply, `missing token: send "Authorization: Bearer <${plane === 'admin' ? 'admin' : 'API'} token>"`, false);
     const isAdmin = sameToken(token, adminDigest);
     const isApi = apiDigest !== null && sameToken(token, apiDigest);
-    if (isAdmin) return { kind: 'api', name: 'admin', remote: req.ip };
+    // A damaged tokens file must not lock out the built-in token: it is logged and matches nothing.
+    const named =
+      isAdmin || !namedTokens
+        ? null
+        : await namedTokens.match(token).catch((err: unknown) => {
+            req.log.error({ err: { code: isChatmemError(err) ? err.code : 'E_INTERNAL', message: (err as Error).message } }, 'cannot read the named admin tokens');
+            return null;
+          });
+    const osUser = osUserOf(req);
+    if (isAdmin) return { kind: 'api', name: 'admin', remote: req.ip, ...osUser };
+    if (named !== null) return { kind: 'api', name: named, remote: req.ip, ...osUser };
     if (plane === 'data' && isApi) return { kind: 'api', name: 'api', remote: req.ip };
     const route = req.routeOptions.url ?? req.url.split('?')[0] ?? '';
     if (plane === 'admin') await auditAuthFailure(req, route);
     else req.log.warn({ route, remote: req.ip }, 'data API call with a wrong token');
     refuse(reply, plane === 'admin' ? 'invalid admin token' : 'invalid token', true);
+  }
+
+  const namedTokens = opts.adminTokensFile ? new NamedTokens(opts.adminTokensFile) : null;
+  /** The OS user a CLI says it runs as: printable, at most 64 characters, or nothing. */
+  function osUserOf(req: FastifyRequest): { osUser?: string } {
+    const h = req.headers['x-chatmem-os-user'];
+    if (typeof h !== 'string') return {};
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the audit log
+    const clean = h.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 64);
+    return clean === '' ? {} : { osUser: clean };
   }
 
   /** The authenticated caller of each admin request, set by its onRequest guard. */
@@ -535,6 +558,10 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.get('/v1/admin/users', { onRequest: adminAuth }, listUsers);
   app.get('/v1/admin/search', { onRequest: adminAuth }, search);
   app.get('/v1/admin/stats', { onRequest: adminAuth }, async () => store.stats());
+  app.get('/v1/admin/whoami', { onRequest: adminAuth }, async (req) => {
+    const a = actorOf(req);
+    return { name: a.name, osUser: a.osUser ?? null, remote: a.remote ?? null };
+  });
 
   app.delete<{ Params: Params }>('/v1/users/:id', { onRequest: adminAuth }, async (req) => {
     const fullBackup = optionalBool((req.query as Query).fullBackup, 'fullBackup');

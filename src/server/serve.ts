@@ -12,6 +12,7 @@ export { isLoopbackHost };
 import { adminTokenFile, fetchHealth, loadAdminToken, readDaemonInfo, removeDaemonInfo, writeDaemonInfo } from './daemon-info.js';
 import { Metrics } from './metrics.js';
 import { startLogRotation } from './log-rotate.js';
+import { adminTokensFile } from './admin-tokens.js';
 import { BackupScheduler, parseInterval } from './scheduler.js';
 
 export interface ServeOptions {
@@ -110,6 +111,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       apiToken,
       bodyLimit: config.server.bodyLimit,
       limits: config.server.limits,
+      adminTokensFile: adminTokensFile(config),
       logger: opts.logger ?? true,
       metrics,
     });
