@@ -59,7 +59,7 @@ const FASTIFY_ERRORS: Record<string, [string, string]> = {
 function classify(err: unknown): { status: number; code: string; message: string; internal: boolean } {
   if (isChatmemError(err)) {
     const status = httpStatusOf(err.code);
-    return { status, code: err.code, message: err.message, internal: status >= 500 };
+    return { status, code: err.code, message: err.message, internal: status === 500 };
   }
   const fcode = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
   const known = FASTIFY_ERRORS[fcode];
