@@ -34,6 +34,8 @@ interface Transport {
   token: string | null;
   fetch: FetchFn;
   timeoutMs: number;
+  /** Sent with every request (X-Chatmem-Os-User). */
+  headers?: Record<string, string>;
 }
 
 type QueryValue = string | number | boolean | string[] | null | undefined;
@@ -52,7 +54,7 @@ function queryString(query: Record<string, QueryValue>): string {
 const seg = (s: string): string => encodeURIComponent(s);
 
 async function call<T>(t: Transport, method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { accept: 'application/json' };
+  const headers: Record<string, string> = { accept: 'application/json', ...t.headers };
   if (t.token) headers.authorization = `Bearer ${t.token}`;
   // Only send a content type with a body: the daemon refuses an empty JSON body.
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -103,7 +105,7 @@ async function orNull<T>(p: Promise<T>): Promise<T | null> {
 }
 
 export interface ChatmemClientOptions {
-  /** The daemon, e.g. `http://127.0.0.1:8081`. */
+  /** The daemon, e.g. `http://127.0.0.1:8737`. */
   baseUrl: string;
   /** `CHATMEM_API_TOKEN` of the daemon, when it requires one. */
   apiToken?: string;
@@ -225,7 +227,7 @@ export class ChatmemClient {
 }
 
 export interface RemoteAdminOptions {
-  /** The daemon, e.g. `http://127.0.0.1:8081`. */
+  /** The daemon, e.g. `http://127.0.0.1:8737`. */
   baseUrl: string;
   /** The admin token. */
   token: string;
@@ -234,6 +236,8 @@ export interface RemoteAdminOptions {
   fetch?: FetchFn;
   /** Per-request timeout in ms (default 0: none, since a clear or restore of a big store takes a while). */
   timeoutMs?: number;
+  /** The OS user running this client, recorded in the daemon's audit log beside the token's name. */
+  osUser?: string;
 }
 
 /** Where a relative path points from this process: the daemon has another working directory. */
@@ -252,7 +256,14 @@ export class RemoteAdmin implements Admin {
   constructor(options: RemoteAdminOptions) {
     this.where = options.baseUrl;
     this.storeUrl = options.storeUrl;
-    this.t = { baseUrl: options.baseUrl, token: options.token, fetch: options.fetch ?? globalThis.fetch, timeoutMs: options.timeoutMs ?? 0 };
+    this.t = {
+      baseUrl: options.baseUrl,
+      token: options.token,
+      fetch: options.fetch ?? globalThis.fetch,
+      timeoutMs: options.timeoutMs ?? 0,
+      // Header values are ByteStrings: a non-Latin-1 user name is sent percent-encoded rather than failing the request.
+      headers: options.osUser ? { 'x-chatmem-os-user': /^[\x20-\x7e]*$/.test(options.osUser) ? options.osUser : encodeURIComponent(options.osUser) } : undefined,
+    };
   }
 
   stats(): Promise<StoreStats> {
@@ -301,5 +312,9 @@ export class RemoteAdmin implements Admin {
   async readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {
     const q = queryString({ since: filter.since?.toISOString(), user: filter.user, action: filter.action, op: filter.op, limit: filter.limit });
     return (await call<{ entries: AuditEntry[] }>(this.t, 'GET', `/v1/admin/audit${q}`)).entries;
+  }
+  /** The name of the token this client uses (`admin` for the built-in one), and how the daemon sees the caller. */
+  whoami(): Promise<{ name: string; osUser: string | null; remote: string | null }> {
+    return call(this.t, 'GET', '/v1/admin/whoami');
   }
 }

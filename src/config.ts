@@ -7,6 +7,8 @@ import { parseInterval } from './server/scheduler.js';
 import { didYouMeanText } from './suggest.js';
 import { DEFAULT_STORE_URL, parseStoreUrl, type ParsedStoreUrl } from './store/url.js';
 import type { RetentionPolicy } from './backup/retention.js';
+import { resolveHttpLimits, type HttpLimits } from './server/limits.js';
+import { DEFAULT_LOG_ROTATION, type LogRotation } from './server/log-rotate.js';
 
 export const CONFIG_FILE = 'chatmem.config.json';
 
@@ -30,7 +32,8 @@ export interface ResolvedConfig {
   hooks: { beforeWrite?: string; afterWrite?: string };
   retention: RetentionPolicy;
   backupEvery: string | null;
-  server: { host: string; port: number; bodyLimit: number };
+  /** `limits`: timeouts and header/URL limits of the daemon's HTTP server (server.headersTimeout, ...). */
+  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits; log: LogRotation };
   /** IANA time zone of the dates in the names of legacy (seed) backups; `UTC` by default. */
   legacyTimezone: string;
   /** The config file that was read, if any. */
@@ -134,6 +137,14 @@ export const configFileSchema = z
         host: z.string().min(1).optional().describe('Address to listen on (default 127.0.0.1)'),
         port: z.number().int().min(0).max(65535).optional().describe('Port to listen on'),
         bodyLimit: z.number().int().min(1).optional().describe('Largest request body in bytes (default 1 MiB)'),
+        headersTimeout: z.number().int().min(1).max(3_600_000).optional().describe('ms from a request\'s first byte until its headers are in (default 10000)'),
+        requestTimeout: z.number().int().min(1).max(3_600_000).optional().describe('ms from a request\'s first byte until its body is in (default 30000)'),
+        keepAliveTimeout: z.number().int().min(1).max(3_600_000).optional().describe('ms a kept-alive socket may idle between requests (default 5000)'),
+        connectionTimeout: z.number().int().min(1).max(3_600_000).optional().describe('ms a new connection may stay silent (default 10000)'),
+        maxUrlLength: z.number().int().min(1).max(3_600_000).optional().describe('Longest request target in bytes; longer gets 414'),
+        maxHeaderSize: z.number().int().min(1).max(3_600_000).optional().describe('Largest request line plus headers in bytes; larger gets 431'),
+        logMaxBytes: z.number().int().min(4096).optional().describe('chatmem start: rotate the daemon log at this size (default 10 MiB)'),
+        logKeep: z.number().int().min(1).max(100).optional().describe('chatmem start: rotated log files kept (default 3)'),
       })
       .optional(),
   })
@@ -257,7 +268,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
   const homeDir = path.resolve(cwd, env.CHATMEM_DATA_DIR ?? file.dataDir ?? 'data');
 
   const historyCap = intSetting(env, 'CHATMEM_HISTORY_CAP', 'historyCap', file.historyCap, 50, 1);
-  const port = intSetting(env, 'CHATMEM_PORT', 'server.port', file.server?.port, 8081, 0, 65535);
+  const port = intSetting(env, 'CHATMEM_PORT', 'server.port', file.server?.port, 8737, 0, 65535);
   const bodyLimit = intSetting(env, 'CHATMEM_BODY_LIMIT', 'server.bodyLimit', file.server?.bodyLimit, 1024 * 1024, 1);
   const legacyTimezone = env.CHATMEM_LEGACY_TIMEZONE || file.legacyTimezone || 'UTC';
   if (!isTimeZone(legacyTimezone)) {
@@ -280,7 +291,13 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     },
     retention: file.backup?.retention ?? file.retention ?? {},
     backupEvery: env.CHATMEM_BACKUP_EVERY ?? file.backup?.every ?? null,
-    server: { host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1', port, bodyLimit },
+    server: {
+      host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1',
+      port,
+      bodyLimit,
+      limits: resolveHttpLimits(file.server ?? {}),
+      log: { maxBytes: file.server?.logMaxBytes ?? DEFAULT_LOG_ROTATION.maxBytes, keep: file.server?.logKeep ?? DEFAULT_LOG_ROTATION.keep },
+    },
     legacyTimezone,
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,
   };

@@ -6,7 +6,7 @@ import type { ChatmemConnection } from './langchain.js';
 export type { ChatmemConnection } from './langchain.js';
 
 /** The daemon's default address when neither an option nor `CHATMEM_URL` names one. */
-const DEFAULT_URL = 'http://127.0.0.1:8787';
+const DEFAULT_URL = 'http://127.0.0.1:8737';
 
 function textOf(message: UIMessage): string {
   return message.parts.map((p) => (p.type === 'text' ? p.text : '')).join('');

@@ -1,4 +1,5 @@
 import { ChatmemError, isChatmemError } from '../errors.js';
+import { exitCodeOf } from '../error-codes.js';
 
 /** Process exit codes of the `chatmem` command (documented in `chatmem --help`). */
 export const EXIT = {
@@ -19,28 +20,9 @@ export class CLIError extends ChatmemError {
   }
 }
 
-const NOT_FOUND_CODES = new Set(['E_UNKNOWN_USER', 'E_NOT_FOUND', 'E_BACKUP_NOT_FOUND', 'E_STORE_NOT_FOUND']);
-// Input the operator can fix by typing something else; a retry without changes fails the same way.
-const USAGE_CODES = new Set([
-  'E_USAGE',
-  'E_CONFIRM_REQUIRED',
-  'E_CANCELLED',
-  'E_BACKUP_UNVERIFIED',
-  'E_USER_ID',
-  'E_RECORD',
-  'E_BACKUP_ID',
-  'E_RETENTION_POLICY',
-  'E_STORE_URL',
-  'E_CONFIG',
-  'E_OPS_ARG',
-  'E_STORE_ARG',
-]);
-
-/** The exit code an error code maps to: 3 not found, 2 usage or refused, 1 anything else. */
+/** The exit code an error code maps to, from its kind in src/error-codes.ts: 3 not found, 2 usage or refused, 1 anything else. */
 export function exitCodeForCode(code: string): number {
-  if (NOT_FOUND_CODES.has(code)) return EXIT.NOT_FOUND;
-  if (USAGE_CODES.has(code)) return EXIT.USAGE;
-  return EXIT.FAILED;
+  return exitCodeOf(code);
 }
 
 /** The exit code for any thrown value. */

@@ -9,6 +9,7 @@ import { VERSION } from '../version.js';
 import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
 import { backupIdFromArg } from './backup-arg.js';
 import { withRememberedStore } from './daemon-memo.js';
+import { redactSecrets } from '../store/url.js';
 import type { Command, CommandContext, OptionSpec, OptionValues } from './command.js';
 import { audit } from './commands/audit.js';
 import { backup, backups, diff, verify } from './commands/backups.js';
@@ -18,6 +19,7 @@ import { menu, menuFlow } from './commands/menu.js';
 import { clear, del } from './commands/remove.js';
 import { prune, restore } from './commands/restore.js';
 import { exportCmd, importCmd } from './commands/transfer.js';
+import { token } from './commands/token.js';
 import { CLIError, codeOf, EXIT, exitCodeFor, usage } from './errors.js';
 import { withHooks } from './hooks.js';
 import { Output, type CliIo } from './output.js';
@@ -26,7 +28,7 @@ import { Prompter } from './prompt.js';
 export type { CliIo } from './output.js';
 export { CLIError, EXIT } from './errors.js';
 
-const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status];
+const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   store: { type: 'string', value: 'URL', help: 'store: sqlite:PATH, json:PATH or postgres://… (env CHATMEM_STORE)' },
@@ -137,12 +139,13 @@ function completeIo(io: Partial<CliIo>): CliIo {
 function reportError(out: Output, err: unknown, debug: boolean): void {
   const code = codeOf(err);
   // One line, whatever the message carries: scripts and log scrapers read errors line by line.
-  const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').replace(`${code}: `, '');
+  // redactSecrets: a store URL quoted by any layer loses its password here at the latest.
+  const message = redactSecrets((err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').replace(`${code}: `, ''));
   if (out.json) out.data({ error: { code, message, ...(isChatmemError(err) && err.details ? { details: err.details } : {}) } });
   if (code === 'E_CANCELLED') out.say(`chatmem: cancelled (${code}); nothing was changed`);
   else out.say(`chatmem: ${out.e.red('error')} ${code}: ${message}`);
   if (debug) {
-    for (let e: unknown = err; e instanceof Error; e = e.cause) out.say(out.e.dim(e.stack ?? String(e)));
+    for (let e: unknown = err; e instanceof Error; e = e.cause) out.say(out.e.dim(redactSecrets(e.stack ?? String(e))));
   } else if (!isChatmemError(err)) {
     // Not one of ours: a bug rather than a condition; the stack is what would find it.
     out.say(out.e.dim('(run with --debug for the stack trace)'));

@@ -20,6 +20,8 @@ export interface Actor {
   kind: 'os' | 'api';
   name: string;
   remote?: string;
+  /** Through the daemon: the OS user the CLI says it runs as (X-Chatmem-Os-User), as claimed, not verified. */
+  osUser?: string;
 }
 
 /** Lifecycle of an audited operation; `refused` is for requests turned down before anything happened. */

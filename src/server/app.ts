@@ -1,8 +1,12 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import * as path from 'node:path';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Context } from '../context.js';
 import { ChatmemError, ConfigError, isChatmemError, OpsError } from '../errors.js';
+import { httpStatusOf } from '../error-codes.js';
+import { redactSecrets } from '../store/url.js';
 import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
@@ -15,6 +19,9 @@ import { project, registerBotRoutes, wantsEnsure } from './routes/bot.js';
 
 /** Every route each app registered (HEAD aside), in order: the OpenAPI test compares them with the document. */
 export const registeredRoutes = new WeakMap<FastifyInstance, { method: string; url: string }[]>();
+import { resolveHttpLimits, type HttpLimits } from './limits.js';
+import { tokenDigest, tokenMatches } from './tokens.js';
+import { NamedTokens } from './admin-tokens.js';
 
 /** Default request body limit: 1 MiB. */
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -33,69 +40,37 @@ export interface BuildAppOptions {
   logger?: boolean | object;
   /** Shared with the backup scheduler so its failures show in /metrics; created when absent. */
   metrics?: Metrics;
+  /** Timeouts and header/URL limits (config `server.*`); defaults in DEFAULT_HTTP_LIMITS. */
+  limits?: Partial<HttpLimits>;
+  /** Named admin tokens (`chatmem token add`), data/admin-tokens.json; none when absent. */
+  adminTokensFile?: string;
 }
 
-/** An error with an HTTP status, answered as `{ error: { code, message } }`. */
-class HttpError extends ChatmemError {
-  constructor(
-    readonly status: number,
-    code: string,
-    message: string,
-  ) {
-    super(code, message);
-  }
-}
-
-const STATUS_BY_CODE: Record<string, number> = {
-  E_RECORD: 400,
-  E_USER_ID: 400,
-  E_OPS_ARG: 400,
-  E_STORE_ARG: 400,
-  E_RETENTION_POLICY: 400,
-  E_BACKUP_ID: 400,
-  E_CONFIRM: 400,
-  E_IMPORT: 400,
-  E_UNKNOWN_USER: 404,
-  E_NOT_FOUND: 404,
-  E_BACKUP_NOT_FOUND: 404,
-  E_STORE_NOT_FOUND: 404,
-  E_STORE_CONFLICT: 409,
-  E_STORE_LOCKED: 409,
-  // The backup exists but its content cannot be trusted or read: the request cannot be carried out as asked.
-  E_BACKUP_VERIFY: 422,
-  E_BACKUP_PARSE: 422,
-  E_BACKUP_MANIFEST: 422,
-  E_BACKUP_NOT_REGULAR: 422,
-  // A legacy backup (no checksum) is restored only with {"allowUnverified": true}.
-  E_BACKUP_UNVERIFIED: 409,
-  // Only during shutdown, after in-flight requests: the caller may retry against the next daemon.
-  E_STORE_CLOSED: 503,
-};
+/** An error of the HTTP layer, answered as `{ error: { code, message } }` with its code's status (src/error-codes.ts). */
+class HttpError extends ChatmemError {}
 
 /** Fastify's own errors that are the caller's fault, with our code for each. */
-const FASTIFY_ERRORS: Record<string, [number, string, string]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'E_BODY_LIMIT', 'request body is larger than the limit (server.bodyLimit)'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'E_BAD_JSON', 'request body is not valid JSON'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'E_BAD_JSON', 'request body is empty but Content-Type is application/json'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'E_MEDIA_TYPE', 'request bodies must be JSON (Content-Type: application/json)'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'E_BAD_REQUEST', 'request body size does not match Content-Length'],
+const FASTIFY_ERRORS: Record<string, [string, string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: ['E_BODY_LIMIT', 'request body is larger than the limit (server.bodyLimit)'],
+  FST_ERR_CTP_INVALID_JSON_BODY: ['E_BAD_JSON', 'request body is not valid JSON'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: ['E_BAD_JSON', 'request body is empty but Content-Type is application/json'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ['E_MEDIA_TYPE', 'request bodies must be JSON (Content-Type: application/json)'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['E_BAD_REQUEST', 'request body size does not match Content-Length'],
 };
 
 /**
- * Status, code and message for any error a handler or Fastify raised. A chatmem error without a mapped
- * status is a 500 that keeps its own code and message: those are written for operators (the admin API
+ * Status, code and message for any error a handler or Fastify raised. A chatmem error gets its code's
+ * status from the catalogue; a 500 keeps its own code and message: those are written for operators (the admin API
  * needs to say why a restore failed). Anything else is E_INTERNAL, with details only in the log.
  */
 function classify(err: unknown): { status: number; code: string; message: string; internal: boolean } {
-  if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message, internal: false };
   if (isChatmemError(err)) {
-    const status = STATUS_BY_CODE[err.code];
-    if (status !== undefined) return { status, code: err.code, message: err.message, internal: false };
-    return { status: 500, code: err.code, message: err.message, internal: true };
+    const status = httpStatusOf(err.code);
+    return { status, code: err.code, message: err.message, internal: status === 500 };
   }
   const fcode = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
   const known = FASTIFY_ERRORS[fcode];
-  if (known) return { status: known[0], code: known[1], message: known[2], internal: false };
+  if (known) return { status: httpStatusOf(known[0]), code: known[0], message: known[1], internal: false };
   const statusCode = typeof err === 'object' && err !== null && 'statusCode' in err ? Number((err as { statusCode: unknown }).statusCode) : NaN;
   if (statusCode >= 400 && statusCode < 500) {
     return { status: statusCode, code: 'E_BAD_REQUEST', message: err instanceof Error ? err.message : 'bad request', internal: false };
@@ -103,35 +78,33 @@ function classify(err: unknown): { status: number; code: string; message: string
   return { status: 500, code: 'E_INTERNAL', message: 'internal error; see the daemon log', internal: true };
 }
 
-const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+const sha256 = tokenDigest;
+const sameToken = tokenMatches;
 
-/** Constant-time over the digests, so neither content nor length of the expected token leaks. */
-function sameToken(given: string, expected: Buffer): boolean {
-  return timingSafeEqual(sha256(given), expected);
-}
-
-/** Query parameters that look like credentials: refused outright, and masked in logs. */
+/** Query parameters that look like credentials: refused outright. */
 const TOKEN_PARAMS = /^(token|access_token|api_key|apikey|auth|authorization)$/i;
 
-/** The URL as logged: values of credential-like query parameters masked. */
-function loggableUrl(url: string): string {
-  const q = url.indexOf('?');
-  if (q < 0) return url;
-  const params = url
-    .slice(q + 1)
-    .split('&')
-    .map((p) => {
-      const eq = p.indexOf('=');
-      const key = eq < 0 ? p : p.slice(0, eq);
-      let name = key;
-      try {
-        name = decodeURIComponent(key);
-      } catch {
-        // keep the raw key
-      }
-      return TOKEN_PARAMS.test(name) ? `${key}=***` : p;
-    });
-  return `${url.slice(0, q)}?${params.join('&')}`;
+/** Query parameters the API knows; only their names are logged, never their values (search text, user ids). */
+const KNOWN_QUERY = new Set(['q', 'limit', 'cursor', 'fullBackup', 'user', 'users', 'sample', 'a', 'b', 'since', 'action', 'op']);
+
+/**
+ * What the request log says about a request's URL: the route pattern (from the caller), each path
+ * parameter as a keyed hash (`tag`), and the names of known query parameters. Never the raw URL: it
+ * carries phone numbers, search text, and whatever a client put in an unknown parameter (a token).
+ */
+function loggableParts(params: unknown, query: unknown, tag: (v: string) => string): { params?: Record<string, string>; query?: string[]; otherQuery?: number } {
+  const out: { params?: Record<string, string>; query?: string[]; otherQuery?: number } = {};
+  if (typeof params === 'object' && params !== null) {
+    const entries = Object.entries(params as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
+    if (entries.length > 0) out.params = Object.fromEntries(entries.map(([k, v]) => [k, tag(v)]));
+  }
+  if (typeof query === 'object' && query !== null) {
+    const names = Object.keys(query);
+    const known = names.filter((n) => KNOWN_QUERY.has(n));
+    if (known.length > 0) out.query = known;
+    if (names.length > known.length) out.otherQuery = names.length - known.length;
+  }
+  return out;
 }
 
 /** True for names and addresses that only this machine can reach (brackets around IPv6 allowed). */
@@ -152,7 +125,7 @@ type Plane = 'data' | 'admin';
 
 function bodyObject(body: unknown, what: string, code = 'E_OPS_ARG'): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new HttpError(400, code, `${what}: the body must be a JSON object`);
+    throw new HttpError(code, `${what}: the body must be a JSON object`);
   }
   return body as Record<string, unknown>;
 }
@@ -162,26 +135,26 @@ function optionalBool(v: unknown, name: string): boolean | undefined {
   if (typeof v === 'boolean') return v;
   if (v === 'true' || v === '1') return true;
   if (v === 'false' || v === '0') return false;
-  throw new HttpError(400, 'E_OPS_ARG', `${name} must be true or false, got ${JSON.stringify(v)}`);
+  throw new HttpError('E_OPS_ARG', `${name} must be true or false, got ${JSON.stringify(v)}`);
 }
 
 function stringList(v: unknown, name: string): string[] | undefined {
   if (v === undefined) return undefined;
   const list = Array.isArray(v) ? v : [v];
-  if (!list.every((x): x is string => typeof x === 'string')) throw new HttpError(400, 'E_OPS_ARG', `${name} must be a list of strings`);
+  if (!list.every((x): x is string => typeof x === 'string')) throw new HttpError('E_OPS_ARG', `${name} must be a list of strings`);
   return list;
 }
 
 function intParam(v: unknown, name: string, min: number, max: number): number | undefined {
   if (v === undefined || v === '') return undefined;
   const n = typeof v === 'number' ? v : Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError(400, 'E_OPS_ARG', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new HttpError('E_OPS_ARG', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return n;
 }
 
 function stringParam(v: unknown, name: string): string | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new HttpError(400, 'E_OPS_ARG', `${name} must be given once, as a string`);
+  if (typeof v !== 'string') throw new HttpError('E_OPS_ARG', `${name} must be given once, as a string`);
   return v;
 }
 
@@ -205,7 +178,12 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const apiDigest = apiToken === null ? null : sha256(apiToken);
   const metrics = opts.metrics ?? new Metrics();
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const limits = resolveHttpLimits(opts.limits);
   const started = Date.now();
+  // Per daemon run: the same user gets the same tag in one run's log, and a tag cannot be reversed by
+  // hashing every phone number (the key never leaves this process).
+  const logKey = randomBytes(32);
+  const logTag = (v: string): string => createHmac('sha256', logKey).update(v, 'utf8').digest('base64url').slice(0, 16);
 
   const redact = { paths: ['req.headers.authorization', 'headers.authorization', 'authorization'], censor: '***' };
   const logger = opts.logger === true ? { level: 'info', redact } : typeof opts.logger === 'object' && opts.logger !== null ? { redact, ...opts.logger } : false;
@@ -219,6 +197,81 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     routerOptions: { maxParamLength: 4096 },
     // In-flight requests finish on close; idle keep-alive sockets are dropped so close() does not wait for them.
     forceCloseConnections: 'idle',
+    // Slow or idle clients must not hold sockets: see limits.ts, and the connection timeout below.
+    keepAliveTimeout: limits.keepAliveTimeout,
+    requestTimeout: limits.requestTimeout,
+    http: {
+      headersTimeout: limits.headersTimeout,
+      maxHeaderSize: limits.maxHeaderSize,
+      // Node checks the header and request clocks only this often (default 30 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeout / 4))),
+      // Node would answer a missing Host with an empty 400; the Host check in onRequest answers it in our shape.
+      requireHostHeader: false,
+    },
+    // Errors Node raises before Fastify sees a request (431, 408, unparsable requests), and bad URLs, in our shape.
+    clientErrorHandler: (err: Error & { code?: string }, socket: Socket) => answerClientError(err, socket),
+    frameworkErrors: (err, _req, reply) => {
+      const [code, message] =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? ['E_URI_TOO_LONG', 'a path segment is longer than 4096 bytes']
+          : err.code === 'FST_ERR_BAD_URL'
+            ? ['E_BAD_URL', 'the URL path is not valid percent-encoded UTF-8']
+            : ['E_BAD_REQUEST', 'bad request'];
+      // The generic reply type of frameworkErrors cannot take a status; this is the plain FastifyReply.
+      return (reply as FastifyReply).status(httpStatusOf(code)).send({ error: { code, message } });
+    },
+  });
+
+  function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const [code, message] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ['E_REQUEST_TIMEOUT', `the request did not arrive in time (server.headersTimeout ${limits.headersTimeout} ms, server.requestTimeout ${limits.requestTimeout} ms)`]
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? ['E_HEADERS_TOO_LARGE', `the request line and headers are larger than ${limits.maxHeaderSize} bytes (server.maxHeaderSize)`]
+          : ['E_BAD_REQUEST', 'malformed HTTP request'];
+    app.log.info({ code, reason: err.code, remote: socket.remoteAddress }, 'client error');
+    // A response already begun on this socket (keep-alive) cannot be followed by another one.
+    // Node's private field, which its own clientError default reads too.
+    const pending: { headersSent?: boolean } | undefined = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !pending?.headersSent) {
+      const status = httpStatusOf(code);
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      // The answer needs a moment to leave; a client that never reads must not keep the socket.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    } else {
+      socket.destroy();
+    }
+  }
+
+  // A connection that sends nothing is closed after connectionTimeout. The clock stops when its first request
+  // arrives: from then on Node's request, headers and keep-alive clocks apply, and an answer may take its time.
+  app.server.on('connection', (socket: Socket) => socket.setTimeout(limits.connectionTimeout));
+  app.server.on('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+
+  // Bodies are JSON in UTF-8: a declared other charset is refused, and bytes that are not UTF-8 are an error
+  // rather than U+FFFD in a user's memory.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+      done(new HttpError('E_MEDIA_TYPE', `request bodies must be JSON in UTF-8; got charset=${charset.slice(0, 40)}`), undefined);
+      return;
+    }
+    let text: string;
+    try {
+      text = utf8.decode(body as Buffer);
+    } catch {
+      done(new HttpError('E_BAD_ENCODING', 'request body is not valid UTF-8'), undefined);
+      return;
+    }
+    parseJson(req, text, done);
   });
   // JSON only. A text/plain POST is a "simple" cross-site request that a browser sends without a CORS preflight.
   app.removeContentTypeParser('text/plain');
@@ -271,7 +324,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
 
   function refuse(reply: FastifyReply, message: string, invalid: boolean): never {
     void reply.header('WWW-Authenticate', invalid ? 'Bearer realm="chatmem", error="invalid_token"' : 'Bearer realm="chatmem"');
-    throw new HttpError(401, 'E_AUTH', message);
+    throw new HttpError('E_AUTH', message);
   }
 
   /** Who is calling on `plane`, or a 401. The admin token is accepted on the data plane too. */
@@ -281,7 +334,17 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     if (token === null) refuse(reply, `missing token: send "Authorization: Bearer <${plane === 'admin' ? 'admin' : 'API'} token>"`, false);
     const isAdmin = sameToken(token, adminDigest);
     const isApi = apiDigest !== null && sameToken(token, apiDigest);
-    if (isAdmin) return { kind: 'api', name: 'admin', remote: req.ip };
+    // A damaged tokens file must not lock out the built-in token: it is logged and matches nothing.
+    const named =
+      isAdmin || !namedTokens
+        ? null
+        : await namedTokens.match(token).catch((err: unknown) => {
+            req.log.error({ err: { code: isChatmemError(err) ? err.code : 'E_INTERNAL', message: (err as Error).message } }, 'cannot read the named admin tokens');
+            return null;
+          });
+    const osUser = osUserOf(req);
+    if (isAdmin) return { kind: 'api', name: 'admin', remote: req.ip, ...osUser };
+    if (named !== null) return { kind: 'api', name: named, remote: req.ip, ...osUser };
     if (plane === 'data' && isApi) return { kind: 'api', name: 'api', remote: req.ip };
     const route = req.routeOptions.url ?? req.url.split('?')[0] ?? '';
     if (plane === 'admin') await auditAuthFailure(req, route);
@@ -289,20 +352,31 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     refuse(reply, plane === 'admin' ? 'invalid admin token' : 'invalid token', true);
   }
 
+  const namedTokens = opts.adminTokensFile ? new NamedTokens(opts.adminTokensFile) : null;
+  /** The OS user a CLI says it runs as: printable, at most 64 characters, or nothing. */
+  function osUserOf(req: FastifyRequest): { osUser?: string } {
+    const h = req.headers['x-chatmem-os-user'];
+    if (typeof h !== 'string') return {};
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach the audit log
+    const clean = h.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 64);
+    return clean === '' ? {} : { osUser: clean };
+  }
+
   /** The authenticated caller of each admin request, set by its onRequest guard. */
   const actors = new WeakMap<FastifyRequest, Actor>();
   const actorOf = (req: FastifyRequest): Actor => actors.get(req) ?? { kind: 'api', name: 'admin', remote: req.ip };
 
   app.addHook('onRequest', async (req) => {
+    if (req.url.length > limits.maxUrlLength) throw new HttpError('E_URI_TOO_LONG', `the URL is longer than ${limits.maxUrlLength} bytes (server.maxUrlLength)`);
     for (const key of Object.keys((req.query ?? {}) as Query)) {
       if (TOKEN_PARAMS.test(key)) {
-        throw new HttpError(400, 'E_TOKEN_IN_QUERY', `credentials are never accepted in the query string (${key}=); send "Authorization: Bearer <token>"`);
+        throw new HttpError('E_TOKEN_IN_QUERY', `credentials are never accepted in the query string (${key}=); send "Authorization: Bearer <token>"`);
       }
     }
     // Without a data token the API is open to anything that can reach loopback, including web pages that
     // rebind their DNS name to 127.0.0.1; requiring a loopback Host header stops those.
     if (apiDigest === null && !isLoopbackHost(hostName(req.headers.host))) {
-      throw new HttpError(403, 'E_HOST', 'without CHATMEM_API_TOKEN the API answers only to Host: localhost, 127.0.0.1 or [::1]');
+      throw new HttpError('E_HOST', 'without CHATMEM_API_TOKEN the API answers only to Host: localhost, 127.0.0.1 or [::1]');
     }
   });
 
@@ -320,7 +394,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const ms = reply.elapsedTime;
     metrics.observe(req.method, route, reply.statusCode, ms / 1000);
     req.log.info(
-      { method: req.method, url: loggableUrl(req.url), route, status: reply.statusCode, ms: Math.round(ms * 10) / 10, remote: req.ip },
+      { method: req.method, route, ...loggableParts(req.params, req.query, logTag), status: reply.statusCode, ms: Math.round(ms * 10) / 10, remote: req.ip },
       'request',
     );
   });
@@ -338,10 +412,11 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
 
   app.setErrorHandler(async (err, req, reply) => {
     const c = classify(err);
+    c.message = redactSecrets(c.message);
     if (c.code === 'E_BODY_LIMIT') c.message = `request body is larger than the limit of ${bodyLimit} bytes (server.bodyLimit)`;
     if (c.internal) {
       const e = err as Error & { code?: unknown };
-      req.log.error({ err: { code: e.code, message: e.message, stack: e.stack }, route: req.routeOptions.url }, 'request failed');
+      req.log.error({ err: { code: e.code, message: redactSecrets(e.message), stack: redactSecrets(e.stack ?? '') }, route: req.routeOptions.url }, 'request failed');
     }
     return reply.status(c.status).send({ error: { code: c.code, message: c.message } });
   });
@@ -439,7 +514,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const valueOf = (body: unknown, what: string): unknown => {
     const b = body as Record<string, unknown> | null | undefined;
     if (typeof b !== 'object' || b === null || Array.isArray(b) || !('value' in b)) {
-      throw new HttpError(400, 'E_RECORD', `${what}: the body must be {"value": <any JSON value>}`);
+      throw new HttpError('E_RECORD', `${what}: the body must be {"value": <any JSON value>}`);
     }
     return b.value;
   };
@@ -487,7 +562,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   const search = async (req: FastifyRequest) => {
     const q = req.query as Query;
     const text = stringParam(q.q, 'q');
-    if (text === undefined || text.trim() === '') throw new HttpError(400, 'E_STORE_ARG', 'search needs a query: ?q=<text>');
+    if (text === undefined || text.trim() === '') throw new HttpError('E_STORE_ARG', 'search needs a query: ?q=<text>');
     return { items: await store.search(text, { limit: intParam(q.limit, 'limit', 1, 1000) }) };
   };
   app.get('/v1/users', { onRequest: dataAuth }, listUsers);
@@ -506,6 +581,10 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.get('/v1/admin/users', { onRequest: adminAuth }, listUsers);
   app.get('/v1/admin/search', { onRequest: adminAuth }, search);
   app.get('/v1/admin/stats', { onRequest: adminAuth }, async () => store.stats());
+  app.get('/v1/admin/whoami', { onRequest: adminAuth }, async (req) => {
+    const a = actorOf(req);
+    return { name: a.name, osUser: a.osUser ?? null, remote: a.remote ?? null };
+  });
 
   app.delete<{ Params: Params }>('/v1/users/:id', { onRequest: adminAuth }, async (req) => {
     const fullBackup = optionalBool((req.query as Query).fullBackup, 'fullBackup');
@@ -514,14 +593,14 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.post('/v1/admin/delete', { onRequest: adminAuth }, async (req) => {
     const b = bodyObject(req.body, 'delete');
     const users = stringList(b.users, 'users');
-    if (!users || users.length === 0) throw new HttpError(400, 'E_OPS_ARG', 'delete: give {"users": ["<user id>", ...]}');
+    if (!users || users.length === 0) throw new HttpError('E_OPS_ARG', 'delete: give {"users": ["<user id>", ...]}');
     const fullBackup = optionalBool(b.fullBackup, 'fullBackup');
     return adminOp(req, 'delete-users', (actor) => ops.deleteUsers(users, { fullBackup, actor }));
   });
   app.post('/v1/admin/clear', { onRequest: adminAuth }, async (req) => {
     const b = req.body as Record<string, unknown> | undefined;
     if (typeof b !== 'object' || b === null || b.confirm !== 'YES') {
-      throw new HttpError(400, 'E_CONFIRM', 'clearing every user needs the body {"confirm": "YES"} (exactly, in capitals)');
+      throw new HttpError('E_CONFIRM', 'clearing every user needs the body {"confirm": "YES"} (exactly, in capitals)');
     }
     return adminOp(req, 'clear-all', (actor) => ops.clearAll({ actor }));
   });
@@ -532,7 +611,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const gzip = optionalBool(b.gzip, 'gzip');
     const reason = b.reason === undefined ? 'manual' : b.reason;
     if (typeof reason !== 'string' || !(BACKUP_REASONS as readonly string[]).includes(reason)) {
-      throw new HttpError(400, 'E_OPS_ARG', `reason must be one of ${BACKUP_REASONS.join(', ')}`);
+      throw new HttpError('E_OPS_ARG', `reason must be one of ${BACKUP_REASONS.join(', ')}`);
     }
     try {
       const result = await adminOp(req, 'backup', (actor) => ops.createBackup({ gzip, reason: reason as BackupReason, actor }));
@@ -553,16 +632,16 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.get('/v1/admin/diff', { onRequest: adminAuth }, async (req) => {
     const q = req.query as Query;
     const a = stringParam(q.a, 'a');
-    if (!a) throw new HttpError(400, 'E_OPS_ARG', 'diff needs ?a=<backup id or current>[&b=<backup id or current>]');
+    if (!a) throw new HttpError('E_OPS_ARG', 'diff needs ?a=<backup id or current>[&b=<backup id or current>]');
     return ops.diff(a, stringParam(q.b, 'b') ?? 'current', { users: stringList(q.users, 'users') });
   });
 
   app.post('/v1/admin/restore', { onRequest: adminAuth }, async (req) => {
     const b = bodyObject(req.body, 'restore');
     const backup = b.backup;
-    if (typeof backup !== 'string' || backup === '') throw new HttpError(400, 'E_OPS_ARG', 'restore: give {"backup": "<backup id>"}');
+    if (typeof backup !== 'string' || backup === '') throw new HttpError('E_OPS_ARG', 'restore: give {"backup": "<backup id>"}');
     const mode = b.mode;
-    if (mode !== undefined && mode !== 'replace' && mode !== 'merge') throw new HttpError(400, 'E_OPS_ARG', 'mode must be "replace" or "merge"');
+    if (mode !== undefined && mode !== 'replace' && mode !== 'merge') throw new HttpError('E_OPS_ARG', 'mode must be "replace" or "merge"');
     const users = stringList(b.users, 'users');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     const wholeStore = optionalBool(b.wholeStore, 'wholeStore');
@@ -573,7 +652,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.post('/v1/admin/prune', { onRequest: adminAuth }, async (req) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'prune');
     const policy = b.policy === undefined ? ctx.config.retention : b.policy;
-    if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw new HttpError(400, 'E_RETENTION_POLICY', 'policy must be an object, e.g. {"daily": 7}');
+    if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw new HttpError('E_RETENTION_POLICY', 'policy must be an object, e.g. {"daily": 7}');
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     const only = b.only === undefined ? undefined : stringList(b.only, 'only');
     return adminOp(req, 'prune', (actor) => ops.prune(policy as RetentionPolicy, { dryRun, only, actor }));
@@ -583,7 +662,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const b = bodyObject(req.body, 'import');
     const file = b.file;
     if (typeof file !== 'string' || !path.isAbsolute(file)) {
-      throw new HttpError(400, 'E_OPS_ARG', 'import: give {"file": "<absolute path readable by the daemon>"}; relative paths would resolve against the daemon\'s directory, not yours');
+      throw new HttpError('E_OPS_ARG', 'import: give {"file": "<absolute path readable by the daemon>"}; relative paths would resolve against the daemon\'s directory, not yours');
     }
     return adminOp(req, 'import', (actor) => ops.importFile(file, { actor }));
   });
@@ -592,7 +671,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const q = req.query as Query;
     const sinceText = stringParam(q.since, 'since');
     const since = sinceText === undefined ? undefined : new Date(sinceText);
-    if (since && Number.isNaN(since.getTime())) throw new HttpError(400, 'E_OPS_ARG', `since must be a date, got ${JSON.stringify(sinceText)}`);
+    if (since && Number.isNaN(since.getTime())) throw new HttpError('E_OPS_ARG', `since must be a date, got ${JSON.stringify(sinceText)}`);
     const entries = await ops.readAudit({
       since,
       user: stringParam(q.user, 'user'),

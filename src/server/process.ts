@@ -6,6 +6,7 @@ import { ChatmemError, errnoCode } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE } from '../fs-util.js';
 import { isProcessAlive } from '../store/owner.js';
 import { adminTokenFile, fetchHealth, findDaemon, loadAdminToken, logFile, pidFile, readDaemonInfo } from './daemon-info.js';
+import { rotateIfLarge } from './log-rotate.js';
 
 export interface StartOptions {
   host?: string;
@@ -123,6 +124,8 @@ export async function startDaemon(config: ResolvedConfig, opts: StartOptions = {
 
   await ensurePrivateDir(config.dataDir);
   const log = logFile(config);
+  rotateIfLarge(log, config.server.log);
+  env.CHATMEM_LOG_FILE = log;
   const fd = openSync(log, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, FILE_MODE);
   let pid: number;
   try {

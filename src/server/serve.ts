@@ -12,6 +12,8 @@ import { buildApp, isLoopbackHost } from './app.js';
 export { isLoopbackHost };
 import { adminTokenFile, fetchHealth, loadAdminToken, readDaemonInfo, removeDaemonInfo, writeDaemonInfo } from './daemon-info.js';
 import { Metrics } from './metrics.js';
+import { startLogRotation } from './log-rotate.js';
+import { adminTokensFile } from './admin-tokens.js';
 import { BackupScheduler, parseInterval } from './scheduler.js';
 
 export interface ServeOptions {
@@ -109,10 +111,16 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       adminToken: token.token,
       apiToken,
       bodyLimit: config.server.bodyLimit,
+      limits: config.server.limits,
+      adminTokensFile: adminTokensFile(config),
       logger: opts.logger ?? true,
       metrics,
     });
     const log = app.log;
+    // `chatmem start` points stdout and stderr at this file and names it here, so the daemon caps it.
+    const stopRotation = env.CHATMEM_LOG_FILE
+      ? startLogRotation(env.CHATMEM_LOG_FILE, config.server.log, (err) => log.error({ err: { message: (err as Error).message } }, 'cannot rotate the log'))
+      : () => undefined;
 
     const recovered = await ctx.ops.recover();
     if (recovered.removedTemp.length > 0) log.warn({ files: recovered.removedTemp }, 'removed temp files left by an interrupted backup');
@@ -169,6 +177,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
         process.off('SIGTERM', onSignal);
         process.off('SIGINT', onSignal);
         try {
+          stopRotation();
           await scheduler?.stop();
           await started.close();
         } finally {

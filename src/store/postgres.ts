@@ -4,7 +4,7 @@ import type { Pool, PoolClient } from 'pg';
 import { StoreError, isChatmemError } from '../errors.js';
 import type { MemoryRecord } from '../record.js';
 import { likeEscape, searchText } from './search-text.js';
-import { redactUrl } from './url.js';
+import { redactSecrets, redactUrl } from './url.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 /** How to reach the database: a URL (the driver owns its pool) or a pool the caller owns. */
@@ -101,7 +101,7 @@ function parseData(row: DataRow): MemoryRecord {
 /** Keeps chatmem errors (and errors thrown by caller code) as they are; wraps database errors. */
 function wrapError(code: string, what: string, err: unknown): Error {
   if (isChatmemError(err)) return err;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = redactSecrets(err instanceof Error ? err.message : String(err));
   return new StoreError(code, `PostgreSQL ${what} failed: ${message}`, { cause: err });
 }
 
@@ -305,6 +305,12 @@ export class PostgresDriver implements StoreDriver {
     } catch (err) {
       if (!opts.pool) await pool.end().catch(() => undefined);
       if (isChatmemError(err)) throw err;
+      // A driver or URL-parse error may quote the connection string; the cause is kept, scrubbed.
+      if (err instanceof Error) {
+        err.message = redactSecrets(err.message, opts.connectionString);
+        if (err.stack) err.stack = redactSecrets(err.stack, opts.connectionString);
+        if ('input' in err && typeof err.input === 'string') err.input = redactUrl(err.input);
+      }
       const message = err instanceof Error ? err.message : String(err);
       throw new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${message}`, { cause: err });
     }

@@ -23,7 +23,7 @@ class HttpClient:
     def __init__(self, base_url: str, timeout: float):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"chatmem url must look like http://127.0.0.1:8787, got {base_url!r}")
+            raise ValueError(f"chatmem url must look like http://127.0.0.1:8737, got {base_url!r}")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from ._http import HttpClient, error_of, seg
 from .errors import ChatmemError
 
-DEFAULT_URL = "http://127.0.0.1:8787"
+DEFAULT_URL = "http://127.0.0.1:8737"
 
 # The fields the seed's update() would set (its UserRecord attributes); others it ignored silently.
 _UPDATABLE = ("session_token", "name", "gender", "product", "serial", "address", "summary_context", "last_answer", "flags", "slots", "updated_at", "last_step")

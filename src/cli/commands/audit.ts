@@ -37,7 +37,7 @@ export const audit: Command = {
       e.outcome,
       e.userIds ? clip(e.userIds.join(','), 30) : e.foundInBackup !== undefined && user !== undefined ? clip(`${user} (in backup)`, 30) : '-',
       e.backup ?? '-',
-      `${e.actor.name}${e.actor.kind === 'api' ? ' (api)' : ''}`,
+      `${e.actor.name}${e.actor.kind === 'api' ? (e.actor.osUser ? ` (api, ${e.actor.osUser})` : ' (api)') : ''}`,
       e.error ? `${e.error.code}: ${clip(e.error.message, 60)}` : e.durationMs !== undefined ? `${e.durationMs} ms` : '',
     ]);
     table(['TIME (UTC)', 'ACTION', 'OUTCOME', 'USERS', 'BACKUP', 'ACTOR', ''], rows, { paint: out.c.bold }).forEach((l) => out.out(l));

@@ -6,7 +6,7 @@ import { keyValueLines } from './inspect.js';
 
 const listenOptions = {
   host: { type: 'string', value: 'H', help: 'address to listen on (default: server.host, 127.0.0.1)' },
-  port: { type: 'string', value: 'P', help: 'port (default: server.port, 8081; 0 picks a free one)' },
+  port: { type: 'string', value: 'P', help: 'port (default: server.port, 8737; 0 picks a free one)' },
 } as const;
 
 function listenArgs(ctx: CommandContext): { host?: string; port?: number } {
