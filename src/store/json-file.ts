@@ -440,11 +440,9 @@ export class JsonFileDriver implements StoreDriver {
       this.fp = outcome.fp;
       this.commitDurable(target);
       for (const m of batch) m.done();
-      if (batch.length === 0 || this.needsSync) {
-        this.needsSync = false;
-        const done = this.removeWhenSynced.splice(0);
-        for (const f of done) await fsp.rm(f, { force: true });
-      }
+      // The file now holds every merge taken over so far: outside files kept only until then can go.
+      this.needsSync = false;
+      for (const f of this.removeWhenSynced.splice(0)) await fsp.rm(f, { force: true });
       await this.checkPrev(outcome.prev, oldFp);
       return true;
     } catch (err) {
