@@ -207,7 +207,8 @@ os.replace(tmp, p)
 `,
 } as const;
 
-describe('JSON store: the seed tools edit the file while chat writes keep arriving', () => {
+// Each writer gets its own store and directory, so the three run side by side.
+describe.concurrent('JSON store: the seed tools edit the file while chat writes keep arriving', () => {
   for (const kind of ['inplace', 'copy', 'replace'] as const) {
     it(`${kind}: no marker edit and no acknowledged append is lost, and edits landed during flushes`, async () => {
       const t = await tempDir();
