@@ -304,7 +304,7 @@ const VERSIONS_KEPT = 16;
 export class JsonFileDriver implements StoreDriver {
   readonly kind = 'json' as const;
   readonly url: string;
-  /** Outside changes seen since open (tests and operators observe these). */
+  /** The last 1,000 outside changes seen since open (tests and operators observe these). */
   readonly report: OutsideChange[] = [];
   private view: Map<string, MemoryRecord>;
   private pending: Mutation[] = [];
@@ -574,6 +574,7 @@ export class JsonFileDriver implements StoreDriver {
 
   private tell(change: OutsideChange, message: string): void {
     this.report.push(change);
+    if (this.report.length > 1000) this.report.splice(0, this.report.length - 1000);
     try {
       this.onOutsideChange(change, message);
     } catch {
@@ -752,6 +753,11 @@ export class JsonFileDriver implements StoreDriver {
 
   async close(): Promise<void> {
     while (this.pumping) await this.pumping;
+    // A merge that restored chatmem's versions over another program's stale copies is only in memory until written.
+    if (this.needsSync) {
+      this.kick();
+      while (this.pumping) await this.pumping;
+    }
   }
 }
 
