@@ -115,16 +115,24 @@ interface Parsed {
   map: Map<string, MemoryRecord>;
   fp: Fingerprint | null;
   bytes: Buffer | null;
+  /** Users whose record in the file has no `created_at`/`updated_at`: parsing filled them in with the time of reading. */
+  untimed: Map<string, ('created_at' | 'updated_at')[]>;
 }
 
 async function parseOnce(file: string): Promise<Parsed> {
   const before = await statFp(file);
-  if (before === null) return { map: new Map(), fp: null, bytes: null };
+  if (before === null) return { map: new Map(), fp: null, bytes: null, untimed: new Map() };
   const chunks: Buffer[] = [];
   const map = new Map<string, MemoryRecord>();
+  const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
   try {
     for await (const entry of readJsonEntries(file, { onChunk: (c) => chunks.push(c) })) {
       map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value)));
+      const raw = entry.value;
+      if (typeof raw === 'object' && raw !== null) {
+        const missing = (['created_at', 'updated_at'] as const).filter((k) => !(k in raw));
+        if (missing.length > 0) untimed.set(entry.key, missing);
+      }
     }
   } catch (err) {
     const where = isChatmemError(err) ? err.message : String(err);
@@ -133,7 +141,7 @@ async function parseOnce(file: string): Promise<Parsed> {
   const after = await statFp(file);
   // Parsed bytes from two different versions would look like one file: only a read bracketed by two equal stats counts.
   if (!sameFp(before, after)) throw new Unsettled(`${file} changed while being read`);
-  return { map, fp: after, bytes: Buffer.concat(chunks) };
+  return { map, fp: after, bytes: Buffer.concat(chunks), untimed };
 }
 
 /**
@@ -531,7 +539,7 @@ export class JsonFileDriver implements StoreDriver {
       );
       return;
     }
-    const r = this.merge(parsed.map);
+    const r = this.merge(parsed);
     this.commitDurable(r.merged);
     this.rebuildView();
     if (r.changedDurable) this.needsSync = true;
@@ -553,7 +561,7 @@ export class JsonFileDriver implements StoreDriver {
    */
   private async absorbMain(when: OutsideChange['when']): Promise<StoreError | null> {
     const parsed = await parseSettled(this.file);
-    const r = this.merge(parsed.map);
+    const r = this.merge(parsed);
     if (!r.changedDurable && !r.differsFromFile) {
       this.fp = parsed.fp;
       return null;
@@ -599,18 +607,29 @@ export class JsonFileDriver implements StoreDriver {
    *   conflict: chatmem's version stays, and the caller keeps the other program's file aside.
    *   Deletions go through chatmem's guarded operations, which back up first.
    */
-  private merge(outside: Map<string, MemoryRecord>): { merged: Map<string, MemoryRecord>; adopted: number; conflicts: number; changedDurable: boolean; differsFromFile: boolean } {
+  private merge(parsed: Parsed): { merged: Map<string, MemoryRecord>; adopted: number; conflicts: number; changedDurable: boolean; differsFromFile: boolean } {
     const merged = new Map<string, MemoryRecord>();
     let adopted = 0;
     let conflicts = 0;
     let changedDurable = false;
     let differsFromFile = false;
+    const outside = parsed.map;
     const decide = (id: string): MemoryRecord | null => {
       const d = this.durable.get(id) ?? null;
       const o = outside.get(id) ?? null;
-      if (sameRecord(d, o)) return d;
+      // A record written without timestamps (a script adding a user) got the time of each reading: compare it
+      // with the timestamps of the version it is compared to, or it would never look equal to itself.
+      const missing = parsed.untimed.get(id);
+      const matches = (k: MemoryRecord | null): boolean => {
+        if (sameRecord(k, o)) return true;
+        if (k === null || o === null || missing === undefined) return false;
+        const filled: Record<string, unknown> = { ...o };
+        for (const f of missing) filled[f] = k[f];
+        return JSON.stringify(filled) === JSON.stringify(k);
+      };
+      if (matches(d)) return d;
       const known = this.knownVersions(id);
-      if (known.some((k) => sameRecord(k, o))) return d;
+      if (known.some(matches)) return d;
       if (o === null) {
         conflicts++;
         return d;
