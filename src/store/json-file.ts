@@ -119,9 +119,21 @@ interface Parsed {
   untimed: Map<string, ('created_at' | 'updated_at')[]>;
 }
 
+/** Another chatmem process is in the instant of its swap (see {@link JsonFileDriver}): the file is about to reappear. */
+async function swapInProgress(file: string): Promise<boolean> {
+  const names = await fsp.readdir(path.dirname(file)).catch(() => [] as string[]);
+  return names.some((name) => {
+    const pid = leftoverPid(file, name, 'prev');
+    return pid !== null && pid !== process.pid && isProcessAlive(pid);
+  });
+}
+
 async function parseOnce(file: string): Promise<Parsed> {
   const before = await statFp(file);
-  if (before === null) return { map: new Map(), fp: null, bytes: null, untimed: new Map() };
+  if (before === null) {
+    if (await swapInProgress(file)) throw new Unsettled(`${file} is being replaced by another chatmem process`);
+    return { map: new Map(), fp: null, bytes: null, untimed: new Map() };
+  }
   const chunks: Buffer[] = [];
   const map = new Map<string, MemoryRecord>();
   const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
@@ -277,7 +289,7 @@ interface Mutation {
 }
 
 // Enough versions of each user to recognise the stale copies a read-modify-write by another program carries.
-const VERSIONS_KEPT = 16;
+const VERSIONS_KEPT = 8;
 
 /**
  * The seed's memory.json: one object keyed by user id, `indent=2`, UTF-8. The whole file is rewritten

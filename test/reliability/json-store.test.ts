@@ -309,18 +309,21 @@ describe.concurrent('JSON store: the seed tools edit the file while chat writes 
           adoptedMarkers: markers.filter((m) => m in final).length,
           acked: acked.length,
           refused: refused.length,
+          refusedCodes: [...new Set(refused.map((r) => r.code))],
           ratePerS: Math.round((acked.length + refused.length) / seconds),
           caughtBefore: before(),
           caughtDuring: during(),
           keptAside: asides.length,
           lostEdits: lostEdits.length,
           lostAcked: lostAcked.length,
+          appliedRefused: appliedRefused.length,
         };
         console.log(JSON.stringify(summary));
         expect(lostEdits).toEqual([]);
         expect(lostAcked).toEqual([]);
         expect(appliedRefused).toEqual([]);
-        expect(new Set(refused.map((r) => r.code))).toEqual(new Set(refused.length ? ['E_STORE_CONFLICT'] : []));
+        // Refused means not applied: an outside change found (409), or a file still half-written after the retries.
+        expect(refused.filter((r) => r.code !== 'E_STORE_CONFLICT' && r.code !== 'E_STORE_PARSE')).toEqual([]);
         expect(markers.length).toBeGreaterThanOrEqual(20);
         // The race really happened, both ways: edits caught between flushes and while a flush was replacing the file.
         expect(summary.caughtDuring).toBeGreaterThan(0);
