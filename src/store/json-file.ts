@@ -128,32 +128,57 @@ async function swapInProgress(file: string): Promise<boolean> {
   });
 }
 
-async function parseOnce(file: string): Promise<Parsed> {
-  const before = await statFp(file);
-  if (before === null) {
-    if (await swapInProgress(file)) throw new Unsettled(`${file} is being replaced by another chatmem process`);
-    return { map: new Map(), fp: null, bytes: null, untimed: new Map() };
-  }
-  const chunks: Buffer[] = [];
-  const map = new Map<string, MemoryRecord>();
-  const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
-  try {
-    for await (const entry of readJsonEntries(file, { onChunk: (c) => chunks.push(c) })) {
-      map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value)));
-      const raw = entry.value;
-      if (typeof raw === 'object' && raw !== null) {
-        const missing = (['created_at', 'updated_at'] as const).filter((k) => !(k in raw));
-        if (missing.length > 0) untimed.set(entry.key, missing);
-      }
+/**
+ * One read of `file`. With `pin`, the inode is first hard-linked to a private temp name and read through
+ * it: a rename-writer replacing the file mid-read then does not spoil the read (that inode is complete and
+ * nobody writes it any more), and only in-place writes into the very inode read make it start over.
+ */
+async function parseOnce(file: string, pin: boolean): Promise<Parsed> {
+  let source = file;
+  if (pin) {
+    source = tempNameFor(file);
+    try {
+      await fsp.link(file, source);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw new StoreError('E_STORE_READ', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+      source = file;
     }
-  } catch (err) {
-    const where = isChatmemError(err) ? err.message : String(err);
-    throw new StoreError('E_STORE_PARSE', `${file} does not parse: ${where}`, { cause: err, details: { file, ...(isChatmemError(err) ? err.details : {}) } });
   }
-  const after = await statFp(file);
-  // Parsed bytes from two different versions would look like one file: only a read bracketed by two equal stats counts.
-  if (!sameFp(before, after)) throw new Unsettled(`${file} changed while being read`);
-  return { map, fp: after, bytes: Buffer.concat(chunks), untimed };
+  try {
+    const before = await statFp(source);
+    if (before === null) {
+      if (await swapInProgress(file)) throw new Unsettled(`${file} is being replaced by another chatmem process`);
+      return { map: new Map(), fp: null, bytes: null, untimed: new Map() };
+    }
+    const chunks: Buffer[] = [];
+    const map = new Map<string, MemoryRecord>();
+    const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
+    try {
+      for await (const entry of readJsonEntries(source, { onChunk: (c) => chunks.push(c) })) {
+        map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value)));
+        const raw = entry.value;
+        if (typeof raw === 'object' && raw !== null) {
+          const missing = (['created_at', 'updated_at'] as const).filter((k) => !(k in raw));
+          if (missing.length > 0) untimed.set(entry.key, missing);
+        }
+      }
+    } catch (err) {
+      const where = (isChatmemError(err) ? err.message : String(err)).split(source).join(file);
+      throw new StoreError('E_STORE_PARSE', `${file} does not parse: ${where}`, { cause: err, details: { ...(isChatmemError(err) ? err.details : {}), file } });
+    }
+    const after = await statFp(source);
+    // Bytes from two different versions would look like one file: only a read bracketed by two equal stats counts.
+    if (!(source === file ? sameFp(before, after) : sameContent(before, after))) throw new Unsettled(`${file} changed while being read`);
+    if (source === file) return { map, fp: after, bytes: Buffer.concat(chunks), untimed };
+    await fsp.rm(source, { force: true });
+    source = file;
+    // The link and unlink changed the inode's ctime; take the file's fingerprint now, unless it is no longer what was read.
+    const now = await statFp(file);
+    const fp = now !== null && sameContent(now, before) ? now : { ...before, ctimeNs: -1n };
+    return { map, fp, bytes: Buffer.concat(chunks), untimed };
+  } finally {
+    if (source !== file) await fsp.rm(source, { force: true });
+  }
 }
 
 /**
@@ -161,11 +186,11 @@ async function parseOnce(file: string): Promise<Parsed> {
  * middle of another program's write (json.dump truncates, then writes): it is read again with backoff,
  * and only then refused with E_STORE_PARSE. The file is never written here.
  */
-async function parseSettled(file: string): Promise<Parsed> {
+async function parseSettled(file: string, pin = false): Promise<Parsed> {
   let last: unknown;
   for (let attempt = 0; attempt <= PARSE_RETRIES_MS.length; attempt++) {
     try {
-      return await parseOnce(file);
+      return await parseOnce(file, pin);
     } catch (err) {
       if (!(err instanceof Unsettled) && !(isChatmemError(err) && err.code === 'E_STORE_PARSE')) throw err;
       last = err;
@@ -572,7 +597,7 @@ export class JsonFileDriver implements StoreDriver {
    * Throws E_STORE_PARSE (file untouched) when it stays unparsable.
    */
   private async absorbMain(when: OutsideChange['when']): Promise<StoreError | null> {
-    const parsed = await parseSettled(this.file);
+    const parsed = await parseSettled(this.file, true);
     const r = this.merge(parsed);
     if (!r.changedDurable && !r.differsFromFile) {
       this.fp = parsed.fp;
