@@ -375,6 +375,18 @@ describe('JSON store: leftovers of an interrupted chatmem', () => {
       expect(existsSync(prev)).toBe(false);
       expect(existsSync(tmp)).toBe(false);
       expect((pyLoad(file)['6281'] as { name: string }).name).toBe('Budi');
+
+      // A moved-away copy while the file exists may hold another program's write of that instant: kept and reported, not removed.
+      const prev2 = path.join(t.dir, `.memory.json.${deadPid}.0badcafe.prev`);
+      writeFileSync(prev2, serializeSeed([['6281', { user_id: '6281', name: 'written by a script' }]]));
+      const warnings: string[] = [];
+      await (await JsonFileDriver.open(file, { warn: (m) => warnings.push(m) })).close();
+      expect(existsSync(prev2)).toBe(false);
+      const outside = readdirSync(t.dir).filter((n) => n.startsWith('memory.json.outside-'));
+      expect(outside).toHaveLength(1);
+      expect(readFileSync(path.join(t.dir, outside[0] ?? ''), 'utf8')).toContain('written by a script');
+      expect(statSync(path.join(t.dir, outside[0] ?? '')).mode & 0o777).toBe(0o600);
+      expect(warnings.some((w) => w.includes(outside[0] ?? '?'))).toBe(true);
     } finally {
       sleeper.kill();
       rmSync(t.dir, { recursive: true, force: true });
