@@ -111,6 +111,13 @@ const PARSE_RETRIES_MS = [10, 20, 40, 80, 160, 320, 640];
 
 class Unsettled extends Error {}
 
+/** The file write itself failed (disk full, I/O error): the batch may be split to find the write that cannot fit. */
+class WriteFailure extends Error {
+  constructor(cause: unknown) {
+    super('write failed', { cause });
+  }
+}
+
 interface Parsed {
   map: Map<string, MemoryRecord>;
   fp: Fingerprint | null;
@@ -354,6 +361,8 @@ export class JsonFileDriver implements StoreDriver {
   private view: Map<string, MemoryRecord>;
   private pending: Mutation[] = [];
   private needsSync = false;
+  // How many queued changes the next flush takes: all of them, except while a failed batch is being split.
+  private batchLimit = Infinity;
   private pumping: Promise<void> | null = null;
   private readonly versions = new Map<string, (MemoryRecord | null)[]>();
   // Kept outside files whose content was fully taken over: removed once the merged state is durable.
@@ -416,10 +425,26 @@ export class JsonFileDriver implements StoreDriver {
 
   private async pump(): Promise<void> {
     while (this.pending.length > 0 || this.needsSync) {
-      const batch = this.pending.splice(0);
-      // Taken in the same tick as the batch: the view is exactly durable + batch here.
-      const target = new Map(this.view);
+      const partial = this.pending.length > this.batchLimit;
+      const batch = this.pending.splice(0, this.batchLimit);
+      let target: Map<string, MemoryRecord>;
+      if (!partial) {
+        // Taken in the same tick as the batch: the view is exactly durable + batch here.
+        target = new Map(this.view);
+      } else {
+        target = new Map(this.durable);
+        for (const m of [...batch]) {
+          try {
+            m.reapply(target);
+          } catch (err) {
+            m.fail(err);
+            batch.splice(batch.indexOf(m), 1);
+          }
+        }
+      }
       const progressed = await this.flush(batch, target);
+      // The view still holds the whole queue as computed before the split: recompute it on what is now durable.
+      if (partial) this.rebuildView();
       // A flush carrying no change (re-writing a merge) that failed is retried with the next write, not in a loop.
       if (!progressed && batch.length === 0) break;
     }
@@ -470,7 +495,9 @@ export class JsonFileDriver implements StoreDriver {
         // The file was touched but holds what chatmem has: write as planned.
       }
       const oldFp = this.fp;
-      const outcome = await this.swapIn(serializeParts(target));
+      const outcome = await this.swapIn(serializeParts(target)).catch((err: unknown) => {
+        throw new WriteFailure(err);
+      });
       if (outcome.kind === 'raced') {
         // Another program created the file in the instant it did not exist: nothing of ours was written.
         await this.checkPrev(outcome.prev, oldFp);
@@ -485,14 +512,24 @@ export class JsonFileDriver implements StoreDriver {
       this.fp = outcome.fp;
       this.commitDurable(target);
       for (const m of batch) m.done();
+      this.batchLimit = Infinity;
       // The file now holds every merge taken over so far: outside files kept only until then can go.
       this.needsSync = false;
       for (const f of this.removeWhenSynced.splice(0)) await fsp.rm(f, { force: true });
       await this.checkPrev(outcome.prev, oldFp);
       return true;
-    } catch (err) {
+    } catch (caught) {
+      if (caught instanceof WriteFailure && batch.length > 1) {
+        // Writes coalesced into one file write share its failure only as long as needed: one write too large
+        // for the disk must not take the others down. Halve the batch until the failing write is alone.
+        this.pending.unshift(...batch);
+        this.batchLimit = Math.ceil(batch.length / 2);
+        return true;
+      }
+      const err = caught instanceof WriteFailure ? caught.cause : caught;
       const e = isChatmemError(err) ? err : new StoreError('E_STORE_WRITE', `cannot write ${this.file}: ${(err as Error).message}`, { cause: err });
       for (const m of batch) m.fail(e);
+      this.batchLimit = Infinity;
       this.rebuildView();
       return false;
     }

@@ -48,7 +48,7 @@ describe('JSON store: a failed flush fails only its own writes', () => {
     await cleanup?.();
   });
 
-  it.skipIf(!isRoot)('ENOSPC on one large append: it gets its own error, the 100 small appends queued behind it all land', async () => {
+  it.skipIf(!isRoot)('ENOSPC on one large append coalesced with 100 small ones: it gets its own error, the small ones all land', async () => {
     const file = path.join(mnt, 'memory.json');
     const seeded = await openJson(file);
     for (let u = 0; u < 20; u++) await seeded.store.appendHistory(`u${u}`, { role: 'user', text: `seed-${u}` });
@@ -59,15 +59,17 @@ describe('JSON store: a failed flush fails only its own writes', () => {
     const free = fs.bavail * fs.bsize;
     writeFileSync(path.join(mnt, 'filler'), Buffer.alloc(Math.max(0, free - (2 * size + 28 * 1024))));
 
-    // Opened idle, so the large append's flush starts at once and carries it alone.
     const { store } = await openJson(file);
+    // A flush is under way, so the large append and the small ones behind it are coalesced into the next one:
+    // the failed file write is split until the large append is alone.
+    const warm = store.appendHistory('u0', { role: 'user', text: 'warm' });
     const big = store.appendHistory('big', { role: 'user', text: 'x'.repeat(64 * 1024) });
     const smalls = Array.from({ length: 100 }, (_, i) => store.appendHistory(`u${i % 20}`, { role: 'user', text: `small-${i}` }));
     const bigErr = await big.then(
       () => null,
       (e: unknown) => e,
     );
-    const results = await Promise.allSettled(smalls);
+    const results = await Promise.allSettled([warm, ...smalls]);
     await store.close();
 
     expect(bigErr).toMatchObject({ code: 'E_STORE_WRITE' });
@@ -84,6 +86,7 @@ describe('JSON store: a failed flush fails only its own writes', () => {
     const texts = textsOf(pyLoad(file));
     const lost = Array.from({ length: 100 }, (_, i) => `small-${i}`).filter((x) => !texts.has(x));
     console.log(JSON.stringify({ kind: 'enospc', acked: results.length - failed.length, lost: lost.length }));
+    expect(texts.has('warm')).toBe(true);
     expect(lost).toEqual([]);
     // The failed temp copy of the whole store is gone.
     expect(readdirSync(mnt).sort()).toEqual(['filler', 'memory.json']);
