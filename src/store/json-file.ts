@@ -495,9 +495,7 @@ export class JsonFileDriver implements StoreDriver {
         // The file was touched but holds what chatmem has: write as planned.
       }
       const oldFp = this.fp;
-      const outcome = await this.swapIn(serializeParts(target)).catch((err: unknown) => {
-        throw new WriteFailure(err);
-      });
+      const outcome = await this.swapIn(serializeParts(target));
       if (outcome.kind === 'raced') {
         // Another program created the file in the instant it did not exist: nothing of ours was written.
         await this.checkPrev(outcome.prev, oldFp);
@@ -552,7 +550,8 @@ export class JsonFileDriver implements StoreDriver {
     } catch (err) {
       await fh.close().catch(() => undefined);
       await fsp.rm(tmp, { force: true });
-      throw err;
+      // Only a failure before the file is touched may be retried in parts (see flush).
+      throw new WriteFailure(err);
     }
     await fh.close();
     let prev: string | null = null;
