@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { copyFileSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, readFileSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { JsonFileDriver, serializeSeed } from '../../src/store/json-file.js';
@@ -116,6 +116,102 @@ describe('json-file driver specifics', () => {
       writeFileSync(file, JSON.stringify({ u1: { user_id: 'u1', history: 'not a list' } }));
       await expect(openStore(`json:${file}`)).rejects.toMatchObject({ code: 'E_STORE_PARSE', message: expect.stringContaining('history') });
       expect(readFileSync(file, 'utf8')).toBe(JSON.stringify({ u1: { user_id: 'u1', history: 'not a list' } }));
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('keeps an outside version it cannot take over aside (0600), answers 409 naming it, and keeps every acknowledged write', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.json');
+      const seen: string[] = [];
+      // a was in the file when chatmem opened it, so a file without a is not merely a copy from before a existed.
+      writeFileSync(file, serializeSeed([['a', { user_id: 'a', name: 'A' }]]), { mode: 0o600 });
+      const store = createStore(await JsonFileDriver.open(file, { onOutsideChange: (_c, message) => seen.push(message) }));
+      await store.appendHistory('a', { role: 'user', text: 'acknowledged' });
+      // Another program drops user a (a deletion chatmem's guarded operations would back up first) and adds n.
+      writeFileSync(file, serializeSeed([['n', { user_id: 'n', name: 'new from outside' }]]));
+      const err = await store.put('b', { name: 'B' }).then(
+        () => null,
+        (e: unknown) => e as { code: string; details: { kept: string } },
+      );
+      expect(err).toMatchObject({ code: 'E_STORE_CONFLICT' });
+      const kept = err?.details.kept ?? '';
+      expect(path.basename(kept)).toMatch(/^memory\.json\.outside-\d{8}T\d+Z$/);
+      expect(statSync(kept).mode & 0o777).toBe(0o600);
+      expect(JSON.parse(readFileSync(kept, 'utf8'))).toEqual({ n: { user_id: 'n', name: 'new from outside' } });
+      expect(seen.some((m) => m.includes(kept))).toBe(true);
+      await store.put('b', { name: 'B' });
+      await store.close();
+      const final = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { name: string; history: { text: string }[] }>;
+      expect(Object.keys(final).sort()).toEqual(['a', 'b', 'n']);
+      expect(final.a?.history.map((h) => h.text)).toEqual(['acknowledged']);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('an edit made from an older version is merged field by field when chatmem changed other fields since, else kept aside', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.json');
+      const store = createStore(await JsonFileDriver.open(file, { onOutsideChange: () => undefined }));
+      await store.put('a', { name: 'A', updated_at: '2025-01-01T00:00:00Z' });
+      await store.put('c', { name: 'C', updated_at: '2025-01-01T00:00:00Z' });
+      const old = readFileSync(file, 'utf8');
+      await store.appendHistory('a', { role: 'user', text: 'turn 1' });
+      await store.appendHistory('c', { role: 'user', text: 'turn 1' });
+      // A script read the file before those appends and writes it back now: renames a, rewrites c's history.
+      const data = JSON.parse(old) as Record<string, { name: string; history: unknown[] }>;
+      data.a!.name = 'Renamed';
+      data.c!.history = [{ role: 'user', text: 'rewritten', ts: '2025-01-01T00:00:00Z' }];
+      writeFileSync(file, serializeSeed(Object.entries(data)));
+      const err = await store.appendHistory('a', { role: 'user', text: 'turn 2' }).then(
+        () => null,
+        (e: unknown) => e as { code: string; details: { kept: string | null; adopted: number; conflicts: number } },
+      );
+      expect(err).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 1, conflicts: 1 } });
+      expect(existsSync(err?.details.kept ?? '')).toBe(true);
+      await store.appendHistory('a', { role: 'user', text: 'turn 2' });
+      await store.close();
+      const final = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { name: string; history: { text: string }[] }>;
+      expect(final.a?.name).toBe('Renamed');
+      expect(final.a?.history.map((h) => h.text)).toEqual(['turn 1', 'turn 2']);
+      expect(final.c?.history.map((h) => h.text)).toEqual(['turn 1']);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('a half-written file (another program mid-write) is waited for, then refused with E_STORE_PARSE and left untouched', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.json');
+      const store = createStore(await JsonFileDriver.open(file, { onOutsideChange: () => undefined }));
+      await store.put('a', { name: 'A' });
+      const full = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+      full.z = { user_id: 'z', name: 'Z' };
+      const text = serializeSeed(Object.entries(full));
+      // Truncated, then completed 150 ms later: the write waits, adopts the edit, and answers 409 (not E_STORE_PARSE).
+      writeFileSync(file, text.slice(0, 40));
+      const pending = store.put('b', { name: 'B' }).then(
+        () => 'ok',
+        (e: unknown) => (e as { code: string }).code,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      writeFileSync(file, text);
+      expect(await pending).toBe('E_STORE_CONFLICT');
+      expect((await store.get('z'))?.name).toBe('Z');
+      // Left half-written: refused, byte for byte untouched.
+      writeFileSync(file, text.slice(0, 40));
+      await expect(store.put('b', { name: 'B' })).rejects.toMatchObject({ code: 'E_STORE_PARSE' });
+      expect(readFileSync(file, 'utf8')).toBe(text.slice(0, 40));
+      writeFileSync(file, text);
+      await expect(store.put('b', { name: 'B' })).rejects.toMatchObject({ code: 'E_STORE_CONFLICT' });
+      await store.put('b', { name: 'B' });
+      await store.close();
+      expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')) as object).sort()).toEqual(['a', 'b', 'z']);
     } finally {
       await t.cleanup();
     }
