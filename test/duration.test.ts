@@ -30,7 +30,7 @@ describe('the one duration syntax', () => {
       { id: 'old', createdAt: new Date('2024-07-01T00:00:00Z') },
     ];
     expect(planRetention(backups, { within: '30m' }).remove).toEqual([]);
-    expect(planRetention(backups, { within: '30min' }).remove).toEqual([{ id: 'old' }]);
+    expect(planRetention(backups, { within: '30min' }).remove).toEqual([{ id: 'old', group: 'full' }]);
     expect(() => parseInterval('30m')).toThrow(/"m" means months; for minutes write "30min"/);
     expect(parseInterval('30min')).toBe(30 * 60_000);
   });

@@ -19,9 +19,16 @@ export async function storeExists(config: ResolvedConfig): Promise<boolean> {
     await fsp.stat(config.store.file);
     return true;
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
-    throw new StoreError('E_STORE_OPEN', `cannot check ${config.store.file}: ${(err as Error).message}`, { cause: err });
+    if (errnoCode(err) !== 'ENOENT' && errnoCode(err) !== 'ENOTDIR') {
+      throw new StoreError('E_STORE_OPEN', `cannot check ${config.store.file}: ${(err as Error).message}`, { cause: err });
+    }
   }
+  // A JSON store killed between moving its file aside and linking the new one in has only the moved copy
+  // (`.memory.json.<pid>.<hex>.prev`); opening the store puts it back, so the store does exist.
+  if (config.store.kind !== 'json') return false;
+  const base = path.basename(config.store.file);
+  const names = await fsp.readdir(path.dirname(config.store.file)).catch(() => [] as string[]);
+  return names.some((n) => n.startsWith(`.${base}.`) && n.endsWith('.prev'));
 }
 
 /**

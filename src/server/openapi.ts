@@ -120,6 +120,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'POST', path: '/v1/admin/restore', summary: 'restore all or some users; what it overwrites is backed up first', auth: 'admin', body: z.object({ backup: z.string(), users: z.array(userId).optional(), mode: z.enum(['replace', 'merge']).optional(), dryRun: z.boolean().optional(), wholeStore: z.boolean().optional() }).loose(), answer: free },
   { method: 'POST', path: '/v1/admin/prune', summary: 'apply a retention policy (dryRun to preview)', auth: 'admin', body: z.object({ policy: z.record(z.string(), z.unknown()).optional(), dryRun: z.boolean().optional(), only: z.array(z.string()).optional() }), answer: free },
   { method: 'POST', path: '/v1/admin/import', summary: 'import a seed memory.json or any backup file the daemon can read', auth: 'admin', body: z.object({ file: z.string().describe('absolute path') }), answer: free },
+  { method: 'GET', path: '/v1/admin/whoami', summary: "the admin token's name, and the OS user the CLI sent", auth: 'admin', answer: z.object({ name: z.string(), osUser: z.string().nullable(), remote: z.string().nullable() }) },
   { method: 'GET', path: '/v1/admin/audit', summary: 'audit log entries', auth: 'admin', query: z.object({ since: z.string().optional(), user: z.string().optional(), action: z.string().optional(), op: z.string().optional(), limit: z.string().optional() }), answer: z.object({ entries: z.array(free) }) },
 ];
 

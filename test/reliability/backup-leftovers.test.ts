@@ -109,8 +109,9 @@ describe('leftovers of killed writers, finished by the next CLI read and by the 
     const files = await setUp();
     const r = await sb.run(['backups']);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/left by an interrupted chatmem: removed 2 temp file\(s\); removed 2 manifest\(s\) without backup; completed memory_backup_\S+ \(verified\); removed memory_backup_\S+ \(written by a killed process, did not verify\)/);
+    expect(r.stderr).toMatch(/left by an interrupted chatmem: removed [12] temp file\(s\); removed 2 manifest\(s\) without backup; completed memory_backup_\S+ \(verified\); removed memory_backup_\S+ \(written by a killed process, did not verify\)/);
     assertFinished(files);
+    // (The JSON store removes its own dead temp copy when it opens, so the pass may count one or both.)
     // The live writer's backup is listed as pending, never as legacy; the completed one as verified.
     const list = await sb.json<{ backups: { id: string; state: string }[] }>(['backups']);
     expect(list.doc.backups.find((b) => b.id === files.livePending)?.state).toBe('pending');
