@@ -159,7 +159,8 @@ for (const [kind, runs] of [['sqlite', 42], ['json', 18]] as const) {
           }
         }
         expect(outcomes.before + outcomes.after).toBe(n);
-      });
+        // Twenty child processes each; on a loaded 2-core machine a restore run alone took ~60 s.
+      }, 240_000);
     }
   });
 }
