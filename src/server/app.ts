@@ -6,6 +6,7 @@ import { ChatmemError, ConfigError, isChatmemError, OpsError } from '../errors.j
 import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
+import { stringifyJson } from '../json-safe.js';
 import { VERSION } from '../version.js';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics.js';
 
@@ -210,6 +211,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   });
   // JSON only. A text/plain POST is a "simple" cross-site request that a browser sends without a CORS preflight.
   app.removeContentTypeParser('text/plain');
+  // Fastify's default serialiser recurses: a deeply nested record stored before the limits would answer 500.
+  app.setReplySerializer((payload) => stringifyJson(payload));
 
   // --- auth -------------------------------------------------------------------------------------------
 

@@ -5,14 +5,28 @@ import { ensurePrivateDir, writeFileAtomic } from '../fs-util.js';
 import { parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { compareIds } from '../backup/format.js';
+import { nestedDeeperThan, PRETTY_MAX_DEPTH, stringifyJson } from '../json-safe.js';
 import { searchText } from './search-text.js';
 import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
-/** Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. */
+/** Whether a record is nested too deep to indent; records are replaced, never mutated, so each is measured once. */
+const tooDeepToIndent = new WeakMap<object, boolean>();
+
+/**
+ * Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. A record
+ * nested deeper than the record limits allow (only data older than them) is written on one line, as
+ * {@link prettyJson} does: indenting it would take space quadratic in its depth.
+ */
 export function serializeSeed(records: Iterable<[string, unknown]>): string {
   const parts: string[] = [];
   for (const [id, record] of records) {
-    parts.push(`  ${JSON.stringify(id)}: ${JSON.stringify(record, null, 2).replace(/\n/g, '\n  ')}`);
+    let deep = typeof record === 'object' && record !== null ? tooDeepToIndent.get(record) : false;
+    if (deep === undefined) {
+      deep = nestedDeeperThan(record, PRETTY_MAX_DEPTH);
+      tooDeepToIndent.set(record as object, deep);
+    }
+    const text = deep ? stringifyJson(record) : stringifyJson(record, 2).replace(/\n/g, '\n  ');
+    parts.push(`  ${JSON.stringify(id)}: ${text}`);
   }
   return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
 }
@@ -35,7 +49,8 @@ async function load(file: string): Promise<{ map: Map<string, MemoryRecord>; fp:
   const map = new Map<string, MemoryRecord>();
   try {
     for await (const entry of readJsonEntries(file)) {
-      map.set(entry.key, parseRecord(entry.key, entry.value));
+      // Limits apply to new writes: a file written before them (or by the seed bot) must still open.
+      map.set(entry.key, parseRecord(entry.key, entry.value, undefined, { limits: false }));
     }
   } catch (err) {
     const where = isChatmemError(err) ? err.message : String(err);
@@ -169,7 +184,7 @@ export class JsonFileDriver implements StoreDriver {
     let last: string | null = null;
     for (const r of this.map.values()) {
       messages += r.history.length;
-      bytes += Buffer.byteLength(JSON.stringify(r));
+      bytes += Buffer.byteLength(stringifyJson(r));
       if (last === null || r.updated_at > last) last = r.updated_at;
     }
     return { users: this.map.size, messages, bytes, lastUpdate: last };

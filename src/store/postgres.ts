@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { StoreError, isChatmemError } from '../errors.js';
 import type { MemoryRecord } from '../record.js';
+import { stringifyJson } from '../json-safe.js';
 import { likeEscape, searchText } from './search-text.js';
 import { redactUrl } from './url.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
@@ -91,7 +92,7 @@ function hashKey(text: string): number {
 }
 
 function rowValues(r: MemoryRecord): [string, string, string | null, string | null, string, string, number, string] {
-  return [r.user_id, JSON.stringify(r), r.name, r.product, r.created_at, r.updated_at, r.history.length, searchText(r)];
+  return [r.user_id, stringifyJson(r), r.name, r.product, r.created_at, r.updated_at, r.history.length, searchText(r)];
 }
 
 function parseData(row: DataRow): MemoryRecord {
@@ -374,13 +375,16 @@ export class PostgresDriver implements StoreDriver {
       );
       const row = (await client.query<DataRow>(this.sql.getForUpdate, [id])).rows[0];
       let next: MemoryRecord;
+      let values: unknown[];
       try {
         next = fn(row ? parseData(row) : null);
+        // Serialised here so that a record that cannot be is this caller's error, not a database failure.
+        values = rowValues(next);
       } catch (err) {
         fnFailed = true;
         throw err;
       }
-      await client.query(this.sql.upsert, rowValues(next));
+      await client.query(this.sql.upsert, values);
       await client.query('COMMIT');
       return next;
     } catch (err) {

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
+import { stringifyJson } from '../json-safe.js';
 import { likeEscape, searchText } from './search-text.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
@@ -119,7 +120,7 @@ export class SqliteDriver implements StoreDriver {
   private row(record: MemoryRecord): Record<string, unknown> {
     return {
       user_id: record.user_id,
-      data: JSON.stringify(record),
+      data: stringifyJson(record),
       name: record.name,
       product: record.product,
       created_at: record.created_at,
@@ -156,15 +157,27 @@ export class SqliteDriver implements StoreDriver {
     const results: ({ ok: true; value: MemoryRecord } | { ok: false; error: unknown })[] = [];
     try {
       this.db.transaction(() => {
+        // Each op's new row is computed inside its own try: one op that throws (a bad record, a value
+        // too deep to serialise) fails alone, never the others sharing its transaction.
         for (const op of batch) {
           let next: MemoryRecord;
+          let row: Record<string, unknown>;
           try {
             next = op.fn(this.readRecord(op.id));
+            row = this.row(next);
           } catch (error) {
             results.push({ ok: false, error });
             continue;
           }
-          this.stmts.upsert.run(this.row(next));
+          try {
+            this.stmts.upsert.run(row);
+          } catch (err) {
+            // A failed statement is undone on its own and the transaction goes on, unless SQLite had to
+            // abort the transaction (disk full, I/O error): then the batch fails as a whole, below.
+            if (!this.db.inTransaction) throw err;
+            results.push({ ok: false, error: new StoreError('E_STORE_WRITE', `SQLite write of user ${JSON.stringify(op.id)} failed: ${(err as Error).message}`, { cause: err }) });
+            continue;
+          }
           results.push({ ok: true, value: next });
         }
       })();

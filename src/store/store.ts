@@ -80,7 +80,8 @@ class CoreStore implements Store {
       const input: Record<string, unknown> = { ...record };
       if (input.created_at === undefined) input.created_at = current?.created_at ?? now;
       if (input.updated_at === undefined) input.updated_at = now;
-      return parseRecord(id, input, now);
+      // Limits were checked above, before queueing; `input` only adds the two timestamps.
+      return parseRecord(id, input, now, { limits: false });
     });
   }
 

@@ -1,3 +1,4 @@
+import { stringifyJson } from '../json-safe.js';
 import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
 
 /** One row of the user listing. */
@@ -141,7 +142,7 @@ export interface Store {
 
 /** `scanJson` for a driver that has only `scan`. */
 export async function* stringifyScan(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, string]> {
-  for await (const r of records) yield [r.user_id, JSON.stringify(r)];
+  for await (const r of records) yield [r.user_id, stringifyJson(r)];
 }
 
 export function summarize(record: MemoryRecord): UserSummary {

@@ -3,6 +3,7 @@ import type { BackupInfo } from '../../ops/operations.js';
 import { flag, str, type Command } from '../command.js';
 import { CLIError, usage } from '../errors.js';
 import { clip, formatAge, formatBytes, formatCount, formatTime, table, type Output } from '../output.js';
+import { prettyJson } from '../../json-safe.js';
 import { keyValueLines } from './inspect.js';
 
 const LIST_LIMIT = 20;
@@ -108,7 +109,7 @@ export const backups: Command = {
     ]).forEach((l) => out.out(l));
     if (info.record) {
       out.out(out.c.bold(`User ${info.record.user_id}`));
-      out.out(JSON.stringify(info.record, null, 2));
+      out.out(prettyJson(info.record));
     } else if (info.sample.length > 0) {
       out.out(out.c.bold(info.sample.length < info.users ? `First ${info.sample.length} users` : 'Users'));
       table(['USER ID', 'NAME', 'MESSAGES'], info.sample.map((s) => [clip(s.user_id, 40), clip(s.name, 24), String(s.messages)]), { right: [2] }).forEach((l) => out.out(`  ${l}`));
