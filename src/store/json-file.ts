@@ -149,6 +149,9 @@ export class JsonFileDriver implements StoreDriver {
 
   async update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
     const next = fn(this.map.get(id) ?? null);
+    // Serialised once before it joins the map: a record that cannot be written must fail this call
+    // alone, not every later flush of the whole file.
+    serializeSeed([[id, next]]);
     this.map.set(id, next);
     await this.persist();
     return next;
