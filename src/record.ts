@@ -144,11 +144,14 @@ function limitError(what: string, where: string, problem: string, userId?: strin
 /**
  * Throws `E_RECORD` when `value` breaks {@link RECORD_LIMITS}. `depth` is the nesting level `value`
  * itself sits at in a record (1 for a record or a patch, 3 for a history entry or a flag value), so
- * every write is measured against the same record-wide depth. Iterative: any input, however deep, is
- * refused without recursion, and the walk stops at the first problem.
+ * every write is measured against the same record-wide depth. `nameFields`: the error names the
+ * top-level key of `value` the problem is under (for records, patches and entries, whose keys are
+ * fields). Iterative: any input, however deep, is refused without recursion, and the walk stops at
+ * the first problem.
  */
-export function checkLimits(value: unknown, what: string, depth = 1, userId?: string): void {
+export function checkLimits(value: unknown, what: string, options: { depth?: number; userId?: string; nameFields?: boolean } = {}): void {
   const { maxDepth, maxKeys, maxStringBytes } = RECORD_LIMITS;
+  const { depth = 1, userId, nameFields = true } = options;
   // Each pending value carries the top-level field it sits under, so the error can name it.
   const pending: [unknown, number, string][] = [[value, depth, '']];
   let keys = 0;
@@ -172,7 +175,7 @@ export function checkLimits(value: unknown, what: string, depth = 1, userId?: st
     if (keys > maxKeys) throw limitError(what, where, `has more than ${maxKeys} keys and array elements`, userId);
     for (const k of names) {
       if (stringTooLong(k)) throw limitError(what, where, `has a key longer than ${maxStringBytes} bytes`, userId);
-      pending.push([(v as Record<string, unknown>)[k], d + 1, field || k]);
+      pending.push([(v as Record<string, unknown>)[k], d + 1, field || (nameFields ? k : '')]);
     }
   }
 }
@@ -224,7 +227,7 @@ export function parseRecord(userId: string, input: unknown, now: string = nowIso
       `record's user_id ${JSON.stringify(raw.user_id)} does not match its key ${JSON.stringify(userId)}`,
     );
   }
-  if (options.limits !== false) checkLimits(raw, `record of user ${JSON.stringify(userId)}`, 1, userId);
+  if (options.limits !== false) checkLimits(raw, `record of user ${JSON.stringify(userId)}`, { userId });
   const base = newRecord(userId, typeof raw.created_at === 'string' ? raw.created_at : now);
   const merged: Record<string, unknown> = { ...base, ...raw, user_id: userId };
   if (raw.updated_at === undefined) merged.updated_at = merged.created_at;
@@ -281,7 +284,7 @@ export function parseHistoryInput(input: unknown, now: string = nowIso()): Histo
     throw new RecordError('E_RECORD', 'history entry must be a JSON object with role and text');
   }
   // An entry sits at level 3 of a record (record, history, entry).
-  checkLimits(input, 'history entry', 3);
+  checkLimits(input, 'history entry', { depth: 3 });
   const entry = { ...(input as Record<string, unknown>) };
   if (entry.ts === undefined) entry.ts = now;
   const result = historySchema.safeParse(entry);
@@ -321,7 +324,7 @@ export function applySetKey(
   if (value === undefined) throw new RecordError('E_RECORD', `${field}.${key}: a value is required`);
   if (stringTooLong(key)) throw new RecordError('E_RECORD', `${field} key is longer than ${RECORD_LIMITS.maxStringBytes} bytes`);
   // The value sits at level 3 of a record (record, flags, value).
-  checkLimits(value, `${field}.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`, 3);
+  checkLimits(value, `${field}.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`, { depth: 3, nameFields: false });
   const base = current ?? newRecord(userId, now);
   const map = { ...base[field], [key]: value };
   checkMapSize(field, base[field], map);

@@ -149,6 +149,18 @@ describe.each(KINDS)('hostile records over HTTP, %s store', (kind) => {
     expect(grow.body.error.message).toBe('flags would hold 18000 keys; the limit is 10000');
   });
 
+  it('import refuses a file with an over-limit user, naming the user, and writes nothing', async () => {
+    const file = path.join(s.dir, 'incoming.json');
+    const ok = JSON.stringify({ name: 'Siti' });
+    await fsp.writeFile(file, seedBackupText([['62811', ok], ['62812-deep', `{"flags":{"f":${deepText(5000)}}}`], ['62813', ok]]));
+    const r = await http<ErrorBody>(s.url, 'POST', '/v1/admin/import', { ...A, json: { file } });
+    expect(r.status).toBe(400);
+    expect(r.body.error.code).toBe('E_IMPORT');
+    expect(r.body.error.message).toContain('user "62812-deep": record of user "62812-deep": field "flags" nests objects/arrays deeper than 64 levels');
+    expect((await http(s.url, 'GET', '/v1/users/62811')).status).toBe(404);
+    expect((await http<{ users: number }>(s.url, 'GET', '/v1/stats')).body.users).toBe(0);
+  });
+
   it('a record nested 100,000 levels deep from before the limits is read, appended to, backed up, cleared and restored', async () => {
     const fixture = JSON.parse(await fsp.readFile(path.join(FIXTURES, 'memory.json'), 'utf8')) as Record<string, MemoryRecord>;
     const honestIds = Object.keys(fixture).slice(0, 5);
