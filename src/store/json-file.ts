@@ -6,7 +6,7 @@ import { parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { compareIds } from '../backup/format.js';
 import { nestedDeeperThan, PRETTY_MAX_DEPTH, stringifyJson } from '../json-safe.js';
-import { searchText } from './search-text.js';
+import { isPrefixQuery, searchText } from './search-text.js';
 import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
 /** Whether a record is nested too deep to indent; records are replaced, never mutated, so each is measured once. */
@@ -193,12 +193,15 @@ export class JsonFileDriver implements StoreDriver {
     return { users: this.map.size, messages, bytes, lastUpdate: last };
   }
 
+  /** A plain scan: the JSON store is for small stores. */
   async search(query: string, limit: number): Promise<UserSummary[]> {
+    const prefix = isPrefixQuery(query);
+    const needle = query.toLowerCase();
     const out: UserSummary[] = [];
     for (const id of this.sortedIds()) {
       const r = this.map.get(id);
       if (!r) continue;
-      if (searchText(r).includes(query)) out.push(summarize(r));
+      if (prefix ? id.startsWith(query) : searchText(r).includes(needle)) out.push(summarize(r));
       if (out.length >= limit) break;
     }
     return out;

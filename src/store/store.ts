@@ -146,7 +146,7 @@ class CoreStore implements Store {
   async search(query: string, options: { limit?: number } = {}): Promise<UserSummary[]> {
     const q = query.trim();
     if (q.length === 0) throw new StoreError('E_STORE_ARG', 'search query must not be empty');
-    return this.driver.search(q.toLowerCase(), options.limit ?? 100);
+    return this.driver.search(q, options.limit ?? 100);
   }
 
   async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {

@@ -87,6 +87,10 @@ export interface StoreDriver {
    */
   scanJson?(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
+  /**
+   * Users matching `query` (trimmed, non-empty, as the caller typed it), in user_id order, at most
+   * `limit`. See {@link Store.search} for what matches.
+   */
   search(query: string, limit: number): Promise<UserSummary[]>;
   /**
    * Runs `fn` while the backend-level lock for `scope` is held (a cluster-wide lock for
@@ -128,7 +132,11 @@ export interface Store {
   /** As `scan`, as `[user_id, JSON text of the record]` pairs (what backups write). */
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
-  /** Case-insensitive keyword search over product, summary_context and history text. */
+  /**
+   * Finds users, in user_id order. A query of 3 or more characters matches, case-insensitively and
+   * literally, anywhere in the user id, name, address, product, summary_context or history text. A
+   * shorter query matches user ids that start with it (case-sensitive).
+   */
   search(query: string, options?: { limit?: number }): Promise<UserSummary[]>;
   /**
    * Runs `fn` with writes to `scope` held back (in this process, and across processes where the
