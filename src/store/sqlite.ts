@@ -25,7 +25,7 @@ const DELETE_TRIGGER = `CREATE TRIGGER users_totals_delete AFTER DELETE ON users
 END`;
 const SCAN_BATCH = 500;
 /** Rows of a search's match list read between two turns of the event loop. */
-const SEARCH_YIELD_ROWS = 5000;
+const SEARCH_YIELD_ROWS = 2000;
 const DOC_PROFILE = 0;
 const DOC_MESSAGE = 1;
 
@@ -356,16 +356,27 @@ export class SqliteDriver implements StoreDriver {
         )
         .all(query, `${query}\u{10FFFF}`, limit);
     }
-    const matches = db.prepare<[string], { user_id: string }>(
-      'SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?',
-    );
-    const ids = new Set<string>();
+    const matches = db
+      .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
+      .pluck();
+    // The `limit` smallest ids seen so far, sorted: a broad query costs O(matches), not a sort of them all.
+    const first: string[] = [];
     let n = 0;
-    for (const row of matches.iterate(ftsPhrase(query))) {
-      ids.add(row.user_id);
+    for (const id of matches.iterate(ftsPhrase(query))) {
       if (++n % SEARCH_YIELD_ROWS === 0) await new Promise((r) => setImmediate(r));
+      const worst = first[first.length - 1];
+      if (first.length >= limit && worst !== undefined && compareIds(id, worst) >= 0) continue;
+      let lo = 0;
+      let hi = first.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareIds(first[mid]!, id) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      if (first[lo] === id) continue;
+      first.splice(lo, 0, id);
+      if (first.length > limit) first.pop();
     }
-    const first = [...ids].sort(compareIds).slice(0, limit);
     const summary = db.prepare<[string], SummaryRow>('SELECT user_id, name, product, created_at, updated_at, messages FROM users WHERE user_id = ?');
     // A user deleted since the match was read is left out.
     return first.map((id) => summary.get(id)).filter((r): r is SummaryRow => r !== undefined);
