@@ -310,10 +310,10 @@ const BODY = String.raw`
 
   <section id="tab-users" class="tab" role="tabpanel" hidden>
     <div class="section-head">
-      <div><h1>Users</h1><p class="muted small">Search finds a user ID, or words in the product, summary and chat text.</p></div>
+      <div><h1>Users</h1><p class="muted small">Search finds a user by ID, name, address, product, summary or chat text (1–2 characters: IDs starting with them).</p></div>
     </div>
     <form id="user-search" class="toolbar" role="search" style="margin-bottom:14px">
-      <input id="user-q" type="search" placeholder="User ID, product or chat text" aria-label="Search users" autocomplete="off" spellcheck="false">
+      <input id="user-q" type="search" placeholder="User ID, name, address, product or chat text" aria-label="Search users" autocomplete="off" spellcheck="false">
       <button type="submit" class="primary">Search</button>
       <button type="button" id="user-all">Show all</button>
       <label class="inline">Per page

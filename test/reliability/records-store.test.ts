@@ -188,13 +188,17 @@ describe('deep old data at rest', () => {
     const t = await tempDir();
     try {
       const file = path.join(t.dir, 'memory.db');
-      const store = createStore(await SqliteDriver.open(file));
-      await store.put('old-deep', { name: 'x' });
-      // Old data at rest: the row as an older chatmem stored it, written behind the store's back.
+      const first = createStore(await SqliteDriver.open(file));
+      await first.put('old-deep', { name: 'x' });
+      await first.close();
+      // Old data at rest: the row as the schema-2 chatmem (before limits and the search index) stored it.
       const raw = new Database(file);
       raw.prepare('UPDATE users SET data = ? WHERE user_id = ?').run(deepRecordText, 'old-deep');
+      raw.exec('DROP TABLE search_fts; DROP TABLE search_docs; PRAGMA user_version = 2;');
       raw.close();
+      const store = createStore(await SqliteDriver.open(file));
       expect(stringifyJson((await store.get('old-deep'))?.flags)).toBe(`{"f":${DEEP}}`);
+      expect((await store.search('Lama')).map((u) => u.user_id)).toEqual(['old-deep']);
       await store.appendHistory('old-deep', { role: 'user', text: 'halo' });
       const backup = await writeBackup(t.dir, { json: store.scanJson() }, { reason: 'manual', scope: 'full', source: store.url });
       expect(backup.manifest.users).toBe(1);

@@ -26,7 +26,7 @@ export const users: Command = {
   summary: 'List users: id, name, product, created, messages (the seed\'s list)',
   args: '[--search Q] [--limit N]',
   options: {
-    search: { type: 'string', value: 'Q', help: 'only users whose product, summary or chat text contains Q' },
+    search: { type: 'string', value: 'Q', help: 'only users whose id, name, address, product, summary or chat text contains Q (1-2 characters: ids starting with Q)' },
     limit: { type: 'string', value: 'N', help: 'at most N users (default: all; 100 with --search)' },
   },
   async run(ctx) {
