@@ -6,7 +6,7 @@ import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
 import { compareIds } from '../backup/format.js';
-import { isPrefixQuery, profileText } from './search-text.js';
+import { isPrefixQuery, profileText, searchText } from './search-text.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 type Row = { data: string };
@@ -26,6 +26,8 @@ END`;
 const SCAN_BATCH = 500;
 /** Rows of a search's match list read between two turns of the event loop. */
 const SEARCH_YIELD_ROWS = 2000;
+/** Users a search's id-order walk checks per turn (about as long as a slice of index matches). */
+const SEARCH_WALK_USERS = 200;
 const DOC_PROFILE = 0;
 const DOC_MESSAGE = 1;
 
@@ -74,6 +76,22 @@ function indexPlan(current: MemoryRecord | null, next: MemoryRecord | null): Ind
   for (let i = 0; appended && i < kept; i++) appended = n[i] === c[drop + i];
   if (!appended) return { ...plan, rebuild: true, drop: c.map(messageText), add: n.map(messageText) };
   return { ...plan, drop: c.slice(0, drop).map(messageText), add: n.slice(kept).map(messageText) };
+}
+
+/** Inserts `id` into `first` (sorted, unique, at most `limit` long) if it is among the `limit` smallest. */
+function keepSmallest(first: string[], id: string, limit: number): void {
+  const worst = first[first.length - 1];
+  if (first.length >= limit && worst !== undefined && compareIds(id, worst) >= 0) return;
+  let lo = 0;
+  let hi = first.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareIds(first[mid]!, id) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  if (first[lo] === id) return;
+  first.splice(lo, 0, id);
+  if (first.length > limit) first.pop();
 }
 
 /** An FTS5 phrase: the query matched literally as a substring (trigram tokens at consecutive positions). */
@@ -372,28 +390,45 @@ export class SqliteDriver implements StoreDriver {
     }
     const matches = db
       .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
-      .pluck();
-    // The `limit` smallest ids seen so far, sorted: a broad query costs O(matches), not a sort of them all.
+      .pluck()
+      .iterate(ftsPhrase(query));
+    const walk = db.prepare<[string, number], { user_id: string; data: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?');
+    const needle = query.toLowerCase();
+    // Two ways run in turns, each correct alone, until one finishes: the index's matches (cost grows
+    // with how many there are), and a walk of the users in id order checking each record (cost grows
+    // with how far the limit-th match is). A rare term ends the first way fast, a common one the second.
     const first: string[] = [];
-    let n = 0;
-    for (const id of matches.iterate(ftsPhrase(query))) {
-      if (++n % SEARCH_YIELD_ROWS === 0) await new Promise((r) => setImmediate(r));
-      const worst = first[first.length - 1];
-      if (first.length >= limit && worst !== undefined && compareIds(id, worst) >= 0) continue;
-      let lo = 0;
-      let hi = first.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (compareIds(first[mid]!, id) < 0) lo = mid + 1;
-        else hi = mid;
+    const walked: string[] = [];
+    let after = '';
+    let result: string[] | null = null;
+    try {
+      while (result === null) {
+        for (let k = 0; k < SEARCH_YIELD_ROWS; k++) {
+          const next = matches.next();
+          if (next.done) {
+            result = first;
+            break;
+          }
+          keepSmallest(first, next.value, limit);
+        }
+        if (result !== null) break;
+        const rows = walk.all(after, SEARCH_WALK_USERS);
+        for (const row of rows) {
+          if (searchText(JSON.parse(row.data) as MemoryRecord).includes(needle)) walked.push(row.user_id);
+          if (walked.length >= limit) break;
+        }
+        const last = rows[rows.length - 1];
+        if (walked.length >= limit || rows.length < SEARCH_WALK_USERS || !last) result = walked.slice(0, limit);
+        else after = last.user_id;
+        await new Promise((r) => setImmediate(r));
       }
-      if (first[lo] === id) continue;
-      first.splice(lo, 0, id);
-      if (first.length > limit) first.pop();
+    } finally {
+      // Ends the index query's statement (and its read transaction) if the walk won.
+      matches.return?.();
     }
     const summary = db.prepare<[string], SummaryRow>('SELECT user_id, name, product, created_at, updated_at, messages FROM users WHERE user_id = ?');
     // A user deleted since the match was read is left out.
-    return first.map((id) => summary.get(id)).filter((r): r is SummaryRow => r !== undefined);
+    return result.map((id) => summary.get(id)).filter((r): r is SummaryRow => r !== undefined);
   }
 
   async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
