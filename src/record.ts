@@ -56,6 +56,19 @@ export interface HistoryInput {
 export const DEFAULT_HISTORY_CAP = 50;
 export const MAX_USER_ID_LENGTH = 256;
 
+/**
+ * What a write may store (README, "Record limits"). They apply to new writes (API, CLI, import);
+ * records already stored or in backups are read, backed up and restored whatever their shape.
+ */
+export const RECORD_LIMITS = Object.freeze({
+  /** Objects and arrays nested inside each other, counting the record itself as level 1. */
+  maxDepth: 64,
+  /** Object keys plus array elements in one written value; also the most keys `flags` or `slots` may hold. */
+  maxKeys: 10_000,
+  /** UTF-8 bytes of one string (object keys included). */
+  maxStringBytes: 64 * 1024,
+});
+
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what we reject
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
@@ -121,6 +134,65 @@ function describeIssues(error: z.ZodError, what: string): string {
   return `invalid ${what}: ${parts.join('; ')}${more}`;
 }
 
+function stringTooLong(s: string): boolean {
+  // UTF-8 takes at least one byte and at most three per UTF-16 unit: only the middle band needs counting.
+  if (s.length * 3 <= RECORD_LIMITS.maxStringBytes) return false;
+  return s.length > RECORD_LIMITS.maxStringBytes || Buffer.byteLength(s, 'utf8') > RECORD_LIMITS.maxStringBytes;
+}
+
+function limitError(what: string, where: string, problem: string, userId?: string): RecordError {
+  return new RecordError('E_RECORD', `${what}: ${where ? `${where} ` : ''}${problem}`, {
+    details: userId === undefined ? undefined : { userId },
+  });
+}
+
+/**
+ * Throws `E_RECORD` when `value` breaks {@link RECORD_LIMITS}. `depth` is the nesting level `value`
+ * itself sits at in a record (1 for a record or a patch, 3 for a history entry or a flag value), so
+ * every write is measured against the same record-wide depth. `nameFields`: the error names the
+ * top-level key of `value` the problem is under (for records, patches and entries, whose keys are
+ * fields). Iterative: any input, however deep, is refused without recursion, and the walk stops at
+ * the first problem.
+ */
+export function checkLimits(value: unknown, what: string, options: { depth?: number; userId?: string; nameFields?: boolean } = {}): void {
+  const { maxDepth, maxKeys, maxStringBytes } = RECORD_LIMITS;
+  const { depth = 1, userId, nameFields = true } = options;
+  // Each pending value carries the top-level field it sits under, so the error can name it.
+  const pending: [unknown, number, string][] = [[value, depth, '']];
+  let keys = 0;
+  while (pending.length > 0) {
+    const [v, d, field] = pending.pop()!;
+    const where = field ? `field ${JSON.stringify(field.length > 64 ? `${field.slice(0, 64)}…` : field)}` : '';
+    if (typeof v === 'string') {
+      if (stringTooLong(v)) throw limitError(what, where, `has a string longer than ${maxStringBytes} bytes`, userId);
+      continue;
+    }
+    if (typeof v !== 'object' || v === null) continue;
+    if (d > maxDepth) throw limitError(what, where, `nests objects/arrays deeper than ${maxDepth} levels`, userId);
+    if (Array.isArray(v)) {
+      keys += v.length;
+      if (keys > maxKeys) throw limitError(what, where, `has more than ${maxKeys} keys and array elements`, userId);
+      for (const item of v) pending.push([item, d + 1, field]);
+      continue;
+    }
+    const names = Object.keys(v);
+    keys += names.length;
+    if (keys > maxKeys) throw limitError(what, where, `has more than ${maxKeys} keys and array elements`, userId);
+    for (const k of names) {
+      if (stringTooLong(k)) throw limitError(what, where, `has a key longer than ${maxStringBytes} bytes`, userId);
+      pending.push([(v as Record<string, unknown>)[k], d + 1, field || (nameFields ? k : '')]);
+    }
+  }
+}
+
+/** Refuses a merge that grows `flags` or `slots` past the key limit (a map already past it may shrink). */
+function checkMapSize(field: 'flags' | 'slots', before: Record<string, unknown>, after: Record<string, unknown>): void {
+  const n = Object.keys(after).length;
+  if (n > RECORD_LIMITS.maxKeys && n > Object.keys(before).length) {
+    throw new RecordError('E_RECORD', `${field} would hold ${n} keys; the limit is ${RECORD_LIMITS.maxKeys}`);
+  }
+}
+
 /** A fresh, empty record for `userId`. */
 export function newRecord(userId: string, now: string = nowIso()): MemoryRecord {
   return {
@@ -145,8 +217,10 @@ export function newRecord(userId: string, now: string = nowIso()): MemoryRecord 
 /**
  * Validates a full record for `userId`. Missing known fields get their empty defaults;
  * unknown fields are kept verbatim. A `user_id` that disagrees with the key is an error.
+ * {@link RECORD_LIMITS} are checked unless `options.limits` is false (reading what is already stored
+ * or backed up, which must stay readable and restorable).
  */
-export function parseRecord(userId: string, input: unknown, now: string = nowIso()): MemoryRecord {
+export function parseRecord(userId: string, input: unknown, now: string = nowIso(), options: { limits?: boolean } = {}): MemoryRecord {
   validateUserId(userId);
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new RecordError('E_RECORD', `record of user ${JSON.stringify(userId)} must be a JSON object`);
@@ -158,6 +232,7 @@ export function parseRecord(userId: string, input: unknown, now: string = nowIso
       `record's user_id ${JSON.stringify(raw.user_id)} does not match its key ${JSON.stringify(userId)}`,
     );
   }
+  if (options.limits !== false) checkLimits(raw, `record of user ${JSON.stringify(userId)}`, { userId });
   const base = newRecord(userId, typeof raw.created_at === 'string' ? raw.created_at : now);
   const merged: Record<string, unknown> = { ...base, ...raw, user_id: userId };
   if (raw.updated_at === undefined) merged.updated_at = merged.created_at;
@@ -174,6 +249,7 @@ function validatePatch(patch: unknown): RecordPatch {
   const p = patch as Record<string, unknown>;
   if ('user_id' in p) throw new RecordError('E_RECORD', 'patch cannot change user_id');
   if ('created_at' in p) throw new RecordError('E_RECORD', 'patch cannot change created_at');
+  checkLimits(p, 'patch');
   // flags/slots in a patch are partial maps where null deletes; validate their shape only.
   const { flags, slots, ...rest } = p;
   const result = patchSchema.safeParse(rest);
@@ -201,8 +277,8 @@ export function applyPatch(current: MemoryRecord | null, userId: string, patch: 
   const base = current ?? newRecord(userId, now);
   const { flags, slots, ...rest } = p as Record<string, unknown>;
   const next: MemoryRecord = { ...base, ...rest, user_id: base.user_id, created_at: base.created_at, updated_at: now };
-  if (flags) next.flags = mergeMap(base.flags, flags as Record<string, unknown>);
-  if (slots) next.slots = mergeMap(base.slots, slots as Record<string, unknown>);
+  if (flags) checkMapSize('flags', base.flags, (next.flags = mergeMap(base.flags, flags as Record<string, unknown>)));
+  if (slots) checkMapSize('slots', base.slots, (next.slots = mergeMap(base.slots, slots as Record<string, unknown>)));
   if (typeof rest.updated_at === 'string') next.updated_at = rest.updated_at;
   return next;
 }
@@ -212,6 +288,8 @@ export function parseHistoryInput(input: unknown, now: string = nowIso()): Histo
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new RecordError('E_RECORD', 'history entry must be a JSON object with role and text');
   }
+  // An entry sits at level 3 of a record (record, history, entry).
+  checkLimits(input, 'history entry', { depth: 3 });
   const entry = { ...(input as Record<string, unknown>) };
   if (entry.ts === undefined) entry.ts = now;
   if (entry.id === undefined) entry.id = newEntryId();
@@ -334,8 +412,13 @@ export function applySetKey(
 ): MemoryRecord {
   if (typeof key !== 'string' || key.length === 0) throw new RecordError('E_RECORD', `${field} key must be a non-empty string`);
   if (value === undefined) throw new RecordError('E_RECORD', `${field}.${key}: a value is required`);
+  if (stringTooLong(key)) throw new RecordError('E_RECORD', `${field} key is longer than ${RECORD_LIMITS.maxStringBytes} bytes`);
+  // The value sits at level 3 of a record (record, flags, value).
+  checkLimits(value, `${field}.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`, { depth: 3, nameFields: false });
   const base = current ?? newRecord(userId, now);
-  return { ...base, [field]: { ...base[field], [key]: value }, updated_at: now };
+  const map = { ...base[field], [key]: value };
+  checkMapSize(field, base[field], map);
+  return { ...base, [field]: map, updated_at: now };
 }
 
 /** Removes one flag; a missing flag is not an error. */

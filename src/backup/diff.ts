@@ -1,4 +1,4 @@
-import { isDeepStrictEqual } from 'node:util';
+import { jsonEqual } from '../json-safe.js';
 import type { MemoryRecord } from '../record.js';
 import { compareIds } from './format.js';
 
@@ -21,7 +21,7 @@ export interface DiffResult {
 function compareRecords(a: MemoryRecord, b: MemoryRecord): UserChange | null {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
   const fields: string[] = [];
-  for (const k of keys) if (!isDeepStrictEqual(a[k], b[k])) fields.push(k);
+  for (const k of keys) if (!jsonEqual(a[k], b[k])) fields.push(k);
   if (fields.length === 0) return null;
   const change: UserChange = { user_id: a.user_id, fields: fields.sort() };
   if (fields.includes('history')) change.history = { from: a.history.length, to: b.history.length };
@@ -31,7 +31,7 @@ function compareRecords(a: MemoryRecord, b: MemoryRecord): UserChange | null {
     change.flags = {
       added: Object.keys(fb).filter((k) => !(k in fa)).sort(),
       removed: Object.keys(fa).filter((k) => !(k in fb)).sort(),
-      changed: Object.keys(fa).filter((k) => k in fb && !isDeepStrictEqual(fa[k], fb[k])).sort(),
+      changed: Object.keys(fa).filter((k) => k in fb && !jsonEqual(fa[k], fb[k])).sort(),
     };
   }
   return change;

@@ -3,6 +3,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { createGunzip, createGzip, type Gzip } from 'node:zlib';
 import { BackupError, RecordError } from '../errors.js';
+import { stringifyJson } from '../json-safe.js';
 import { readJsonEntries } from './json-entries.js';
 
 export const BACKUP_PREFIX = 'memory_backup_';
@@ -142,7 +143,7 @@ export function entryLine(key: string, value: unknown): string {
   let json: string | undefined;
   let cause: unknown;
   try {
-    json = JSON.stringify(value) as string | undefined;
+    json = stringifyJson(value) as string | undefined;
   } catch (err) {
     cause = err;
   }

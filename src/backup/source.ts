@@ -87,7 +87,8 @@ export async function openBackup(dir: string, id: string, legacyTimezone = 'UTC'
 
 function toRecord(src: BackupSource, key: string, value: unknown): MemoryRecord {
   try {
-    return parseRecord(key, value);
+    // A backup restores whatever was stored, including records from before the limits existed.
+    return parseRecord(key, value, undefined, { limits: false });
   } catch (err) {
     throw new BackupError('E_BACKUP_PARSE', `${src.fileName}: user ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
   }

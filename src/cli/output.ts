@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
+import { prettyJson } from '../json-safe.js';
 
 /** Everything the CLI touches of its process, so tests can run it in-process. */
 export interface CliIo {
@@ -85,7 +86,7 @@ export class Output {
 
   /** The command's one JSON document on stdout. */
   data(doc: unknown): void {
-    this.io.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+    this.io.stdout.write(prettyJson(doc) + '\n');
   }
 
   /** Waits until stdout can take more, for long listings. */

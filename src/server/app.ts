@@ -10,6 +10,7 @@ import { redactSecrets } from '../store/url.js';
 import { BACKUP_REASONS, type BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
+import { stringifyJson } from '../json-safe.js';
 import { VERSION } from '../version.js';
 import type { HistoryInput } from '../record.js';
 import { ADMIN_PAGE_CSP, ADMIN_PAGE_HTML } from '../web/page.generated.js';
@@ -280,6 +281,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
   app.addHook('onRoute', (r) => {
     for (const method of [r.method].flat()) if (method !== 'HEAD') registered.push({ method, url: r.url });
   });
+  // Fastify's default serialiser recurses: a deeply nested record stored before the limits would answer 500.
+  app.setReplySerializer((payload) => stringifyJson(payload));
 
   // --- auth -------------------------------------------------------------------------------------------
 

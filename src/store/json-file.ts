@@ -6,12 +6,19 @@ import { ensurePrivateDir, fsyncDir, FILE_MODE, isTempName, tempNameFor } from '
 import { parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../backup/json-entries.js';
 import { compareIds } from '../backup/format.js';
+import { nestedDeeperThan, PRETTY_MAX_DEPTH, stringifyJson } from '../json-safe.js';
 import { isProcessAlive } from './owner.js';
-import { searchText } from './search-text.js';
+import { isPrefixQuery, searchText } from './search-text.js';
 import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
+/**
+ * One `"id": record` member of the file, indented as the seed writes it. A record nested deeper than the
+ * record limits allow (only data older than them) is written on one line: indenting it would take space
+ * quadratic in its depth. Never recurses on the record (stringifyJson is iterative).
+ */
 function partOf(id: string, record: unknown): string {
-  return `  ${JSON.stringify(id)}: ${JSON.stringify(record, null, 2).replace(/\n/g, '\n  ')}`;
+  const text = nestedDeeperThan(record, PRETTY_MAX_DEPTH) ? stringifyJson(record) : stringifyJson(record, 2).replace(/\n/g, '\n  ');
+  return `  ${JSON.stringify(id)}: ${text}`;
 }
 
 function joinParts(parts: string[]): string {
@@ -89,7 +96,7 @@ function admit(id: string, record: MemoryRecord): MemoryRecord {
   let bytes: number;
   try {
     part = partOf(id, record);
-    bytes = Buffer.byteLength(JSON.stringify(record));
+    bytes = Buffer.byteLength(stringifyJson(record));
   } catch (err) {
     throw new RecordError('E_RECORD', `record of user ${JSON.stringify(id)} cannot be serialised: ${(err as Error).message}`, { cause: err });
   }
@@ -162,7 +169,8 @@ async function parseOnce(file: string, pin: boolean): Promise<Parsed> {
     const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
     try {
       for await (const entry of readJsonEntries(source, { onChunk: (c) => chunks.push(c) })) {
-        map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value)));
+        // Limits apply to new writes: a file written before them (or by the seed bot) must still open.
+        map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value, undefined, { limits: false })));
         const raw = entry.value;
         if (typeof raw === 'object' && raw !== null) {
           const missing = (['created_at', 'updated_at'] as const).filter((k) => !(k in raw));
@@ -791,12 +799,15 @@ export class JsonFileDriver implements StoreDriver {
     return { users: this.view.size, messages, bytes, lastUpdate: last };
   }
 
+  /** A plain scan: the JSON store is for small stores. */
   async search(query: string, limit: number): Promise<UserSummary[]> {
+    const prefix = isPrefixQuery(query);
+    const needle = query.toLowerCase();
     const out: UserSummary[] = [];
     for (const id of this.sortedIds()) {
       const r = this.view.get(id);
       if (!r) continue;
-      if (searchText(r).includes(query)) out.push(summarize(r));
+      if (prefix ? id.startsWith(query) : searchText(r).includes(needle)) out.push(summarize(r));
       if (out.length >= limit) break;
     }
     return out;
@@ -873,7 +884,7 @@ function threeWay(id: string, base: MemoryRecord, ours: MemoryRecord, theirs: Me
     else delete out[k];
   }
   try {
-    return admit(id, parseRecord(id, out));
+    return admit(id, parseRecord(id, out, undefined, { limits: false }));
   } catch {
     return null;
   }

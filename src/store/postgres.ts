@@ -3,7 +3,8 @@ import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { StoreError, isChatmemError } from '../errors.js';
 import type { MemoryRecord } from '../record.js';
-import { likeEscape, searchText } from './search-text.js';
+import { stringifyJson } from '../json-safe.js';
+import { isPrefixQuery, likeEscape, searchText } from './search-text.js';
 import { redactSecrets, redactUrl } from './url.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
@@ -59,7 +60,7 @@ const SUMMARY_COLUMNS = 'user_id, name, product, created_at, updated_at, message
  * Versioned migrations; entry i takes the schema from version i to i + 1. Each is idempotent on its
  * own as well, so a lost version row cannot break a start.
  */
-const MIGRATIONS: readonly ((t: { users: string }) => string)[] = [
+const MIGRATIONS: readonly ((t: { users: string }) => string | ((client: PoolClient) => Promise<void>))[] = [
   // data is JSON text, not JSONB: JSONB reorders keys and drops duplicates, and unknown fields must
   // come back exactly as written (the seed format is the contract). user_id uses the "C" collation so
   // ORDER BY and keyset pagination follow UTF-8 byte order, the order of backups.
@@ -73,6 +74,25 @@ const MIGRATIONS: readonly ((t: { users: string }) => string)[] = [
     messages INT NOT NULL,
     search_text TEXT NOT NULL
   )`,
+  // search_text gains the user id, name and address: rebuilt in JS from each record (PostgreSQL's own
+  // JSON parser recurses, and records from before the limits may be nested thousands of levels deep).
+  (t) => async (client) => {
+    let after = '';
+    for (;;) {
+      const { rows } = await client.query<{ user_id: string; data: string }>(
+        `SELECT user_id, data FROM ${t.users} WHERE user_id > $1 ORDER BY user_id LIMIT ${WRITE_BATCH}`,
+        [after],
+      );
+      const last = rows[rows.length - 1];
+      if (!last) break;
+      const texts = rows.map((r) => searchText(JSON.parse(r.data) as MemoryRecord));
+      await client.query(
+        `UPDATE ${t.users} AS u SET search_text = x.s FROM unnest($1::text[], $2::text[]) AS x(id, s) WHERE u.user_id = x.id`,
+        [rows.map((r) => r.user_id), texts],
+      );
+      after = last.user_id;
+    }
+  },
 ];
 
 /** Latest schema version this build knows. */
@@ -91,7 +111,7 @@ function hashKey(text: string): number {
 }
 
 function rowValues(r: MemoryRecord): [string, string, string | null, string | null, string, string, number, string] {
-  return [r.user_id, JSON.stringify(r), r.name, r.product, r.created_at, r.updated_at, r.history.length, searchText(r)];
+  return [r.user_id, stringifyJson(r), r.name, r.product, r.created_at, r.updated_at, r.history.length, searchText(r)];
 }
 
 function parseData(row: DataRow): MemoryRecord {
@@ -177,6 +197,7 @@ interface Sql {
   scan: string;
   stats: string;
   search: string;
+  searchPrefix: string;
   deleteMany: string;
   clear: string;
 }
@@ -199,6 +220,8 @@ function buildSql(users: string): Sql {
     stats: `SELECT COUNT(*) AS users, COALESCE(SUM(messages), 0) AS messages,
       COALESCE(SUM(octet_length(data)), 0) AS bytes, MAX(updated_at) AS last FROM ${users}`,
     search: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE search_text LIKE $1 ESCAPE '\\' ORDER BY user_id LIMIT $2`,
+    // Under the "C" collation a LIKE prefix is a range scan of the primary key.
+    searchPrefix: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE user_id LIKE $1 ESCAPE '\\' ORDER BY user_id LIMIT $2`,
     deleteMany: `DELETE FROM ${users} WHERE user_id = ANY($1::text[])`,
     clear: `DELETE FROM ${users}`,
   };
@@ -256,6 +279,8 @@ export class PostgresDriver implements StoreDriver {
     url: string,
     qualifiedUsers: string,
     lockScope: string,
+    /** True when search is served by the pg_trgm GIN index; false: a sequential scan (pg_trgm unavailable). */
+    readonly searchIndex: boolean,
   ) {
     this.url = url;
     this.sql = buildSql(qualifiedUsers);
@@ -300,8 +325,9 @@ export class PostgresDriver implements StoreDriver {
       pool.on('error', () => undefined);
     }
     let schema: string;
+    let trigram: boolean;
     try {
-      schema = await migrate(pool, opts.schema, table);
+      ({ schema, trigram } = await migrate(pool, opts.schema, table));
     } catch (err) {
       if (!opts.pool) await pool.end().catch(() => undefined);
       if (isChatmemError(err)) throw err;
@@ -314,7 +340,7 @@ export class PostgresDriver implements StoreDriver {
       const message = err instanceof Error ? err.message : String(err);
       throw new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${message}`, { cause: err });
     }
-    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table).users, `${schema}\0${table}`);
+    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table).users, `${schema}\0${table}`, trigram);
   }
 
   private checkOpen(): void {
@@ -380,13 +406,16 @@ export class PostgresDriver implements StoreDriver {
       );
       const row = (await client.query<DataRow>(this.sql.getForUpdate, [id])).rows[0];
       let next: MemoryRecord;
+      let values: unknown[];
       try {
         next = fn(row ? parseData(row) : null);
+        // Serialised here so that a record that cannot be is this caller's error, not a database failure.
+        values = rowValues(next);
       } catch (err) {
         fnFailed = true;
         throw err;
       }
-      await client.query(this.sql.upsert, rowValues(next));
+      await client.query(this.sql.upsert, values);
       await client.query('COMMIT');
       return next;
     } catch (err) {
@@ -454,7 +483,8 @@ export class PostgresDriver implements StoreDriver {
   }
 
   async search(query: string, limit: number): Promise<UserSummary[]> {
-    return this.read<SummaryRow>(this.sql.search, [`%${likeEscape(query)}%`, limit]);
+    if (isPrefixQuery(query)) return this.read<SummaryRow>(this.sql.searchPrefix, [`${likeEscape(query)}%`, limit]);
+    return this.read<SummaryRow>(this.sql.search, [`%${likeEscape(query.toLowerCase())}%`, limit]);
   }
 
   /**
@@ -662,7 +692,28 @@ function tableNames(schema: string, table: string): { schema: string; users: str
  * advisory lock. Returns the schema used: `wanted`, else the connection's current schema (so a
  * `search_path` set in the URL's `options` is honoured; `public` by default).
  */
-async function migrate(pool: Pool, wanted: string | undefined, table: string): Promise<string> {
+/**
+ * Creates (once) the pg_trgm GIN index that makes substring search an index lookup. Tried on every
+ * start, in a savepoint: where the extension cannot be created (not installed, or no privilege) search
+ * falls back to a sequential scan and the store still opens. Returns whether the index exists.
+ */
+async function ensureTrigramIndex(client: PoolClient, users: string, indexName: string): Promise<boolean> {
+  await client.query('SAVEPOINT chatmem_trgm');
+  try {
+    await client.query('CREATE EXTENSION IF NOT EXISTS pg_trgm');
+    const { rows } = await client.query<{ s: string }>("SELECT extnamespace::regnamespace::text AS s FROM pg_extension WHERE extname = 'pg_trgm'");
+    const ns = rows[0]?.s;
+    if (!ns) throw new Error('pg_trgm is not installed');
+    await client.query(`CREATE INDEX IF NOT EXISTS ${quoteIdent(Buffer.byteLength(indexName) <= 63 ? indexName : `chatmem_search_trgm_${hashKey(indexName) >>> 0}`, 'index')} ON ${users} USING gin (search_text ${ns}.gin_trgm_ops)`);
+    await client.query('RELEASE SAVEPOINT chatmem_trgm');
+    return true;
+  } catch {
+    await client.query('ROLLBACK TO SAVEPOINT chatmem_trgm');
+    return false;
+  }
+}
+
+async function migrate(pool: Pool, wanted: string | undefined, table: string): Promise<{ schema: string; trigram: boolean }> {
   const client = await pool.connect();
   const lease = new Lease(client);
   try {
@@ -696,7 +747,12 @@ async function migrate(pool: Pool, wanted: string | undefined, table: string): P
         `store schema version ${from} is newer than this chatmem supports (${MIGRATIONS.length}); upgrade chatmem`,
       );
     }
-    for (const step of MIGRATIONS.slice(from)) await client.query(step(names));
+    for (const step of MIGRATIONS.slice(from)) {
+      const todo = step(names);
+      if (typeof todo === 'string') await client.query(todo);
+      else await todo(client);
+    }
+    const trigram = await ensureTrigramIndex(client, names.users, `${table}_search_trgm`);
     if (from < MIGRATIONS.length) {
       await client.query(
         `INSERT INTO ${names.versions} (table_name, version) VALUES ($1, $2)
@@ -705,7 +761,7 @@ async function migrate(pool: Pool, wanted: string | undefined, table: string): P
       );
     }
     await client.query('COMMIT');
-    return schema;
+    return { schema, trigram };
   } catch (err) {
     await client.query('ROLLBACK').catch((e: unknown) => lease.poison(e));
     throw err;

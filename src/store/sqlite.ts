@@ -4,7 +4,9 @@ import * as path from 'node:path';
 import { StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
-import { likeEscape, searchText } from './search-text.js';
+import { stringifyJson } from '../json-safe.js';
+import { compareIds } from '../backup/format.js';
+import { isPrefixQuery, profileText, searchText } from './search-text.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 type Row = { data: string };
@@ -17,12 +19,85 @@ interface PendingUpdate {
   reject: (e: unknown) => void;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 const DELETE_TRIGGER = `CREATE TRIGGER users_totals_delete AFTER DELETE ON users BEGIN
   UPDATE totals SET users = users - 1, messages = messages - OLD.messages, bytes = bytes - length(CAST(OLD.data AS BLOB)) WHERE id = 1;
 END`;
 const SCAN_BATCH = 500;
-const SEARCH_CHUNK = 1000;
+/** Rows of a search's match list read between two turns of the event loop. */
+const SEARCH_YIELD_ROWS = 2000;
+/** Users a search's id-order walk checks per turn (about as long as a slice of index matches). */
+const SEARCH_WALK_USERS = 200;
+const DOC_PROFILE = 0;
+const DOC_MESSAGE = 1;
+
+/**
+ * How a write changes a user's search documents; computed in JS before any SQL runs. The index is
+ * contentless, so removing a document takes the text it was indexed with: the stored record is the
+ * source of both, and every write path keeps them in step.
+ */
+interface IndexPlan {
+  /** The new profile text, or null when it did not change. */
+  profile: string | null;
+  /** The profile text being replaced (null: none). */
+  oldProfile: string | null;
+  /** Remove every message document (history was replaced, not appended to) rather than the oldest few. */
+  rebuild: boolean;
+  /** Texts of the message documents to remove, oldest first. */
+  drop: string[];
+  /** Texts of the entries added at the end of history. */
+  add: string[];
+}
+
+const messageText = (h: { text?: unknown } | null | undefined): string => (typeof h?.text === 'string' ? h.text : '');
+/** History as stored; data from older versions may lack it. */
+const historyOf = (r: MemoryRecord | null): MemoryRecord['history'] => (r && Array.isArray(r.history) ? r.history : []);
+
+/**
+ * What to change in the search index for `current` -> `next` (null: the user is deleted). An append
+ * keeps the entry objects of `current` (applyAppend copies the array, not the entries), so "the old
+ * history minus its oldest entries, then new ones" is recognised by identity, and costs the index one
+ * document per message added or pushed out. Anything else (put, a patch of history) rebuilds the
+ * user's message documents.
+ */
+function indexPlan(current: MemoryRecord | null, next: MemoryRecord | null): IndexPlan {
+  const before = current ? profileText(current) : null;
+  const after = next ? profileText(next) : null;
+  const c = historyOf(current);
+  const n = historyOf(next);
+  const plan: IndexPlan = { profile: before === after ? null : after, oldProfile: before === after ? null : before, rebuild: false, drop: [], add: [] };
+  if (next === null) return { ...plan, profile: null, oldProfile: before, rebuild: true, drop: c.map(messageText) };
+  if (c === n) return plan;
+  const first = n[0];
+  let drop = first === undefined ? c.length : c.indexOf(first);
+  if (drop < 0) drop = c.length;
+  const kept = c.length - drop;
+  let appended = kept <= n.length;
+  for (let i = 0; appended && i < kept; i++) appended = n[i] === c[drop + i];
+  if (!appended) return { ...plan, rebuild: true, drop: c.map(messageText), add: n.map(messageText) };
+  return { ...plan, drop: c.slice(0, drop).map(messageText), add: n.slice(kept).map(messageText) };
+}
+
+/** Inserts `id` into `first` (sorted, unique, at most `limit` long) if it is among the `limit` smallest. */
+function keepSmallest(first: string[], id: string, limit: number): void {
+  const worst = first[first.length - 1];
+  if (first.length >= limit && worst !== undefined && compareIds(id, worst) >= 0) return;
+  let lo = 0;
+  let hi = first.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareIds(first[mid]!, id) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  if (first[lo] === id) return;
+  first.splice(lo, 0, id);
+  if (first.length > limit) first.pop();
+}
+
+/** An FTS5 phrase: the query matched literally as a substring (trigram tokens at consecutive positions). */
+function ftsPhrase(query: string): string {
+  return `"${query.replace(/"/g, '""')}"`;
+}
 
 /**
  * SQLite driver (better-sqlite3, WAL). One row per user, the record as JSON text, so an append
@@ -36,6 +111,10 @@ export class SqliteDriver implements StoreDriver {
   private queue: PendingUpdate[] = [];
   private flushScheduled = false;
   private readonly stmts;
+  /** Read-only connection for searches: a search may pause between rows, and a connection with an open query cannot write. */
+  private searchReader: Database.Database | null = null;
+  /** One op's row and index changes, as a savepoint inside the batch transaction. */
+  private readonly applyOp: (row: Record<string, unknown>, plan: IndexPlan, id: string) => void;
 
   private constructor(
     readonly file: string,
@@ -45,6 +124,12 @@ export class SqliteDriver implements StoreDriver {
   ) {
     this.url = `sqlite:${file}`;
     this.db = db;
+    // Nested in the batch's transaction, better-sqlite3 makes this a savepoint: an op whose statements
+    // fail half-way leaves none of its changes.
+    this.applyOp = db.transaction((row: Record<string, unknown>, plan: IndexPlan, id: string) => {
+      this.stmts.upsert.run(row);
+      this.reindex(id, plan);
+    });
     this.stmts = {
       get: db.prepare<[string], Row>('SELECT data FROM users WHERE user_id = ?'),
       upsert: db.prepare(
@@ -55,16 +140,14 @@ export class SqliteDriver implements StoreDriver {
            search_text = excluded.search_text`,
       ),
       del: db.prepare<[string]>('DELETE FROM users WHERE user_id = ?'),
-      chunkEnd: db.prepare<[string, number], { user_id: string }>('SELECT user_id FROM users WHERE user_id > ? ORDER BY user_id LIMIT 1 OFFSET ?'),
-      // Two statements, so that both bounds of a chunk are plain range conditions on the key.
-      searchChunk: db.prepare<[string, string, string, number], SummaryRow>(
-        `SELECT user_id, name, product, created_at, updated_at, messages FROM users
-         WHERE user_id > ? AND user_id <= ? AND search_text LIKE ? ESCAPE '\\' ORDER BY user_id LIMIT ?`,
-      ),
-      searchTail: db.prepare<[string, string, number], SummaryRow>(
-        `SELECT user_id, name, product, created_at, updated_at, messages FROM users
-         WHERE user_id > ? AND search_text LIKE ? ESCAPE '\\' ORDER BY user_id LIMIT ?`,
-      ),
+      docsOf: db.prepare<[string, number], number>('SELECT id FROM search_docs WHERE user_id = ? AND kind = ? ORDER BY id').pluck(),
+      oldestDocs: db.prepare<[string, number, number], number>('SELECT id FROM search_docs WHERE user_id = ? AND kind = ? ORDER BY id LIMIT ?').pluck(),
+      insertDoc: db.prepare<[string, number]>('INSERT INTO search_docs (user_id, kind) VALUES (?, ?)'),
+      deleteDoc: db.prepare<[number]>('DELETE FROM search_docs WHERE id = ?'),
+      insertFts: db.prepare<[number | bigint, string]>('INSERT INTO search_fts (rowid, text) VALUES (?, ?)'),
+      // A contentless table forgets a document given the text it was indexed with (~15 µs; a
+      // contentless_delete table took ~900 µs per delete).
+      deleteFts: db.prepare<[number, string]>("INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', ?, ?)"),
       // Kept by triggers: COUNT(*) and SUM() read the whole table, and better-sqlite3 runs them on the event loop.
       totals: db.prepare<[], { users: number; messages: number; bytes: number }>('SELECT users, messages, bytes FROM totals WHERE id = 1'),
       lastUpdate: db.prepare<[], { last: string | null }>('SELECT MAX(updated_at) AS last FROM users'),
@@ -119,14 +202,52 @@ export class SqliteDriver implements StoreDriver {
   private row(record: MemoryRecord): Record<string, unknown> {
     return {
       user_id: record.user_id,
-      data: JSON.stringify(record),
+      data: stringifyJson(record),
       name: record.name,
       product: record.product,
       created_at: record.created_at,
       updated_at: record.updated_at,
       messages: record.history.length,
-      search_text: searchText(record),
+      // Superseded by the search_docs / search_fts index (schema 3); the column stays for older readers.
+      search_text: '',
     };
+  }
+
+  private addDoc(userId: string, kind: number, text: string): void {
+    const id = this.stmts.insertDoc.run(userId, kind).lastInsertRowid;
+    this.stmts.insertFts.run(id, text);
+  }
+
+  /**
+   * Removes documents, oldest first, with the texts they were indexed with. Should the two lists ever
+   * disagree in length, the extra documents go with an empty text: their stale index entries then
+   * point at an id that no longer exists in search_docs (ids are never reused), which search ignores.
+   */
+  private dropDocs(ids: number[], texts: string[]): void {
+    ids.forEach((id, i) => {
+      this.stmts.deleteFts.run(id, texts[i] ?? '');
+      this.stmts.deleteDoc.run(id);
+    });
+  }
+
+  /** Applies `plan` to `userId`'s search documents (inside the caller's transaction). */
+  private reindex(userId: string, plan: IndexPlan): void {
+    if (plan.profile !== null || plan.oldProfile !== null) {
+      this.dropDocs(this.stmts.docsOf.all(userId, DOC_PROFILE), plan.oldProfile === null ? [] : [plan.oldProfile]);
+      if (plan.profile !== null) this.addDoc(userId, DOC_PROFILE, plan.profile);
+    }
+    if (plan.rebuild) this.dropDocs(this.stmts.docsOf.all(userId, DOC_MESSAGE), plan.drop);
+    else if (plan.drop.length > 0) this.dropDocs(this.stmts.oldestDocs.all(userId, DOC_MESSAGE, plan.drop.length), plan.drop);
+    for (const text of plan.add) this.addDoc(userId, DOC_MESSAGE, text);
+  }
+
+  /** Writes whole records (restore, import), replacing each user's documents. */
+  private writeRecords(records: MemoryRecord[]): void {
+    for (const r of records) {
+      const current = this.readRecord(r.user_id);
+      this.stmts.upsert.run(this.row(r));
+      this.reindex(r.user_id, indexPlan(current, r));
+    }
   }
 
   private readRecord(id: string): MemoryRecord | null {
@@ -156,15 +277,30 @@ export class SqliteDriver implements StoreDriver {
     const results: ({ ok: true; value: MemoryRecord } | { ok: false; error: unknown })[] = [];
     try {
       this.db.transaction(() => {
+        // Each op's new row is computed inside its own try: one op that throws (a bad record, a value
+        // too deep to serialise) fails alone, never the others sharing its transaction.
         for (const op of batch) {
           let next: MemoryRecord;
+          let row: Record<string, unknown>;
+          let plan: IndexPlan;
           try {
-            next = op.fn(this.readRecord(op.id));
+            const current = this.readRecord(op.id);
+            next = op.fn(current);
+            row = this.row(next);
+            plan = indexPlan(current, next);
           } catch (error) {
             results.push({ ok: false, error });
             continue;
           }
-          this.stmts.upsert.run(this.row(next));
+          try {
+            this.applyOp(row, plan, op.id);
+          } catch (err) {
+            // A failed statement is undone on its own and the transaction goes on, unless SQLite had to
+            // abort the transaction (disk full, I/O error): then the batch fails as a whole, below.
+            if (!this.db.inTransaction) throw err;
+            results.push({ ok: false, error: new StoreError('E_STORE_WRITE', `SQLite write of user ${JSON.stringify(op.id)} failed: ${(err as Error).message}`, { cause: err }) });
+            continue;
+          }
           results.push({ ok: true, value: next });
         }
       })();
@@ -228,25 +364,71 @@ export class SqliteDriver implements StoreDriver {
     return { users: t?.users ?? 0, messages: t?.messages ?? 0, bytes: t?.bytes ?? 0, lastUpdate: this.stmts.lastUpdate.get()?.last ?? null };
   }
 
+  private reader(): Database.Database {
+    if (!this.searchReader) {
+      this.searchReader = new Database(this.file, { readonly: true, fileMustExist: true });
+      this.searchReader.pragma('busy_timeout = 10000');
+    }
+    return this.searchReader;
+  }
+
   /**
-   * A full scan, taken in chunks of {@link SEARCH_CHUNK} users with a turn of the event loop between
-   * them: better-sqlite3 is synchronous, and one statement over 1M rows held chat writes for ~1.7 s.
+   * A lookup in the FTS5 trigram index (one document per user profile and one per history message),
+   * on a read-only connection of its own. A query matching very many messages walks them in slices of
+   * {@link SEARCH_YIELD_ROWS} with a turn of the event loop between, so chat writes keep committing.
+   * Queries shorter than 3 characters are an id-prefix range on the primary key.
    */
   async search(query: string, limit: number): Promise<UserSummary[]> {
-    const pattern = `%${likeEscape(query)}%`;
-    const out: UserSummary[] = [];
-    let after = '';
-    while (out.length < limit) {
-      const end = this.stmts.chunkEnd.get(after, SEARCH_CHUNK - 1)?.user_id ?? null;
-      if (end === null) {
-        out.push(...this.stmts.searchTail.all(after, pattern, limit - out.length));
-        break;
-      }
-      out.push(...this.stmts.searchChunk.all(after, end, pattern, limit - out.length));
-      after = end;
-      await new Promise((r) => setImmediate(r));
+    const db = this.inMemory ? this.db : this.reader();
+    if (isPrefixQuery(query)) {
+      return db
+        .prepare<[string, string, number], SummaryRow>(
+          `SELECT user_id, name, product, created_at, updated_at, messages FROM users
+           WHERE user_id >= ? AND user_id < ? ORDER BY user_id LIMIT ?`,
+        )
+        .all(query, `${query}\u{10FFFF}`, limit);
     }
-    return out;
+    const matches = db
+      .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
+      .pluck()
+      .iterate(ftsPhrase(query));
+    const walk = db.prepare<[string, number], { user_id: string; data: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?');
+    const needle = query.toLowerCase();
+    // Two ways run in turns, each correct alone, until one finishes: the index's matches (cost grows
+    // with how many there are), and a walk of the users in id order checking each record (cost grows
+    // with how far the limit-th match is). A rare term ends the first way fast, a common one the second.
+    const first: string[] = [];
+    const walked: string[] = [];
+    let after = '';
+    let result: string[] | null = null;
+    try {
+      while (result === null) {
+        for (let k = 0; k < SEARCH_YIELD_ROWS; k++) {
+          const next = matches.next();
+          if (next.done) {
+            result = first;
+            break;
+          }
+          keepSmallest(first, next.value, limit);
+        }
+        if (result !== null) break;
+        const rows = walk.all(after, SEARCH_WALK_USERS);
+        for (const row of rows) {
+          if (searchText(JSON.parse(row.data) as MemoryRecord).includes(needle)) walked.push(row.user_id);
+          if (walked.length >= limit) break;
+        }
+        const last = rows[rows.length - 1];
+        if (walked.length >= limit || rows.length < SEARCH_WALK_USERS || !last) result = walked.slice(0, limit);
+        else after = last.user_id;
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      // Ends the index query's statement (and its read transaction) if the walk won.
+      matches.return?.();
+    }
+    const summary = db.prepare<[string], SummaryRow>('SELECT user_id, name, product, created_at, updated_at, messages FROM users WHERE user_id = ?');
+    // A user deleted since the match was read is left out.
+    return result.map((id) => summary.get(id)).filter((r): r is SummaryRow => r !== undefined);
   }
 
   async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
@@ -257,12 +439,17 @@ export class SqliteDriver implements StoreDriver {
       scan: (options) => this.scan(options),
       scanJson: (options) => this.scanJson(options),
       count: () => this.count(),
-      delete: async (ids) => this.db.transaction(() => ids.reduce((n, id) => n + this.stmts.del.run(id).changes, 0))(),
+      delete: async (ids) =>
+        this.db.transaction(() =>
+          ids.reduce((n, id) => {
+            const current = this.readRecord(id);
+            if (current) this.reindex(id, indexPlan(current, null));
+            return n + this.stmts.del.run(id).changes;
+          }, 0),
+        )(),
       clear: async () => this.db.transaction(() => this.truncate())(),
       putMany: async (records) => {
-        this.db.transaction(() => {
-          for (const r of records) this.stmts.upsert.run(this.row(r));
-        })();
+        this.db.transaction(() => this.writeRecords(records))();
       },
       replaceAll: (records) => this.replaceAll(records),
     };
@@ -276,20 +463,33 @@ export class SqliteDriver implements StoreDriver {
    */
   private truncate(): number {
     const users = this.stmts.totals.get()?.users ?? 0;
-    this.db.exec(`DROP TRIGGER users_totals_delete; DELETE FROM main.users; UPDATE totals SET users = 0, messages = 0, bytes = 0 WHERE id = 1; ${DELETE_TRIGGER};`);
+    this.db.exec(
+      `DROP TRIGGER users_totals_delete; DELETE FROM main.users; UPDATE totals SET users = 0, messages = 0, bytes = 0 WHERE id = 1; ${DELETE_TRIGGER};
+       DELETE FROM main.search_docs; INSERT INTO main.search_fts (search_fts) VALUES ('delete-all');`,
+    );
     return users;
   }
 
   /** Stages rows in batches (no transaction held across awaits), then swaps them in one transaction. */
   private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    this.db.exec('DROP TABLE IF EXISTS temp.staging; CREATE TEMP TABLE staging AS SELECT * FROM main.users WHERE 0');
+    this.db.exec(`DROP TABLE IF EXISTS temp.staging; CREATE TEMP TABLE staging AS SELECT * FROM main.users WHERE 0;
+      DROP TABLE IF EXISTS temp.staging_docs; CREATE TEMP TABLE staging_docs (user_id TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL);
+      CREATE INDEX temp.staging_docs_user ON staging_docs (user_id)`);
     const insert = this.db.prepare(
       `INSERT OR REPLACE INTO temp.staging (user_id, data, name, product, created_at, updated_at, messages, search_text)
        VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
     );
+    const dropStagedDocs = this.db.prepare<[string]>('DELETE FROM temp.staging_docs WHERE user_id = ?');
+    const stageDoc = this.db.prepare<[string, number, string]>('INSERT INTO temp.staging_docs (user_id, kind, text) VALUES (?, ?, ?)');
     let batch: MemoryRecord[] = [];
     const flush = this.db.transaction((rows: MemoryRecord[]) => {
-      for (const r of rows) insert.run(this.row(r));
+      for (const r of rows) {
+        insert.run(this.row(r));
+        // A user twice in the stream: the last record wins, and only its documents.
+        dropStagedDocs.run(r.user_id);
+        stageDoc.run(r.user_id, DOC_PROFILE, profileText(r));
+        for (const h of historyOf(r)) stageDoc.run(r.user_id, DOC_MESSAGE, messageText(h));
+      }
     });
     for await (const r of records) {
       batch.push(r);
@@ -301,14 +501,19 @@ export class SqliteDriver implements StoreDriver {
     flush(batch);
     const n = this.db.transaction(() => {
       this.truncate();
+      // Staging rowids follow history order per user, so they serve as document ids as they are.
+      this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM temp.staging_docs ORDER BY rowid;
+        INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM temp.staging_docs ORDER BY rowid`);
       return this.db.prepare('INSERT INTO main.users SELECT * FROM temp.staging').run().changes;
     })();
-    this.db.exec('DROP TABLE temp.staging');
+    this.db.exec('DROP TABLE temp.staging; DROP TABLE temp.staging_docs');
     return n;
   }
 
   async close(): Promise<void> {
     if (this.queue.length > 0) this.flush();
+    this.searchReader?.close();
+    this.searchReader = null;
     if (this.db.open) {
       if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
       this.db.close();
@@ -355,5 +560,38 @@ function migrate(db: Database.Database): void {
         PRAGMA user_version = 2;
       `),
     )();
+  }
+  if (version < 3) {
+    // Search index: FTS5 with the trigram tokenizer matches any substring of 3+ characters,
+    // case-insensitively, from the index. One document per user profile and one per history message,
+    // so an append indexes its own message only. Contentless: the text lives in users.data only.
+    db.transaction(() => {
+      db.exec(`
+        CREATE TABLE search_docs (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
+        CREATE INDEX search_docs_user ON search_docs (user_id, kind, id);
+        CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', tokenize='trigram');
+      `);
+      // Existing users are indexed from their records (JSON.parse: no recursion, whatever their depth).
+      const rows = db.prepare<[string], { user_id: string; data: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id LIMIT 1000');
+      const insertDoc = db.prepare<[string, number]>('INSERT INTO search_docs (user_id, kind) VALUES (?, ?)');
+      const insertFts = db.prepare<[number | bigint, string]>('INSERT INTO search_fts (rowid, text) VALUES (?, ?)');
+      const add = (userId: string, kind: number, text: string): void => {
+        insertFts.run(insertDoc.run(userId, kind).lastInsertRowid, text);
+      };
+      // Slices by key: iterate() cannot run beside inserts on one connection, and all() would hold the store in memory.
+      for (let after = ''; ; ) {
+        const slice = rows.all(after);
+        const last = slice[slice.length - 1];
+        if (!last) break;
+        for (const row of slice) {
+          const r = JSON.parse(row.data) as MemoryRecord;
+          add(row.user_id, DOC_PROFILE, profileText(r));
+          for (const h of historyOf(r)) add(row.user_id, DOC_MESSAGE, messageText(h));
+        }
+        after = last.user_id;
+      }
+      // The old search_text values stay (rewriting every row would cost more than the space); new rows store ''.
+      db.exec('PRAGMA user_version = 3;');
+    })();
   }
 }

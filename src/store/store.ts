@@ -85,7 +85,8 @@ class CoreStore implements Store {
       const input: Record<string, unknown> = { ...record };
       if (input.created_at === undefined) input.created_at = current?.created_at ?? now;
       if (input.updated_at === undefined) input.updated_at = now;
-      return parseRecord(id, input, now);
+      // Limits were checked above, before queueing; `input` only adds the two timestamps.
+      return parseRecord(id, input, now, { limits: false });
     });
   }
 
@@ -180,7 +181,7 @@ class CoreStore implements Store {
   async search(query: string, options: { limit?: number } = {}): Promise<UserSummary[]> {
     const q = query.trim();
     if (q.length === 0) throw new StoreError('E_STORE_ARG', 'search query must not be empty');
-    return this.driver.search(q.toLowerCase(), options.limit ?? 100);
+    return this.driver.search(q, options.limit ?? 100);
   }
 
   async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {

@@ -1,3 +1,4 @@
+import { stringifyJson } from '../json-safe.js';
 import type { ContextInput, HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
 
 /** One row of the user listing. */
@@ -86,6 +87,10 @@ export interface StoreDriver {
    */
   scanJson?(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
+  /**
+   * Users matching `query` (trimmed, non-empty, as the caller typed it), in user_id order, at most
+   * `limit`. See {@link Store.search} for what matches.
+   */
   search(query: string, limit: number): Promise<UserSummary[]>;
   /**
    * Runs `fn` while the backend-level lock for `scope` is held (a cluster-wide lock for
@@ -140,7 +145,11 @@ export interface Store {
   /** As `scan`, as `[user_id, JSON text of the record]` pairs (what backups write). */
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   stats(): Promise<StoreStats>;
-  /** Case-insensitive keyword search over product, summary_context and history text. */
+  /**
+   * Finds users, in user_id order. A query of 3 or more characters matches, case-insensitively and
+   * literally, anywhere in the user id, name, address, product, summary_context or history text. A
+   * shorter query matches user ids that start with it (case-sensitive).
+   */
   search(query: string, options?: { limit?: number }): Promise<UserSummary[]>;
   /**
    * Runs `fn` with writes to `scope` held back (in this process, and across processes where the
@@ -154,7 +163,7 @@ export interface Store {
 
 /** `scanJson` for a driver that has only `scan`. */
 export async function* stringifyScan(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, string]> {
-  for await (const r of records) yield [r.user_id, JSON.stringify(r)];
+  for await (const r of records) yield [r.user_id, stringifyJson(r)];
 }
 
 export function summarize(record: MemoryRecord): UserSummary {

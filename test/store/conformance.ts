@@ -234,17 +234,53 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
       expect(await store.stats()).toEqual({ users: 0, messages: 0, bytes: 0, lastUpdate: null });
     });
 
-    it('searches product, summary_context and history text, case-insensitively and literally', async () => {
+    it('searches id, name, address, product, summary_context and history text, case-insensitively and literally', async () => {
       await store.put('p', { product: 'Electronic Air Cleaner' });
       await store.put('s', { summary_context: ['Pelanggan melaporkan BAU gosong'] });
       await store.put('h', { history: [{ role: 'user', text: 'unit bunyi 100% terus', ts: '2025-01-01T00:00:00Z' }] });
       await store.put('n', { name: 'air cleaner in the name only' });
-      expect((await store.search('AIR CLEANER')).map((u) => u.user_id)).toEqual(['p']);
+      await store.put('a', { address: 'Jl. Sudirman No. 5, Jakarta' });
+      await store.put('6281299887766', { name: 'Siti' });
+      expect((await store.search('AIR CLEANER')).map((u) => u.user_id)).toEqual(['n', 'p']);
       expect((await store.search('gosong')).map((u) => u.user_id)).toEqual(['s']);
       expect((await store.search('100%')).map((u) => u.user_id)).toEqual(['h']);
-      expect((await store.search('0%')).map((u) => u.user_id)).toEqual(['h']);
-      expect(await store.search('%')).toHaveLength(1);
+      expect((await store.search('% t')).map((u) => u.user_id)).toEqual(['h']);
+      expect((await store.search('jl. SUDIRMAN')).map((u) => u.user_id)).toEqual(['a']);
+      expect((await store.search('1299887')).map((u) => u.user_id)).toEqual(['6281299887766']);
       expect(await store.search('nothing-like-this')).toEqual([]);
+      // Shorter than 3 characters: user ids starting with the query, case-sensitively.
+      expect((await store.search('62')).map((u) => u.user_id)).toEqual(['6281299887766']);
+      expect((await store.search('0%')).map((u) => u.user_id)).toEqual([]);
+      expect((await store.search('P')).map((u) => u.user_id)).toEqual([]);
+      expect((await store.search('p')).map((u) => u.user_id)).toEqual(['p']);
+    });
+
+    it('search follows appends past the history cap, patches, puts and deletes', async () => {
+      await store.close();
+      store = await h.open({ historyCap: 3 });
+      for (let i = 0; i < 5; i++) await store.appendHistory('c', { role: 'user', text: `pesan-${i}-unik` });
+      // Entries pushed out by the cap are no longer found; the kept ones are.
+      expect(await store.search('pesan-0-unik')).toEqual([]);
+      expect(await store.search('pesan-1-unik')).toEqual([]);
+      for (const i of [2, 3, 4]) expect((await store.search(`pesan-${i}-unik`)).map((u) => u.user_id)).toEqual(['c']);
+      await store.patch('c', { name: 'Nurhaliza', address: 'Jl. Mawar' });
+      expect((await store.search('nurhal')).map((u) => u.user_id)).toEqual(['c']);
+      await store.patch('c', { name: 'Budi' });
+      expect(await store.search('nurhal')).toEqual([]);
+      expect((await store.search('mawar')).map((u) => u.user_id)).toEqual(['c']);
+      await store.put('c', { history: [{ role: 'user', text: 'baru sama sekali', ts: '2025-01-01T00:00:00Z' }] });
+      expect(await store.search('pesan-4-unik')).toEqual([]);
+      expect(await store.search('mawar')).toEqual([]);
+      expect((await store.search('sama sekali')).map((u) => u.user_id)).toEqual(['c']);
+      await store.patch('c', { history: [] });
+      expect(await store.search('sama sekali')).toEqual([]);
+      await store.appendHistory('d', { role: 'user', text: 'sama sekali' });
+      await store.delete(['d']);
+      expect(await store.search('sama sekali')).toEqual([]);
+      await store.appendHistory('e', { role: 'user', text: 'sama sekali' });
+      await store.clear();
+      expect(await store.search('sama sekali')).toEqual([]);
+      expect(await store.search('e')).toEqual([]);
     });
 
     it('an exclusive section holds back writes to its users only', async () => {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { MemoryRecord } from '../../src/record.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
+import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { testStore, type StoreHarness } from './conformance.js';
@@ -294,7 +294,7 @@ describePg('postgres', () => {
         await store.put('kept', { name: 'K' });
         await Promise.all(drivers.map((d) => d.close()));
         const versions = await adminPool().query(`SELECT table_name, version FROM "${schema}".chatmem_schema`);
-        expect(versions.rows).toEqual([{ table_name: 'chatmem_users', version: 1 }]);
+        expect(versions.rows).toEqual([{ table_name: 'chatmem_users', version: POSTGRES_SCHEMA_VERSION }]);
         const again = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }));
         expect((await again.get('kept'))?.name).toBe('K');
         await again.close();

@@ -5,6 +5,7 @@ import type { BackupInfo } from '../../ops/operations.js';
 import { flag, str, type Command } from '../command.js';
 import { CLIError, EXIT, usage } from '../errors.js';
 import { clip, formatAge, formatBytes, formatCount, formatTime, table, type Output } from '../output.js';
+import { prettyJson } from '../../json-safe.js';
 import { keyValueLines } from './inspect.js';
 import { didYouMeanText } from '../../suggest.js';
 
@@ -135,7 +136,7 @@ export const backups: Command = {
     if (!v.ok) throw new CLIError(v.error?.code === 'E_BACKUP_NOT_REGULAR' || v.error?.code === 'E_BACKUP_MANIFEST' ? v.error.code : 'E_BACKUP_VERIFY', `backup ${b.id} failed verification: ${v.error?.message ?? 'unknown'}`);
     if (info.record) {
       out.out(out.c.bold(`User ${info.record.user_id}`));
-      out.out(JSON.stringify(info.record, null, 2));
+      out.out(prettyJson(info.record));
     } else if (info.sample.length > 0) {
       out.out(out.c.bold(info.sample.length < info.users ? `First ${info.sample.length} users` : 'Users'));
       table(['USER ID', 'NAME', 'MESSAGES'], info.sample.map((s) => [clip(s.user_id, 40), clip(s.name, 24), String(s.messages)]), { right: [2] }).forEach((l) => out.out(`  ${l}`));

@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { errnoCode } from '../../errors.js';
+import { stringifyJson } from '../../json-safe.js';
 import type { MemoryRecord } from '../../record.js';
 import type { UserSummary } from '../../store/types.js';
 import { intOption, str, type Command } from '../command.js';
@@ -25,7 +26,7 @@ export const users: Command = {
   summary: 'List users: id, name, product, created, messages (the seed\'s list)',
   args: '[--search Q] [--limit N]',
   options: {
-    search: { type: 'string', value: 'Q', help: 'only users whose product, summary or chat text contains Q' },
+    search: { type: 'string', value: 'Q', help: 'only users whose id, name, address, product, summary or chat text contains Q (1-2 characters: ids starting with Q)' },
     limit: { type: 'string', value: 'N', help: 'at most N users (default: all; 100 with --search)' },
   },
   async run(ctx) {
@@ -75,7 +76,7 @@ export const users: Command = {
 
 function value(v: unknown): string {
   if (v === null || v === undefined || v === '') return '-';
-  return typeof v === 'string' ? v : JSON.stringify(v);
+  return typeof v === 'string' ? v : stringifyJson(v);
 }
 
 /** The facts an operator checks before deleting a user: who, what product, where, how much chat. */
