@@ -35,6 +35,7 @@ export class SqliteDriver implements StoreDriver {
   private readonly db: Database.Database;
   private queue: PendingUpdate[] = [];
   private flushScheduled = false;
+  private staged = 0;
   private readonly stmts;
 
   private constructor(
@@ -265,6 +266,7 @@ export class SqliteDriver implements StoreDriver {
         })();
       },
       replaceAll: (records) => this.replaceAll(records),
+      putAll: (records) => this.putAll(records),
     };
     return fn(ctx);
   }
@@ -280,31 +282,75 @@ export class SqliteDriver implements StoreDriver {
     return users;
   }
 
-  /** Stages rows in batches (no transaction held across awaits), then swaps them in one transaction. */
-  private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    this.db.exec('DROP TABLE IF EXISTS temp.staging; CREATE TEMP TABLE staging AS SELECT * FROM main.users WHERE 0');
-    const insert = this.db.prepare(
-      `INSERT OR REPLACE INTO temp.staging (user_id, data, name, product, created_at, updated_at, messages, search_text)
-       VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
-    );
-    let batch: MemoryRecord[] = [];
-    const flush = this.db.transaction((rows: MemoryRecord[]) => {
-      for (const r of rows) insert.run(this.row(r));
-    });
-    for await (const r of records) {
-      batch.push(r);
-      if (batch.length >= SCAN_BATCH) {
-        flush(batch);
-        batch = [];
+  /**
+   * Copies `records` into a new temp table (on disk, so memory stays flat) in short transactions: no
+   * transaction is held across an await, where the hot path's group commits would join it. Later
+   * records of a repeated id win. Returns the table name; the caller drops it.
+   */
+  private async stage(records: AsyncIterable<MemoryRecord>): Promise<{ table: string; read: number }> {
+    // Two sections on disjoint users may stage at once: each gets its own table.
+    const table = `temp.staging_${++this.staged}`;
+    this.db.exec(`DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL) WITHOUT ROWID`);
+    try {
+      const insert = this.db.prepare(
+        `INSERT OR REPLACE INTO ${table} (user_id, data, name, product, created_at, updated_at, messages, search_text)
+         VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
+      );
+      let batch: MemoryRecord[] = [];
+      let read = 0;
+      const flush = this.db.transaction((rows: MemoryRecord[]) => {
+        for (const r of rows) insert.run(this.row(r));
+      });
+      for await (const r of records) {
+        batch.push(r);
+        read++;
+        if (batch.length >= SCAN_BATCH) {
+          flush(batch);
+          batch = [];
+        }
       }
+      flush(batch);
+      return { table, read };
+    } catch (err) {
+      this.db.exec(`DROP TABLE IF EXISTS ${table}`);
+      throw err;
     }
-    flush(batch);
-    const n = this.db.transaction(() => {
-      this.truncate();
-      return this.db.prepare('INSERT INTO main.users SELECT * FROM temp.staging').run().changes;
-    })();
-    this.db.exec('DROP TABLE temp.staging');
-    return n;
+  }
+
+  /** Stages the rows, then swaps them in one transaction. */
+  private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    const { table } = await this.stage(records);
+    try {
+      return this.db.transaction(() => {
+        this.truncate();
+        return this.db.prepare(`INSERT INTO main.users SELECT * FROM ${table}`).run().changes;
+      })();
+    } finally {
+      this.db.exec(`DROP TABLE IF EXISTS ${table}`);
+    }
+  }
+
+  /** Stages the rows, then upserts them all in one transaction: a kill before its commit leaves the store as it was. */
+  private async putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    const { table, read } = await this.stage(records);
+    try {
+      this.db.transaction(() =>
+        this.db
+          .prepare(
+            // "WHERE true" tells the parser the ON CONFLICT belongs to the INSERT, not to a join.
+            `INSERT INTO main.users (user_id, data, name, product, created_at, updated_at, messages, search_text)
+             SELECT user_id, data, name, product, created_at, updated_at, messages, search_text FROM ${table} WHERE true
+             ON CONFLICT(user_id) DO UPDATE SET data = excluded.data, name = excluded.name, product = excluded.product,
+               created_at = excluded.created_at, updated_at = excluded.updated_at, messages = excluded.messages,
+               search_text = excluded.search_text`,
+          )
+          .run(),
+      )();
+      return read;
+    } finally {
+      this.db.exec(`DROP TABLE IF EXISTS ${table}`);
+    }
   }
 
   async close(): Promise<void> {
