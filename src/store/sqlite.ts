@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { StoreError } from '../errors.js';
+import { isChatmemError, StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { likeEscape, searchText } from './search-text.js';
@@ -265,8 +265,8 @@ export class SqliteDriver implements StoreDriver {
           for (const r of records) this.stmts.upsert.run(this.row(r));
         })();
       },
-      replaceAll: (records) => this.replaceAll(records),
-      putAll: (records) => this.putAll(records),
+      replaceAll: (records) => this.bulk('restore', () => this.replaceAll(records)),
+      putAll: (records) => this.bulk('write', () => this.putAll(records)),
     };
     return fn(ctx);
   }
@@ -280,6 +280,16 @@ export class SqliteDriver implements StoreDriver {
     const users = this.stmts.totals.get()?.users ?? 0;
     this.db.exec(`DROP TRIGGER users_totals_delete; DELETE FROM main.users; UPDATE totals SET users = 0, messages = 0, bytes = 0 WHERE id = 1; ${DELETE_TRIGGER};`);
     return users;
+  }
+
+  /** SQLite's own errors (SQLITE_FULL on a full disk, say) become E_STORE_WRITE; the source's pass through. */
+  private async bulk<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (isChatmemError(err) || !(err instanceof Database.SqliteError)) throw err;
+      throw new StoreError('E_STORE_WRITE', `SQLite ${what} failed: ${err.message}`, { cause: err });
+    }
   }
 
   /**
@@ -356,7 +366,11 @@ export class SqliteDriver implements StoreDriver {
   async close(): Promise<void> {
     if (this.queue.length > 0) this.flush();
     if (this.db.open) {
-      if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
+      try {
+        if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // A full disk fails the checkpoint; the WAL keeps every commit and the next open replays it.
+      }
       this.db.close();
     }
   }
