@@ -577,6 +577,18 @@ export class Operations {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
+    // A JSON store killed mid-write leaves its temp file beside it; recovery runs only in the process that owns the store.
+    const storeFile = /^(?:json|sqlite):(.+)$/.exec(this.store.url)?.[1];
+    if (storeFile && (this.store.kind === 'json' || this.store.kind === 'sqlite')) {
+      const dir = path.dirname(storeFile);
+      const prefix = `.${path.basename(storeFile)}.`;
+      for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+        if (isTempName(name) && name.startsWith(prefix)) {
+          await fsp.rm(path.join(dir, name), { force: true });
+          removedTemp.push(name);
+        }
+      }
+    }
     const interrupted = [];
     const unfinished = await this.audit.unfinished();
     // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.
