@@ -294,17 +294,18 @@ export class SqliteDriver implements StoreDriver {
 
   /**
    * Copies `records` into a new temp table (on disk, so memory stays flat) in short transactions: no
-   * transaction is held across an await, where the hot path's group commits would join it. Later
-   * records of a repeated id win. Returns the table name; the caller drops it.
+   * transaction is held across an await, where the hot path's group commits would join it. Rows keep
+   * the stream's order (rowid), so in an upsert a later record of a repeated id wins. Returns the
+   * table name; the caller drops it.
    */
   private async stage(records: AsyncIterable<MemoryRecord>): Promise<{ table: string; read: number }> {
     // Two sections on disjoint users may stage at once: each gets its own table.
     const table = `temp.staging_${++this.staged}`;
-    this.db.exec(`DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
-      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL) WITHOUT ROWID`);
+    // A plain rowid table, appended in stream order: no index to maintain while staging.
+    this.db.exec(`DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} AS SELECT * FROM main.users WHERE 0`);
     try {
       const insert = this.db.prepare(
-        `INSERT OR REPLACE INTO ${table} (user_id, data, name, product, created_at, updated_at, messages, search_text)
+        `INSERT INTO ${table} (user_id, data, name, product, created_at, updated_at, messages, search_text)
          VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
       );
       let batch: MemoryRecord[] = [];
@@ -350,7 +351,7 @@ export class SqliteDriver implements StoreDriver {
           .prepare(
             // "WHERE true" tells the parser the ON CONFLICT belongs to the INSERT, not to a join.
             `INSERT INTO main.users (user_id, data, name, product, created_at, updated_at, messages, search_text)
-             SELECT user_id, data, name, product, created_at, updated_at, messages, search_text FROM ${table} WHERE true
+             SELECT user_id, data, name, product, created_at, updated_at, messages, search_text FROM ${table} WHERE true ORDER BY rowid
              ON CONFLICT(user_id) DO UPDATE SET data = excluded.data, name = excluded.name, product = excluded.product,
                created_at = excluded.created_at, updated_at = excluded.updated_at, messages = excluded.messages,
                search_text = excluded.search_text`,
