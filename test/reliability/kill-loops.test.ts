@@ -288,7 +288,8 @@ async function fixture(kind: Kind): Promise<Fixture> {
   return f;
 }
 
-let daemonPid: number | null = null;
+/** Every daemon started, so none outlives a failed test. */
+const daemonPids = new Set<number>();
 const REPEAT = SOAK ? 8 : 1;
 
 /**
@@ -317,7 +318,7 @@ async function daemonSpans(f: Fixture): Promise<Map<Op, number>> {
   spans = new Map();
   const r = await resetRun(f);
   const d = await startDaemon(r.config, { bin: BIN, port: 0, env: r.env, log: () => undefined });
-  daemonPid = d.pid;
+  daemonPids.add(d.pid);
   try {
     // Prune after the restores: it removes the restore source once a newer backup exists.
     for (const op of ['merge', 'import', 'restore', 'backup', 'prune', 'delete', 'clear'] as const) {
@@ -339,7 +340,7 @@ beforeAll(async () => {
   await ensureBuilt();
 }, 120_000);
 afterAll(async () => {
-  if (daemonPid !== null && isProcessAlive(daemonPid)) process.kill(daemonPid, 'SIGKILL');
+  for (const pid of daemonPids) if (isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
   console.log(`kill loops: ${totals.runs} runs (${totals.killed} killed; ${totals.before} before, ${totals.after} after), ${totals.acked} acknowledged appends, lost ${totals.lost}`);
   await root.cleanup();
 });
@@ -374,7 +375,7 @@ describe('SIGKILL loops of the daemon, with appends running', () => {
         for (let run = 0; run < runs; run++) {
           const r = await resetRun(f);
           const d = await startDaemon(r.config, { bin: BIN, port: 0, env: r.env, log: () => undefined });
-          daemonPid = d.pid;
+          daemonPids.add(d.pid);
           const load = appender(d.api, `${op}${run}`);
           // Some appends first, so there is acknowledged data for the operation to back up.
           await new Promise((res) => setTimeout(res, 150));
@@ -386,7 +387,7 @@ describe('SIGKILL loops of the daemon, with appends running', () => {
           await answer;
           // Restart: the daemon's start-up recovery runs, then it stops cleanly for the check.
           const d2 = await startDaemon(r.config, { bin: BIN, port: 0, env: r.env, log: () => undefined });
-          daemonPid = d2.pid;
+          daemonPids.add(d2.pid);
           await stopDaemon(r.config);
           count(await check(f, r, op, acked, `daemon ${kind} ${op} run ${run}`, true), alive);
         }
@@ -400,7 +401,7 @@ describe.skipIf(!SOAK)('soak: 60 s of appends with periodic backups, prunes and 
     const f = await fixture('sqlite');
     const r = await resetRun(f);
     const d = await startDaemon(r.config, { bin: BIN, port: 0, env: r.env, log: () => undefined });
-    daemonPid = d.pid;
+    daemonPids.add(d.pid);
     const acked: [string, string][] = [];
     let stopped = false;
     let n = 0;
