@@ -331,6 +331,7 @@ async function daemonSpans(f: Fixture): Promise<Map<Op, number>> {
     }
   } finally {
     await stopDaemon(r.config);
+    daemonPids.delete(d.pid);
   }
   spansOf.set(f.kind, spans);
   return spans;
@@ -383,12 +384,14 @@ describe('SIGKILL loops of the daemon, with appends running', () => {
           await new Promise((res) => setTimeout(res, killPoint(run, runs, span, 2.5)));
           const alive = isProcessAlive(d.pid);
           process.kill(d.pid, 'SIGKILL');
+          daemonPids.delete(d.pid);
           const acked = await load.stop();
           await answer;
           // Restart: the daemon's start-up recovery runs, then it stops cleanly for the check.
           const d2 = await startDaemon(r.config, { bin: BIN, port: 0, env: r.env, log: () => undefined });
           daemonPids.add(d2.pid);
           await stopDaemon(r.config);
+          daemonPids.delete(d2.pid);
           count(await check(f, r, op, acked, `daemon ${kind} ${op} run ${run}`, true), alive);
         }
       }, 120_000 * REPEAT);
@@ -431,6 +434,7 @@ describe.skipIf(!SOAK)('soak: 60 s of appends with periodic backups, prunes and 
     stopped = true;
     await Promise.all(loops);
     await stopDaemon(r.config);
+    daemonPids.delete(d.pid);
     expect(admin.every((a) => a.endsWith(' 200')), admin.join(', ')).toBe(true);
     const store = await openStore(r.storeUrl);
     try {
