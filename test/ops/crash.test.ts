@@ -125,7 +125,8 @@ for (const [kind, runs] of [['sqlite', 42], ['json', 18]] as const) {
           }
         }
         expect(outcomes.before + outcomes.after).toBe(n);
-      });
+        // 14 child processes of a 1,500-user restore: near the default 60 s on a loaded 2-core machine.
+      }, 180_000);
     }
   });
 }
