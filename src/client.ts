@@ -7,7 +7,7 @@ import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from './rec
 import type { Page, StoreStats, UserSummary } from './store/types.js';
 import type { Admin, InspectResult } from './ops/admin.js';
 import type { AuditEntry, AuditFilter } from './ops/audit.js';
-import type { BackupInfo, DeleteResult, PruneResult, RestoreResult, VerifyResult } from './ops/operations.js';
+import type { BackupInfo, DeleteResult, OpWarning, PruneResult, RestoreResult, VerifyResult } from './ops/operations.js';
 import type { BackupManifest, BackupReason } from './backup/manifest.js';
 import type { DiffResult } from './backup/diff.js';
 import type { RetentionPolicy } from './backup/retention.js';
@@ -306,7 +306,7 @@ export class RemoteAdmin implements Admin {
   prune(policy: RetentionPolicy, options: { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
     return call(this.t, 'POST', '/v1/admin/prune', { policy, dryRun: options.dryRun, only: options.only });
   }
-  importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null }> {
+  importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null; warnings?: OpWarning[] }> {
     return call(this.t, 'POST', '/v1/admin/import', { file: absolutePath(file) });
   }
   async readAudit(filter: AuditFilter = {}): Promise<AuditEntry[]> {

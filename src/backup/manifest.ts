@@ -4,6 +4,7 @@ import { BackupError, errnoCode } from '../errors.js';
 import { writeFileAtomic } from '../fs-util.js';
 import { manifestName } from './format.js';
 
+/** `reset`: one user's record, saved before a data-plane write that drops part of its memory. */
 export type BackupReason = 'manual' | 'delete-user' | 'clear-all' | 'restore' | 'scheduled' | 'import' | 'reset';
 export const BACKUP_REASONS: readonly BackupReason[] = ['manual', 'delete-user', 'clear-all', 'restore', 'scheduled', 'import', 'reset'];
 

@@ -75,6 +75,19 @@ export async function openAdmin(
   else if (mode === 'write' && !(await storeExists(config))) out.note(`note: ${config.store.display} does not exist yet; this command creates it`);
   const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli', tolerateBrokenStore: true });
   await finishLeftoversFor(config, ctx.ops, out);
+  if (mode === 'write' && config.store.file) {
+    // This process now owns the file store, as a starting daemon would: finish what a killed
+    // operation left (temp files, audit outcomes). Shared stores leave this to daemon starts.
+    try {
+      const recovered = await ctx.ops.recover();
+      for (const i of recovered.interrupted) {
+        out.warn(`operation ${i.entry.action} (op ${i.entry.op}, started ${i.entry.time}) had not finished: backup ${i.backup ?? 'missing'}, change ${i.applied === null ? 'unknown' : i.applied ? 'applied' : 'not applied'}`);
+      }
+    } catch (err) {
+      await ctx.close();
+      throw err;
+    }
+  }
   return { admin: new LocalAdmin(ctx.ops, onProgress), via: 'local', close: () => ctx.close() };
 }
 

@@ -5,7 +5,7 @@ import type { DiffResult } from '../backup/diff.js';
 import type { BackupManifest, BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from './audit.js';
-import type { BackupInfo, DeleteResult, Operations, PruneResult, RestoreResult, VerifyResult } from './operations.js';
+import type { BackupInfo, DeleteResult, Operations, OpWarning, PruneResult, RestoreResult, VerifyResult } from './operations.js';
 
 export interface InspectResult {
   backup: BackupInfo;
@@ -38,7 +38,7 @@ export interface Admin {
   diff(a: string, b?: string, options?: { users?: string[] }): Promise<DiffResult>;
   restore(id: string, options?: { users?: string[]; mode?: 'replace' | 'merge'; dryRun?: boolean; wholeStore?: boolean; allowUnverified?: boolean }): Promise<RestoreResult & { auditOp?: string }>;
   prune(policy: RetentionPolicy, options?: { dryRun?: boolean; only?: string[] }): Promise<PruneResult>;
-  importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null }>;
+  importFile(file: string): Promise<{ imported: number; overwritten: number; backup: string | null; warnings?: OpWarning[] }>;
   readAudit(filter?: AuditFilter): Promise<AuditEntry[]>;
 }
 

@@ -2,7 +2,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type ChatmemError } from '../errors.js';
 import { FILE_MODE, fsyncDir } from '../fs-util.js';
-import { nowIso, parseRecord, validateUserId, type MemoryRecord } from '../record.js';
+import { applyPatch, nowIso, parseRecord, validateUserId, type MemoryRecord, type RecordInput, type RecordPatch } from '../record.js';
+import { applyPut } from '../store/store.js';
 import type { Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
@@ -83,17 +84,28 @@ export interface RestoreOptions extends CallOptions {
   wholeStore?: boolean;
 }
 
+/**
+ * Something an operation that committed could not finish: the change stands (answer is success), and
+ * what is missing is said here. `E_AUDIT_WRITE`: the outcome entry could not be written; the next
+ * start writes it.
+ */
+export interface OpWarning {
+  code: string;
+  message: string;
+}
+
 export interface RestoreResult {
   dryRun: boolean;
   diff: DiffResult;
-  /** Backup of what the restore overwrote (absent on dry runs). */
-  backup?: string;
+  /** Backup of what the restore overwrote: absent on dry runs, null when it overwrote nothing. */
+  backup?: string | null;
   written: number;
   removed: number;
   /** The unreadable store file, kept aside under this name before the restore wrote a new store. */
   brokenStoreKeptAt?: string;
   /** Set on a dry run over an unreadable store: the error it gives. */
   brokenStore?: { file: string; code: string; message: string };
+  warnings?: OpWarning[];
 }
 
 export type DiffSide = 'current' | string;
@@ -105,6 +117,7 @@ export interface DeleteResult {
   backup: string;
   backupFile: string;
   auditOp: string;
+  warnings?: OpWarning[];
 }
 
 export interface PruneResult extends RetentionPlan {
@@ -186,16 +199,24 @@ export class Operations {
     userIds: string[] | undefined,
     run: (op: AuditOperation) => Promise<T>,
     details?: Record<string, unknown>,
-  ): Promise<T & { auditOp: string }> {
+  ): Promise<T & { auditOp: string; warnings?: OpWarning[] }> {
     const op = await this.audit.begin(action, opts.actor ?? this.actor, { userIds, details });
+    let result: T;
     try {
-      const result = await run(op);
+      result = await run(op);
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+    // The change has committed: a failure from here on must not turn it into a reported failure
+    // (an operator would retry a delete that happened). Recovery at the next start writes the entry.
+    try {
       const backup = (result as { backup?: unknown }).backup;
       await op.finish({ backup: typeof backup === 'string' ? backup : undefined, details: { ...details, ...summaryOf(result) } });
       return { ...result, auditOp: op.op };
     } catch (err) {
-      await op.fail(err).catch(() => undefined);
-      throw err;
+      const message = `${action} completed, but its audit entry could not be written (${(err as Error).message}); it is completed at the next start`;
+      return { ...result, auditOp: op.op, warnings: [{ code: isChatmemError(err) ? err.code : 'E_AUDIT_WRITE', message }] };
     }
   }
 
@@ -440,10 +461,16 @@ export class Operations {
       return this.guarded('restore', options, users, (op) =>
         this.store.exclusive({ ids: users }, async (ctx) => {
           const current = await ctx.getMany(users);
-          const backup = await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', users, op, options));
-          op.setBackup(backup.id);
+          // Users that are all gone (a delete being undone) leave nothing to back up: an empty file
+          // would only pose as the latest backup.
+          let backup: string | null = null;
+          if (current.length > 0) {
+            const scope = current.map((r) => r.user_id);
+            backup = (await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', scope, op, options))).id;
+            op.setBackup(backup);
+          }
           await ctx.putMany(records);
-          return { dryRun: false, diff, backup: backup.id, written: records.length, removed: 0 };
+          return { dryRun: false, diff, backup, written: records.length, removed: 0 };
         }),
         { from: src.id, mode },
       );
@@ -454,25 +481,14 @@ export class Operations {
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
-        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options));
-        op.setBackup(backup.id);
-        let written = 0;
-        if (mode === 'replace') {
-          written = await ctx.replaceAll(sortedBackupRecords(src));
-        } else {
-          let batch: MemoryRecord[] = [];
-          for await (const r of sortedBackupRecords(src)) {
-            batch.push(r);
-            if (batch.length >= 1000) {
-              await ctx.putMany(batch);
-              written += batch.length;
-              batch = [];
-            }
-          }
-          await ctx.putMany(batch);
-          written += batch.length;
+        let backup: string | null = null;
+        if ((await ctx.count()) > 0) {
+          backup = (await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options))).id;
+          op.setBackup(backup);
         }
-        return { dryRun: false, diff, backup: backup.id, written, removed: mode === 'replace' ? diff.removed.length : 0 };
+        // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
+        const written = mode === 'replace' ? await ctx.replaceAll(sortedBackupRecords(src)) : await ctx.putAll(sortedBackupRecords(src));
+        return { dryRun: false, diff, backup, written, removed: mode === 'replace' ? diff.removed.length : 0 };
       }),
       { from: src.id, mode },
     );
@@ -518,7 +534,7 @@ export class Operations {
    * Imports a seed memory.json or any backup kind. Every record is validated before anything is
    * written; users it overwrites are backed up first (reason `import`).
    */
-  async importFile(file: string, options: CallOptions = {}): Promise<{ imported: number; overwritten: number; backup: string | null }> {
+  async importFile(file: string, options: CallOptions = {}): Promise<{ imported: number; overwritten: number; backup: string | null; warnings?: OpWarning[] }> {
     const abs = path.resolve(file);
     const gzip = abs.endsWith('.gz');
     if (parseBackupName(path.basename(abs))) {
@@ -589,23 +605,65 @@ export class Operations {
           backup = await writeBackup(this.backupDir, existing(), this.backupOptions('import', scope, op, options));
           op.setBackup(backup.id);
         }
-        let batch: MemoryRecord[] = [];
-        let imported = 0;
-        for await (const r of records()) {
-          batch.push(r);
-          if (batch.length === 1000) {
-            await ctx.putMany(batch);
-            imported += batch.length;
-            batch = [];
-            options.onProgress?.(imported, count);
+        let staged = 0;
+        const counted = async function* (): AsyncGenerator<MemoryRecord> {
+          for await (const r of records()) {
+            yield r;
+            if (++staged % 1000 === 0) options.onProgress?.(staged, count);
           }
-        }
-        await ctx.putMany(batch);
-        imported += batch.length;
+        };
+        // All or nothing, streamed: SQLite stages on disk and commits once, PostgreSQL uses one
+        // transaction, JSON one atomic file write.
+        const imported = await ctx.putAll(counted());
         return { imported, overwritten, backup: backup?.id ?? null };
       }),
       { file: abs, users: unique.length },
-    ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup }));
+    ).then((r) => ({ imported: r.imported, overwritten: r.overwritten, backup: r.backup, ...(r.warnings ? { warnings: r.warnings } : {}) }));
+  }
+
+  /**
+   * The data plane's PUT: replaces the record. When that drops any history entry, flag or slot of the
+   * existing record, the previous record is first saved as a verified per-user backup (reason
+   * `reset`), inside an exclusive section on that user so no write to it slips between the two.
+   */
+  async putRecord(id: string, record: RecordInput, options: CallOptions = {}): Promise<MemoryRecord> {
+    validateUserId(id);
+    parseRecord(id, record);
+    return this.guardedWrite(id, (current) => applyPut(current, id, record), options);
+  }
+
+  /**
+   * The data plane's PATCH. A patch touching `history`, `flags` or `slots` may wipe them: it is
+   * guarded as {@link putRecord} is. Other patches cannot drop memory and take the plain path.
+   */
+  async patchRecord(id: string, patch: RecordPatch, options: CallOptions = {}): Promise<MemoryRecord> {
+    applyPatch(null, validateUserId(id), patch);
+    if (!('history' in patch) && !('flags' in patch) && !('slots' in patch)) return this.store.patch(id, patch);
+    return this.guardedWrite(id, (current) => applyPatch(current, id, patch), options);
+  }
+
+  private guardedWrite(id: string, change: (current: MemoryRecord | null) => MemoryRecord, options: CallOptions): Promise<MemoryRecord> {
+    return this.store.exclusive({ ids: [id] }, async (ctx) => {
+      const [current] = await ctx.getMany([id]);
+      const next = change(current ?? null);
+      if (!current || !dropsMemory(current, next)) {
+        await ctx.putMany([next]);
+        return next;
+      }
+      const op = await this.audit.begin('reset-user', options.actor ?? this.actor, { userIds: [id] });
+      let backup: string;
+      try {
+        backup = (await writeBackup(this.backupDir, [current], this.backupOptions('reset', [id], op, options))).id;
+        op.setBackup(backup);
+        await ctx.putMany([next]);
+      } catch (err) {
+        await op.fail(err).catch(() => undefined);
+        throw err;
+      }
+      // Committed: a lost outcome entry is recovered at the next start, never reported as a failure.
+      await op.finish({ backup }).catch(() => undefined);
+      return next;
+    });
   }
 
   /**
@@ -698,14 +756,17 @@ export class Operations {
       } else if (entry.action === 'clear-all') {
         applied = src === null ? false : await this.clearApplied(src).catch(() => null);
       }
+      // A delete or clear whose verified backup exists and whose users are gone did complete (its
+      // outcome entry was lost to a crash or a full disk): say `done`, as the answer did.
+      const proven = applied === true && backup !== null;
       await this.audit.append({
         op: entry.op,
         actor: entry.actor,
         action: entry.action,
         userIds: entry.userIds,
         backup: backup ?? undefined,
-        outcome: 'interrupted',
-        details: { backupExists: backup !== null, applied },
+        outcome: proven ? 'done' : 'interrupted',
+        details: { backupExists: backup !== null, applied, recovered: true },
       });
       interrupted.push({ entry, backup, applied });
     }
@@ -766,6 +827,20 @@ async function keepAside(file: string): Promise<string> {
     return target;
   }
   throw new StoreError('E_STORE_WRITE', `no free name to keep ${file} aside`);
+}
+
+/**
+ * Whether `next` loses part of `current`'s memory: a history entry, a flag or a slot that is no
+ * longer there. Appends that hit the history cap do not come here (they are not PUT/PATCH).
+ */
+export function dropsMemory(current: MemoryRecord, next: MemoryRecord): boolean {
+  for (const field of ['flags', 'slots'] as const) {
+    const after = next[field];
+    for (const key of Object.keys(current[field])) if (!Object.prototype.hasOwnProperty.call(after, key)) return true;
+  }
+  if (current.history.length === 0) return false;
+  const kept = new Set(next.history.map((e) => JSON.stringify(e)));
+  return current.history.some((e) => !kept.has(JSON.stringify(e)));
 }
 
 function summaryOf(result: object): Record<string, unknown> {

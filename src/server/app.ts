@@ -529,8 +529,9 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     if (!record) throw unknownUser(id);
     return project(record, q.fields);
   });
-  app.put<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => store.put(req.params.id ?? '', bodyObject(req.body, 'record', 'E_RECORD')));
-  app.patch<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => store.patch(req.params.id ?? '', bodyObject(req.body, 'patch', 'E_RECORD')));
+  // Through the operations: a PUT or PATCH that drops part of a user's memory backs that user up first.
+  app.put<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => ctx.ops.putRecord(req.params.id ?? '', bodyObject(req.body, 'record', 'E_RECORD'), { actor: actorOf(req) }));
+  app.patch<{ Params: Params }>('/v1/users/:id', { onRequest: dataAuth }, async (req) => ctx.ops.patchRecord(req.params.id ?? '', bodyObject(req.body, 'patch', 'E_RECORD'), { actor: actorOf(req) }));
   app.post<{ Params: Params }>('/v1/users/:id/history', { onRequest: dataAuth }, async (req, reply) => {
     const id = req.params.id ?? '';
     // An array is one batch, appended in order in one write (a UI saving its whole message list).

@@ -841,6 +841,20 @@ export class JsonFileDriver implements StoreDriver {
           return records.length;
         });
       },
+      // The whole store lives in memory already; one atomic file write makes the change all-or-nothing.
+      putAll: async (records) => {
+        const fresh = new Map<string, MemoryRecord>();
+        let read = 0;
+        for await (const r of records) {
+          fresh.set(r.user_id, r);
+          read++;
+        }
+        await mutate((m) => {
+          for (const [k, v] of fresh) m.set(k, v);
+          return fresh.size;
+        });
+        return read;
+      },
       replaceAll: async (records) => {
         const fresh = new Map<string, MemoryRecord>();
         for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r));

@@ -642,6 +642,41 @@ class Section implements ExclusiveContext {
     return this.run(() => inTransaction(this.client, 'write', () => upsertRecords(this.client, this.sql, records)));
   }
 
+  /** One transaction, the stream upserted in batches: other daemons see all of it or none of it. */
+  putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    let sourceError: { error: unknown } | null = null;
+    const write = async (): Promise<number> => {
+      let batch: MemoryRecord[] = [];
+      let read = 0;
+      let inBody = false;
+      try {
+        for await (const r of records) {
+          inBody = true;
+          batch.push(r);
+          read++;
+          if (batch.length >= WRITE_BATCH) {
+            await upsertRecords(this.client, this.sql, batch);
+            batch = [];
+          }
+          inBody = false;
+        }
+      } catch (error) {
+        if (!inBody) sourceError = { error };
+        throw error;
+      }
+      await upsertRecords(this.client, this.sql, batch);
+      return read;
+    };
+    return this.run(async () => {
+      try {
+        return await inTransaction(this.client, 'write', write);
+      } catch (err) {
+        if (sourceError) throw sourceError.error;
+        throw err;
+      }
+    });
+  }
+
   /**
    * One transaction: delete everything, insert the stream in batches. Other daemons keep reading the
    * old rows (MVCC) until the commit; an error from the source rolls everything back and is rethrown.

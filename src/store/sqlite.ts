@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { StoreError } from '../errors.js';
+import { isChatmemError, StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
@@ -110,6 +110,7 @@ export class SqliteDriver implements StoreDriver {
   private readonly db: Database.Database;
   private queue: PendingUpdate[] = [];
   private flushScheduled = false;
+  private staged = 0;
   private readonly stmts;
   /** Read-only connection for searches: a search may pause between rows, and a connection with an open query cannot write. */
   private searchReader: Database.Database | null = null;
@@ -451,7 +452,8 @@ export class SqliteDriver implements StoreDriver {
       putMany: async (records) => {
         this.db.transaction(() => this.writeRecords(records))();
       },
-      replaceAll: (records) => this.replaceAll(records),
+      replaceAll: (records) => this.bulk('restore', () => this.replaceAll(records)),
+      putAll: (records) => this.bulk('write', () => this.putAll(records)),
     };
     return fn(ctx);
   }
@@ -470,44 +472,101 @@ export class SqliteDriver implements StoreDriver {
     return users;
   }
 
-  /** Stages rows in batches (no transaction held across awaits), then swaps them in one transaction. */
-  private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    this.db.exec(`DROP TABLE IF EXISTS temp.staging; CREATE TEMP TABLE staging AS SELECT * FROM main.users WHERE 0;
-      DROP TABLE IF EXISTS temp.staging_docs; CREATE TEMP TABLE staging_docs (user_id TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL);
-      CREATE INDEX temp.staging_docs_user ON staging_docs (user_id)`);
-    const insert = this.db.prepare(
-      `INSERT OR REPLACE INTO temp.staging (user_id, data, name, product, created_at, updated_at, messages, search_text)
-       VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
-    );
-    const dropStagedDocs = this.db.prepare<[string]>('DELETE FROM temp.staging_docs WHERE user_id = ?');
-    const stageDoc = this.db.prepare<[string, number, string]>('INSERT INTO temp.staging_docs (user_id, kind, text) VALUES (?, ?, ?)');
-    let batch: MemoryRecord[] = [];
-    const flush = this.db.transaction((rows: MemoryRecord[]) => {
-      for (const r of rows) {
-        insert.run(this.row(r));
-        // A user twice in the stream: the last record wins, and only its documents.
-        dropStagedDocs.run(r.user_id);
-        stageDoc.run(r.user_id, DOC_PROFILE, profileText(r));
-        for (const h of historyOf(r)) stageDoc.run(r.user_id, DOC_MESSAGE, messageText(h));
-      }
-    });
-    for await (const r of records) {
-      batch.push(r);
-      if (batch.length >= SCAN_BATCH) {
-        flush(batch);
-        batch = [];
-      }
+  /** SQLite's own errors (SQLITE_FULL on a full disk, say) become E_STORE_WRITE; the source's pass through. */
+  private async bulk<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (isChatmemError(err) || !(err instanceof Database.SqliteError)) throw err;
+      throw new StoreError('E_STORE_WRITE', `SQLite ${what} failed: ${err.message}`, { cause: err });
     }
-    flush(batch);
-    const n = this.db.transaction(() => {
-      this.truncate();
-      // Staging rowids follow history order per user, so they serve as document ids as they are.
-      this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM temp.staging_docs ORDER BY rowid;
-        INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM temp.staging_docs ORDER BY rowid`);
-      return this.db.prepare('INSERT INTO main.users SELECT * FROM temp.staging').run().changes;
-    })();
-    this.db.exec('DROP TABLE temp.staging; DROP TABLE temp.staging_docs');
-    return n;
+  }
+
+  /**
+   * Copies `records` into a new temp table (on disk, so memory stays flat) in short transactions: no
+   * transaction is held across an await, where the hot path's group commits would join it. Rows keep
+   * the stream's order (rowid), so in an upsert a later record of a repeated id wins. With `docs`, the
+   * search documents of each record are staged too (`<table>_docs`), a repeated user's earlier ones
+   * dropped. Returns the table name; the caller drops both tables.
+   */
+  private async stage(records: AsyncIterable<MemoryRecord>, docs: boolean): Promise<{ table: string; read: number }> {
+    // Two sections on disjoint users may stage at once: each gets its own table.
+    const table = `temp.staging_${++this.staged}`;
+    const docTable = `${table}_docs`;
+    // A plain rowid table, appended in stream order: no index to maintain while staging.
+    this.db.exec(`DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} AS SELECT * FROM main.users WHERE 0;
+      DROP TABLE IF EXISTS ${docTable}; CREATE TABLE ${docTable} (user_id TEXT NOT NULL, kind INTEGER NOT NULL, text TEXT NOT NULL);
+      CREATE INDEX ${table}_docs_user ON ${docTable.slice('temp.'.length)} (user_id)`);
+    try {
+      const insert = this.db.prepare(
+        `INSERT INTO ${table} (user_id, data, name, product, created_at, updated_at, messages, search_text)
+         VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)`,
+      );
+      const dropStagedDocs = this.db.prepare<[string]>(`DELETE FROM ${docTable} WHERE user_id = ?`);
+      const stageDoc = this.db.prepare<[string, number, string]>(`INSERT INTO ${docTable} (user_id, kind, text) VALUES (?, ?, ?)`);
+      let batch: MemoryRecord[] = [];
+      let read = 0;
+      const flush = this.db.transaction((rows: MemoryRecord[]) => {
+        for (const r of rows) {
+          insert.run(this.row(r));
+          if (!docs) continue;
+          // A user twice in the stream: the last record wins, and only its documents.
+          dropStagedDocs.run(r.user_id);
+          stageDoc.run(r.user_id, DOC_PROFILE, profileText(r));
+          for (const h of historyOf(r)) stageDoc.run(r.user_id, DOC_MESSAGE, messageText(h));
+        }
+      });
+      for await (const r of records) {
+        batch.push(r);
+        read++;
+        if (batch.length >= SCAN_BATCH) {
+          flush(batch);
+          batch = [];
+        }
+      }
+      flush(batch);
+      return { table, read };
+    } catch (err) {
+      this.dropStaged(table);
+      throw err;
+    }
+  }
+
+  private dropStaged(table: string): void {
+    this.db.exec(`DROP TABLE IF EXISTS ${table}; DROP TABLE IF EXISTS ${table}_docs`);
+  }
+
+  /** Stages the rows and their search documents, then swaps them in one transaction. */
+  private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    const { table } = await this.stage(records, true);
+    try {
+      return this.db.transaction(() => {
+        this.truncate();
+        // Staging rowids follow history order per user, so they serve as document ids as they are.
+        this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs ORDER BY rowid;
+          INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM ${table}_docs ORDER BY rowid`);
+        return this.db.prepare(`INSERT INTO main.users SELECT * FROM ${table}`).run().changes;
+      })();
+    } finally {
+      this.dropStaged(table);
+    }
+  }
+
+  /**
+   * Stages the rows, then upserts them all in one transaction, each with its search documents: a kill
+   * before the commit leaves the store as it was.
+   */
+  private async putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    const { table, read } = await this.stage(records, false);
+    try {
+      const rows = this.db.prepare<[], { data: string }>(`SELECT data FROM ${table} ORDER BY rowid`);
+      this.db.transaction(() => {
+        for (const row of rows.iterate()) this.writeRecords([JSON.parse(row.data) as MemoryRecord]);
+      })();
+      return read;
+    } finally {
+      this.dropStaged(table);
+    }
   }
 
   async close(): Promise<void> {
@@ -515,7 +574,11 @@ export class SqliteDriver implements StoreDriver {
     this.searchReader?.close();
     this.searchReader = null;
     if (this.db.open) {
-      if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
+      try {
+        if (!this.db.readonly && !this.inMemory) this.db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // A full disk fails the checkpoint; the WAL keeps every commit and the next open replays it.
+      }
       this.db.close();
     }
   }

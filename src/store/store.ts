@@ -40,6 +40,15 @@ export interface StoreOptions {
   readOnly?: boolean;
 }
 
+/** What a PUT of `record` makes of `current`: a replacement that keeps `created_at` unless given. */
+export function applyPut(current: MemoryRecord | null, id: string, record: RecordInput): MemoryRecord {
+  const now = nowIso();
+  const input: Record<string, unknown> = { ...record };
+  if (input.created_at === undefined) input.created_at = current?.created_at ?? now;
+  if (input.updated_at === undefined) input.updated_at = now;
+  return parseRecord(id, input, now);
+}
+
 /** The core: validation and merge rules from record.ts, in-process locking, over a thin driver. */
 class CoreStore implements Store {
   readonly kind;
@@ -80,14 +89,7 @@ class CoreStore implements Store {
     validateUserId(id);
     // Validate before queueing so a bad body fails fast and never reaches the driver.
     parseRecord(id, record);
-    return this.write(id, (current) => {
-      const now = nowIso();
-      const input: Record<string, unknown> = { ...record };
-      if (input.created_at === undefined) input.created_at = current?.created_at ?? now;
-      if (input.updated_at === undefined) input.updated_at = now;
-      // Limits were checked above, before queueing; `input` only adds the two timestamps.
-      return parseRecord(id, input, now, { limits: false });
-    });
+    return this.write(id, (current) => applyPut(current, id, record));
   }
 
   async patch(id: string, patch: RecordPatch): Promise<MemoryRecord> {

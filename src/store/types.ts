@@ -60,6 +60,11 @@ export interface ExclusiveContext {
   clear(): Promise<number>;
   /** Upserts in one transaction. */
   putMany(records: MemoryRecord[]): Promise<void>;
+  /**
+   * Upserts a stream of records (later ones win for a repeated id) all-or-nothing, even across a
+   * crash: one transaction or one atomic file write. Returns how many records it read.
+   */
+  putAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
   /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
 }

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,46 +7,17 @@ import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { ROOT, tempDir } from '../helpers/tmp.js';
-import { loadFixture } from '../store/conformance.js';
+import { fixtureRecords, runChild, same, snapshot, type State } from '../helpers/crash.js';
 
 const USERS = 1500;
 const TARGET = 'user_0750';
 
-type State = Map<string, string>;
-
-async function snapshot(store: Store): Promise<State> {
-  const m: State = new Map();
-  for await (const r of store.scan()) m.set(r.user_id, JSON.stringify(r));
-  return m;
-}
-
-function same(a: State, b: State): boolean {
-  if (a.size !== b.size) return false;
-  for (const [k, v] of a) if (b.get(k) !== v) return false;
-  return true;
-}
-
-function runChild(args: string[], killAfterMs: number | null): Promise<{ killed: boolean; ms: number | null }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'test/fixtures/crash-op.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let killed = false;
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (killAfterMs !== null && out.startsWith('ready\n') && !killed) {
-        killed = true;
-        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.on('exit', (code, signal) => {
-      if (signal === 'SIGKILL') return resolve({ killed: true, ms: null });
-      if (code !== 0) return reject(new Error(`child failed (${code}): ${err}`));
-      const m = /done (\d+)/.exec(out);
-      resolve({ killed: false, ms: m ? Number(m[1]) : null });
-    });
-  });
+async function runCrashOp(args: string[], killAfterMs: number | null): Promise<{ killed: boolean; ms: number | null }> {
+  const r = await runChild([path.join(ROOT, 'test/fixtures/crash-op.mjs'), ...args], { killAfterMs, readyMarker: 'ready\n' });
+  if (r.killed) return { killed: true, ms: null };
+  if (r.code !== 0) throw new Error(`child failed (${r.code}): ${r.stderr}`);
+  const m = /done (\d+)/.exec(r.stdout);
+  return { killed: false, ms: m ? Number(m[1]) : null };
 }
 
 interface Setup {
@@ -69,13 +39,9 @@ async function makeSetup(kind: 'sqlite' | 'json'): Promise<Setup & { cleanup: ()
   const backupDir = path.join(t.dir, 'backups');
   const sourceDir = path.join(t.dir, 'source-backups');
   const audit = path.join(t.dir, 'audit.log');
-  const fixture = Object.values(loadFixture());
   const store = await openStore(`${kind}:${pristine}`);
   // One bulk write: the JSON driver rewrites its whole file per write.
-  const records = Array.from({ length: USERS }, (_, i) => {
-    const id = `user_${String(i).padStart(4, '0')}`;
-    return { ...(fixture[i % fixture.length] as MemoryRecord), user_id: id, name: `User ${i}` };
-  });
+  const records = fixtureRecords(USERS);
   await store.exclusive('all', (ctx) => ctx.putMany(records));
   // The restore source: the store as it was, then the store changes, so a restore has work to do.
   const ops = new Operations({ store, backupDir: sourceDir, audit: new AuditLog(path.join(t.dir, 'setup-audit.log')), actor: { kind: 'os', name: 'setup' } });
@@ -129,14 +95,14 @@ for (const [kind, runs] of [['sqlite', 42], ['json', 18]] as const) {
       it(`${op}: always the before or the after state, and the before state is in a verified backup`, async () => {
         const arg = op === 'delete' ? TARGET : op === 'restore' ? s.restoreFrom : '';
         s.reset();
-        const full = await runChild([s.url, s.backupDir, s.audit, op, arg], null);
+        const full = await runCrashOp([s.url, s.backupDir, s.audit, op, arg], null);
         // Stratified random kill times over 1.6x the measured duration: every phase is hit, and some runs finish.
         const span = Math.max(20, (full.ms ?? 50) * 1.6);
         const n = Math.ceil(runs / 3);
         const outcomes = { before: 0, after: 0 };
         for (let run = 0; run < n; run++) {
           s.reset();
-          await runChild([s.url, s.backupDir, s.audit, op, arg], ((run + Math.random()) / n) * span);
+          await runCrashOp([s.url, s.backupDir, s.audit, op, arg], ((run + Math.random()) / n) * span);
           const store = await openStore(s.url);
           try {
             const now = await snapshot(store);

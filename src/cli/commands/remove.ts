@@ -8,6 +8,15 @@ function plural(n: number, word: string): string {
   return `${formatCount(n)} ${word}${n === 1 ? '' : 's'}`;
 }
 
+/**
+ * An operation that committed but could not write its audit outcome succeeded: its warnings go to
+ * stderr (exit 0) and, with --json, into the document.
+ */
+export function warningsOf(ctx: CommandContext, result: { warnings?: { code: string; message: string }[] }): { warnings?: { code: string; message: string }[] } {
+  for (const w of result.warnings ?? []) ctx.out.warn(`${w.message} [${w.code}]`);
+  return result.warnings?.length ? { warnings: result.warnings } : {};
+}
+
 /** Shows details only to someone who can read them: a human run, or a question about to be asked. */
 function showsDetails(ctx: CommandContext): boolean {
   return !ctx.json || (!ctx.yes && ctx.prompt.interactive);
@@ -40,9 +49,10 @@ export async function deleteFlow(ctx: CommandContext, rawIds: string[], fullBack
   await ctx.prompt.confirm(`Delete ${what}?`, `delete ${what}`);
   const result = await ctx.write('delete', (a) => a.deleteUsers(ids, { fullBackup }), { hooks: true, progress: 'backup' });
   if (out.json) {
-    out.data({ deleted: result.deleted, userIds: result.userIds, backup: result.backup, backupFile: result.backupFile, fullBackup, auditOp: result.auditOp, store: ctx.config.store.display });
+    out.data({ deleted: result.deleted, userIds: result.userIds, backup: result.backup, backupFile: result.backupFile, fullBackup, auditOp: result.auditOp, store: ctx.config.store.display, ...warningsOf(ctx, result) });
     return;
   }
+  warningsOf(ctx, result);
   out.out(`Backup: ${result.backupFile}`);
   out.out(`Deleted ${plural(result.deleted, 'user')} from ${ctx.config.store.display}`);
 }
@@ -75,9 +85,10 @@ export async function clearFlow(ctx: CommandContext): Promise<void> {
   await ctx.prompt.typeYes('Type YES to continue:', `clear all ${plural(users, 'user')}`);
   const result = await ctx.write('clear', (a) => a.clearAll(), { hooks: true, progress: 'backup' });
   if (out.json) {
-    out.data({ deleted: result.deleted, backup: result.backup, backupFile: result.backupFile, auditOp: result.auditOp });
+    out.data({ deleted: result.deleted, backup: result.backup, backupFile: result.backupFile, auditOp: result.auditOp, ...warningsOf(ctx, result) });
     return;
   }
+  warningsOf(ctx, result);
   out.out(`Backup: ${result.backupFile}`);
   out.out(`Cleared ${plural(result.deleted, 'user')}`);
 }

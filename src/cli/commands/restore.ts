@@ -4,6 +4,7 @@ import { flag, intOption, str, strs, type Command, type CommandContext, type Opt
 import { CLIError, usage } from '../errors.js';
 import { formatCount, table } from '../output.js';
 import { diffLines, isEmptyDiff } from './backups.js';
+import { warningsOf } from './remove.js';
 
 /** Where a line goes: a dry run's plan is its result (stdout); otherwise it is shown before a question (stderr). */
 function sinkFor(ctx: CommandContext, dryRun: boolean): (line: string) => void {
@@ -72,10 +73,12 @@ export const restore: Command = {
     const r = await ctx.write('restore', (a) => a.restore(id, { ...options, allowUnverified: legacy }), { hooks: true, progress: 'restore', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
-      out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp, brokenStoreKeptAt: r.brokenStoreKeptAt ?? null });
+      out.data({ dryRun: false, restored: id, mode, users: users.length ? users : null, diff: r.diff, backup: r.backup ?? null, backupFile, written: r.written, removed: r.removed, auditOp: r.auditOp, brokenStoreKeptAt: r.brokenStoreKeptAt ?? null, ...warningsOf(ctx, r) });
       return;
     }
+    warningsOf(ctx, r);
     if (backupFile) out.out(`Backup: ${backupFile}`);
+    else out.out('Backup: none (the restore overwrote nothing)');
     if (r.brokenStoreKeptAt) out.out(`The unreadable store was kept aside as ${r.brokenStoreKeptAt}`);
     out.out(`Restored ${id}: ${formatCount(r.written)} users written, ${formatCount(r.removed)} removed`);
   },

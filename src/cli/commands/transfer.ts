@@ -7,6 +7,7 @@ import { exportStore } from '../../ops/export.js';
 import { flag, type Command } from '../command.js';
 import { CLIError, EXIT, usage } from '../errors.js';
 import { formatBytes, formatCount } from '../output.js';
+import { warningsOf } from './remove.js';
 
 export const importCmd: Command = {
   name: 'import',
@@ -38,9 +39,10 @@ export const importCmd: Command = {
     const r = await ctx.write('import', (a) => a.importFile(file), { hooks: true, progress: 'import', allowMissingStore: true });
     const backupFile = r.backup ? path.join(config.backupDir, `${r.backup}.json`) : null;
     if (out.json) {
-      out.data({ file, imported: r.imported, overwritten: r.overwritten, backup: r.backup, backupFile });
+      out.data({ file, imported: r.imported, overwritten: r.overwritten, backup: r.backup, backupFile, ...warningsOf(ctx, r) });
       return;
     }
+    warningsOf(ctx, r);
     if (backupFile) out.out(`Backup: ${backupFile}`);
     out.out(`Imported ${formatCount(r.imported)} users from ${file}${r.overwritten ? ` (${formatCount(r.overwritten)} replaced)` : ''}`);
   },
