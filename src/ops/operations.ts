@@ -24,6 +24,18 @@ export interface OpsOptions {
   legacyTimezone?: string;
   /** The store file could not be parsed: `store` throws that error; only a whole-store restore works (see {@link Operations.restore}). */
   brokenStore?: BrokenStore;
+  /** Test hooks: awaited at each named step of delete, clear, restore and import, so a test can hold an operation there. */
+  hooks?: OpsHooks;
+}
+
+/**
+ * Steps of a guarded operation, in order: the audit intent is durable; the exclusive section is held; the
+ * backup is written and verified; the store is changed; the audit outcome is durable.
+ */
+export type OpsPoint = 'intent-written' | 'section-entered' | 'backup-verified' | 'changed' | 'outcome-written';
+
+export interface OpsHooks {
+  at(point: OpsPoint, action: string): Promise<void>;
 }
 
 /** A file store that exists but cannot be read, and how to open a fresh one in its place. */
@@ -170,6 +182,7 @@ export class Operations {
   private readonly actor: Actor;
   private readonly legacyTimezone: string;
   private brokenStore: BrokenStore | null;
+  private readonly hooks: OpsHooks | undefined;
 
   constructor(options: OpsOptions) {
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
@@ -178,6 +191,11 @@ export class Operations {
     this.backupDir = path.resolve(options.backupDir);
     this.audit = options.audit;
     this.actor = options.actor;
+    this.hooks = options.hooks;
+  }
+
+  private async at(point: OpsPoint, action: string): Promise<void> {
+    if (this.hooks) await this.hooks.at(point, action);
   }
 
   private async guarded<T extends object>(
@@ -189,9 +207,11 @@ export class Operations {
   ): Promise<T & { auditOp: string }> {
     const op = await this.audit.begin(action, opts.actor ?? this.actor, { userIds, details });
     try {
+      await this.at('intent-written', action);
       const result = await run(op);
       const backup = (result as { backup?: unknown }).backup;
       await op.finish({ backup: typeof backup === 'string' ? backup : undefined, details: { ...details, ...summaryOf(result) } });
+      await this.at('outcome-written', action);
       return { ...result, auditOp: op.op };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
@@ -220,6 +240,7 @@ export class Operations {
     await this.requireUsers(userIds);
     return this.guarded('delete-users', options, userIds, (op) =>
       this.store.exclusive(options.fullBackup ? 'all' : { ids: userIds }, async (ctx) => {
+        await this.at('section-entered', 'delete-users');
         const records = await ctx.getMany(userIds);
         // Re-checked inside the section: a concurrent delete may have won the race.
         if (records.length !== userIds.length) await this.requireUsers(userIds);
@@ -229,7 +250,9 @@ export class Operations {
           this.backupOptions('delete-user', options.fullBackup ? 'full' : userIds, op, options),
         );
         op.setBackup(backup.id);
+        await this.at('backup-verified', 'delete-users');
         const deleted = await ctx.delete(userIds);
+        await this.at('changed', 'delete-users');
         return { deleted, userIds, backup: backup.id, backupFile: backup.file };
       }),
     );
@@ -249,9 +272,12 @@ export class Operations {
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', 'clear-all');
         const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
+        await this.at('backup-verified', 'clear-all');
         const deleted = await ctx.clear();
+        await this.at('changed', 'clear-all');
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
       }),
     );
@@ -439,10 +465,13 @@ export class Operations {
       if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
       return this.guarded('restore', options, users, (op) =>
         this.store.exclusive({ ids: users }, async (ctx) => {
+          await this.at('section-entered', 'restore');
           const current = await ctx.getMany(users);
           const backup = await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', users, op, options));
           op.setBackup(backup.id);
+          await this.at('backup-verified', 'restore');
           await ctx.putMany(records);
+          await this.at('changed', 'restore');
           return { dryRun: false, diff, backup: backup.id, written: records.length, removed: 0 };
         }),
         { from: src.id, mode },
@@ -454,8 +483,10 @@ export class Operations {
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', 'restore');
         const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options));
         op.setBackup(backup.id);
+        await this.at('backup-verified', 'restore');
         let written = 0;
         if (mode === 'replace') {
           written = await ctx.replaceAll(sortedBackupRecords(src));
@@ -472,6 +503,7 @@ export class Operations {
           await ctx.putMany(batch);
           written += batch.length;
         }
+        await this.at('changed', 'restore');
         return { dryRun: false, diff, backup: backup.id, written, removed: mode === 'replace' ? diff.removed.length : 0 };
       }),
       { from: src.id, mode },
@@ -578,6 +610,7 @@ export class Operations {
     };
     return this.guarded('import', options, unique.length <= 100 ? unique : undefined, (op) =>
       this.store.exclusive({ ids: unique }, async (ctx) => {
+        await this.at('section-entered', 'import');
         const existing = async function* (): AsyncGenerator<MemoryRecord> {
           for (let i = 0; i < unique.length; i += 1000) yield* fromArray(await ctx.getMany(unique.slice(i, i + 1000)));
         };
@@ -589,6 +622,7 @@ export class Operations {
           backup = await writeBackup(this.backupDir, existing(), this.backupOptions('import', scope, op, options));
           op.setBackup(backup.id);
         }
+        await this.at('backup-verified', 'import');
         let batch: MemoryRecord[] = [];
         let imported = 0;
         for await (const r of records()) {
@@ -602,6 +636,7 @@ export class Operations {
         }
         await ctx.putMany(batch);
         imported += batch.length;
+        await this.at('changed', 'import');
         return { imported, overwritten, backup: backup?.id ?? null };
       }),
       { file: abs, users: unique.length },
