@@ -1,7 +1,6 @@
 // Test-side users of the src/fsio.ts seam: an injector of file-system errors at a chosen call, and a
 // power-loss model that keeps only what was fsynced (file data) and directory-synced (entries).
 import { createWriteStream, promises as fsp, readdirSync, readFileSync, statSync, type WriteStream } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { defaultFsIo, setFsIo, type FsIo } from '../../src/fsio.js';
 
@@ -144,7 +143,7 @@ export class PowerLossModel {
 
   constructor(
     private readonly dirs: string[],
-    private readonly skip: { sync?: (file: string, nth: number) => boolean; fsyncDir?: (dir: string, nth: number) => boolean } = {},
+    private readonly skip: { sync?: (file: string) => boolean; fsyncDir?: (dir: string) => boolean } = {},
   ) {
     // Whatever exists when the model starts is durable.
     for (const dir of dirs) this.takeDir(dir);
@@ -168,8 +167,6 @@ export class PowerLossModel {
 
   /** Hooks the seam; `onStep` runs after every call, with the call's description (a power cut could come there). */
   install(onStep: (event: string) => Promise<void> | void): void {
-    const syncs = new Map<string, number>();
-    const dirSyncs = new Map<string, number>();
     const step = async (event: string): Promise<void> => {
       this.events.push(event);
       await onStep(event);
@@ -191,12 +188,11 @@ export class PowerLossModel {
         return r;
       },
       sync: async (fh, file) => {
-        const n = (syncs.get(file) ?? 0) + 1;
-        syncs.set(file, n);
-        if (this.skip.sync?.(file, n)) return;
+        if (this.skip.sync?.(file)) return;
         await defaultFsIo.sync(fh, file);
         if (!watched(file)) return;
-        this.inodes.set((await fh.stat()).ino, { data: await readWhole(fh) });
+        // Write-only handles cannot be read back: the file is read by name (nothing else writes it meanwhile).
+        this.inodes.set((await fh.stat()).ino, { data: await fsp.readFile(file) });
         await step(`fsync ${path.basename(file)}`);
       },
       writeFile: async (file, data, options) => {
@@ -212,9 +208,7 @@ export class PowerLossModel {
         if (watched(to)) await step(`link ${path.basename(from)} -> ${path.basename(to)}`);
       },
       fsyncDir: async (dir) => {
-        const n = (dirSyncs.get(dir) ?? 0) + 1;
-        dirSyncs.set(dir, n);
-        if (this.skip.fsyncDir?.(dir, n)) return;
+        if (this.skip.fsyncDir?.(dir)) return;
         await defaultFsIo.fsyncDir(dir);
         if (!this.dirs.includes(dir)) return;
         this.takeDir(dir);
@@ -240,18 +234,6 @@ export class PowerLossModel {
     for (const [name, ino] of this.entries.get(dir) ?? []) out.set(name, this.inodes.get(ino)?.data ?? Buffer.alloc(0));
     return out;
   }
-}
-
-async function readWhole(fh: FileHandle): Promise<Buffer> {
-  const { size } = await fh.stat();
-  const buf = Buffer.alloc(size);
-  let off = 0;
-  while (off < size) {
-    const { bytesRead } = await fh.read(buf, off, size - off, off);
-    if (bytesRead === 0) break;
-    off += bytesRead;
-  }
-  return buf.subarray(0, off);
 }
 
 /** Lists a directory's regular files, for before/after comparisons. */
