@@ -1,6 +1,7 @@
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { io } from './fsio.js';
 
 /** Private modes: data files hold names, addresses and chats. */
 export const FILE_MODE = 0o600;
@@ -13,12 +14,7 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
 
 /** fsync a directory so a rename inside it survives power loss. */
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, fsc.O_RDONLY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  await io.fsyncDir(dir);
 }
 
 /** A temp name beside `target`, unique per process and call, recognisable for start-up clean-up. */
@@ -37,18 +33,18 @@ export function isTempName(name: string): boolean {
  */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   const tmp = tempNameFor(target);
-  const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+  const fh = await io.open(tmp, 'wx', FILE_MODE);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
+    await io.writeAll(fh, tmp, data);
+    await io.sync(fh, tmp);
   } catch (err) {
     await fh.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true });
     throw err;
   }
-  await fh.close();
+  await io.close(fh, tmp);
   try {
-    await fsp.rename(tmp, target);
+    await io.rename(tmp, target);
   } catch (err) {
     await fsp.rm(tmp, { force: true });
     throw err;

@@ -1,10 +1,11 @@
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
+import { io } from '../fsio.js';
 import type { MemoryRecord } from '../record.js';
 import { VERSION } from '../version.js';
 import { backupBaseName, digestBackupFile, manifestName, RawJson, writeBackupStream } from './format.js';
@@ -57,15 +58,15 @@ async function claimName(dir: string, tmp: string, date: Date, ext: string, mani
     const manifestFile = path.join(dir, manifestName(name));
     const tmpManifest = tempNameFor(manifestFile);
     try {
-      await fsp.writeFile(tmpManifest, JSON.stringify(manifestFor(name), null, 2) + '\n', { flag: 'wx', mode: FILE_MODE });
-      const fh = await fsp.open(tmpManifest, 'r');
+      await io.writeFile(tmpManifest, JSON.stringify(manifestFor(name), null, 2) + '\n', { flag: 'wx', mode: FILE_MODE });
+      const fh = await io.open(tmpManifest, 'r');
       try {
-        await fh.sync();
+        await io.sync(fh, tmpManifest);
       } finally {
-        await fh.close();
+        await io.close(fh, tmpManifest);
       }
       try {
-        await fsp.link(tmpManifest, manifestFile);
+        await io.link(tmpManifest, manifestFile);
       } catch (err) {
         if (errnoCode(err) === 'EEXIST') continue;
         throw err;
@@ -74,7 +75,7 @@ async function claimName(dir: string, tmp: string, date: Date, ext: string, mani
       await fsp.rm(tmpManifest, { force: true });
     }
     try {
-      await fsp.link(tmp, path.join(dir, name));
+      await io.link(tmp, path.join(dir, name));
       return name;
     } catch (err) {
       await fsp.rm(manifestFile, { force: true });
@@ -102,7 +103,7 @@ export async function writeBackup(
   let finalName: string | null = null;
   try {
     await ensurePrivateDir(dir);
-    const out = createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
+    const out = io.createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
     // A late ENOSPC/EIO can surface after the writer's own listener is gone: keep one for the whole life.
     out.on('error', () => undefined);
     await once(out, 'open');
@@ -115,11 +116,11 @@ export async function writeBackup(
       out.destroy();
       throw err;
     }
-    const fh = await fsp.open(tmp, 'r+');
+    const fh = await io.open(tmp, 'r+');
     try {
-      await fh.sync();
+      await io.sync(fh, tmp);
     } finally {
-      await fh.close();
+      await io.close(fh, tmp);
     }
     const manifestFor = (file: string): BackupManifest => ({
       format: 'chatmem-backup',

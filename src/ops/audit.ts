@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { OpsError, errnoCode, isChatmemError } from '../errors.js';
 import { FILE_MODE, ensurePrivateDir, fsyncDir } from '../fs-util.js';
+import { io } from '../fsio.js';
 
 /** Who performed an action: an OS user (CLI), or an API token *name* plus the caller's address. Never a token. */
 export interface Actor {
@@ -324,8 +325,8 @@ export class AuditLog {
       // page by page), so torn fragments are dealt with by the reader instead.
       const st = await fh.stat();
       if ((st.mode & 0o077) !== 0) await tightenMode(fh);
-      await writeOnce(fh, line);
-      await fh.sync();
+      await writeOnce(fh, this.file, line);
+      await io.sync(fh, this.file);
     } catch (err) {
       throw this.writeError(err, 'cannot append');
     } finally {
@@ -343,7 +344,7 @@ export class AuditLog {
   }
 
   private open(): Promise<FileHandle> {
-    return fsp.open(this.file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, FILE_MODE);
+    return io.open(this.file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, FILE_MODE);
   }
 
   private writeError(err: unknown, what: string): OpsError {
@@ -508,9 +509,9 @@ function normaliseTime(time: string | undefined): string {
   return new Date(ms).toISOString();
 }
 
-async function writeOnce(fh: FileHandle, text: string): Promise<void> {
+async function writeOnce(fh: FileHandle, file: string, text: string): Promise<void> {
   const buf = Buffer.from(text, 'utf8');
-  const { bytesWritten } = await fh.write(buf, 0, buf.length);
+  const { bytesWritten } = await io.writeSome(fh, file, buf);
   // Writing the rest separately could interleave with another process; leave the torn tail to the reader's rules.
   if (bytesWritten !== buf.length) {
     throw new Error(`short write (${bytesWritten} of ${buf.length} bytes)`);

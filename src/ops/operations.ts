@@ -25,6 +25,18 @@ export interface OpsOptions {
   legacyTimezone?: string;
   /** The store file could not be parsed: `store` throws that error; only a whole-store restore works (see {@link Operations.restore}). */
   brokenStore?: BrokenStore;
+  /** Test hooks: awaited at each named step of delete, clear, restore and import, so a test can hold an operation there. */
+  hooks?: OpsHooks;
+}
+
+/**
+ * Steps of a guarded operation, in order: the audit intent is durable; the exclusive section is held; the
+ * backup is written and verified; the store is changed; the audit outcome is durable.
+ */
+export type OpsPoint = 'intent-written' | 'section-entered' | 'backup-verified' | 'changed' | 'outcome-written';
+
+export interface OpsHooks {
+  at(point: OpsPoint, action: string): Promise<void>;
 }
 
 /** A file store that exists but cannot be read, and how to open a fresh one in its place. */
@@ -183,6 +195,7 @@ export class Operations {
   private readonly actor: Actor;
   private readonly legacyTimezone: string;
   private brokenStore: BrokenStore | null;
+  private readonly hooks: OpsHooks | undefined;
 
   constructor(options: OpsOptions) {
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
@@ -191,6 +204,11 @@ export class Operations {
     this.backupDir = path.resolve(options.backupDir);
     this.audit = options.audit;
     this.actor = options.actor;
+    this.hooks = options.hooks;
+  }
+
+  private async at(point: OpsPoint, action: string): Promise<void> {
+    if (this.hooks) await this.hooks.at(point, action);
   }
 
   private async guarded<T extends object>(
@@ -203,6 +221,7 @@ export class Operations {
     const op = await this.audit.begin(action, opts.actor ?? this.actor, { userIds, details });
     let result: T;
     try {
+      await this.at('intent-written', action);
       result = await run(op);
     } catch (err) {
       await op.fail(err).catch(() => undefined);
@@ -213,6 +232,7 @@ export class Operations {
     try {
       const backup = (result as { backup?: unknown }).backup;
       await op.finish({ backup: typeof backup === 'string' ? backup : undefined, details: { ...details, ...summaryOf(result) } });
+      await this.at('outcome-written', action);
       return { ...result, auditOp: op.op };
     } catch (err) {
       const message = `${action} completed, but its audit entry could not be written (${(err as Error).message}); it is completed at the next start`;
@@ -241,6 +261,7 @@ export class Operations {
     await this.requireUsers(userIds);
     return this.guarded('delete-users', options, userIds, (op) =>
       this.store.exclusive(options.fullBackup ? 'all' : { ids: userIds }, async (ctx) => {
+        await this.at('section-entered', 'delete-users');
         const records = await ctx.getMany(userIds);
         // Re-checked inside the section: a concurrent delete may have won the race.
         if (records.length !== userIds.length) await this.requireUsers(userIds);
@@ -250,7 +271,9 @@ export class Operations {
           this.backupOptions('delete-user', options.fullBackup ? 'full' : userIds, op, options),
         );
         op.setBackup(backup.id);
+        await this.at('backup-verified', 'delete-users');
         const deleted = await ctx.delete(userIds);
+        await this.at('changed', 'delete-users');
         return { deleted, userIds, backup: backup.id, backupFile: backup.file };
       }),
     );
@@ -270,9 +293,12 @@ export class Operations {
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', 'clear-all');
         const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
+        await this.at('backup-verified', 'clear-all');
         const deleted = await ctx.clear();
+        await this.at('changed', 'clear-all');
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
       }),
     );
@@ -460,6 +486,7 @@ export class Operations {
       if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
       return this.guarded('restore', options, users, (op) =>
         this.store.exclusive({ ids: users }, async (ctx) => {
+          await this.at('section-entered', 'restore');
           const current = await ctx.getMany(users);
           // Users that are all gone (a delete being undone) leave nothing to back up: an empty file
           // would only pose as the latest backup.
@@ -469,7 +496,9 @@ export class Operations {
             backup = (await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', scope, op, options))).id;
             op.setBackup(backup);
           }
+          await this.at('backup-verified', 'restore');
           await ctx.putMany(records);
+          await this.at('changed', 'restore');
           return { dryRun: false, diff, backup, written: records.length, removed: 0 };
         }),
         { from: src.id, mode },
@@ -481,13 +510,16 @@ export class Operations {
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', 'restore');
         let backup: string | null = null;
         if ((await ctx.count()) > 0) {
           backup = (await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options))).id;
           op.setBackup(backup);
         }
+        await this.at('backup-verified', 'restore');
         // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
         const written = mode === 'replace' ? await ctx.replaceAll(sortedBackupRecords(src)) : await ctx.putAll(sortedBackupRecords(src));
+        await this.at('changed', 'restore');
         return { dryRun: false, diff, backup, written, removed: mode === 'replace' ? diff.removed.length : 0 };
       }),
       { from: src.id, mode },
@@ -594,6 +626,7 @@ export class Operations {
     };
     return this.guarded('import', options, unique.length <= 100 ? unique : undefined, (op) =>
       this.store.exclusive({ ids: unique }, async (ctx) => {
+        await this.at('section-entered', 'import');
         const existing = async function* (): AsyncGenerator<MemoryRecord> {
           for (let i = 0; i < unique.length; i += 1000) yield* fromArray(await ctx.getMany(unique.slice(i, i + 1000)));
         };
@@ -605,6 +638,7 @@ export class Operations {
           backup = await writeBackup(this.backupDir, existing(), this.backupOptions('import', scope, op, options));
           op.setBackup(backup.id);
         }
+        await this.at('backup-verified', 'import');
         let staged = 0;
         const counted = async function* (): AsyncGenerator<MemoryRecord> {
           for await (const r of records()) {
@@ -615,6 +649,7 @@ export class Operations {
         // All or nothing, streamed: SQLite stages on disk and commits once, PostgreSQL uses one
         // transaction, JSON one atomic file write.
         const imported = await ctx.putAll(counted());
+        await this.at('changed', 'import');
         return { imported, overwritten, backup: backup?.id ?? null };
       }),
       { file: abs, users: unique.length },

@@ -114,16 +114,39 @@ json.dump(current, open(sys.argv[2], 'w'), indent=2)`, backupFile, current, uid]
       expect(await store.count()).toBe(29);
     });
 
-    it('a write racing a delete is either in the backup or applied after the delete', async () => {
+    it('a write racing a delete is either in the backup or applied after the delete, and both orders happen', async () => {
       const data = await seed(store, 10);
       const uid = Object.keys(data)[4]!;
-      const del = ops.deleteUsers([uid]);
-      const write = store.appendHistory(uid, { role: 'user', text: 'racing message' });
-      const [r] = await Promise.all([del, write]);
-      const inBackup = readBackup(r.backupFile)[uid]?.history.some((h) => h.text === 'racing message') ?? false;
-      const inStore = (await store.get(uid))?.history.some((h) => h.text === 'racing message') ?? false;
-      expect(inBackup || inStore).toBe(true);
-      expect(inBackup && inStore).toBe(false);
+      // Without hooks the write landed before the section every time: the hooks make both orders happen.
+      const events: string[] = [];
+      let held: Promise<unknown> = Promise.resolve();
+      const write = (text: string) => store.appendHistory(uid, { role: 'user', text }).then(() => void events.push(`ack ${text}`));
+      const racing = new Operations({
+        store,
+        backupDir,
+        audit: new AuditLog(path.join(dir, 'storage', 'audit.log')),
+        actor: ACTOR,
+        hooks: {
+          at: async (point) => {
+            events.push(point);
+            if (point === 'intent-written') await write('before the section');
+            if (point === 'section-entered') {
+              held = write('held by the section');
+              // A section that does not hold the writer lets it land now, before the delete.
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+          },
+        },
+      });
+      const r = await racing.deleteUsers([uid]);
+      await held;
+      expect(events.indexOf('ack before the section')).toBeLessThan(events.indexOf('section-entered'));
+      expect(events.indexOf('ack held by the section'), events.join(', ')).toBeGreaterThan(events.indexOf('changed'));
+      const inBackup = readBackup(r.backupFile)[uid]?.history.map((h) => h.text) ?? [];
+      const inStore = (await store.get(uid))?.history.map((h) => h.text) ?? [];
+      expect(inBackup).toContain('before the section');
+      expect(inBackup).not.toContain('held by the section');
+      expect(inStore).toEqual(['held by the section']);
     });
 
     it('clearAll writes a verified full backup, then clears', async () => {

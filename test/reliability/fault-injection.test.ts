@@ -1,0 +1,167 @@
+// Injected file-system failures (EIO, ENOSPC, short writes) at every step of the durable write path
+// of delete, clear and restore, on SQLite and JSON stores. The promise at each step: the operation is
+// refused with a ChatmemError, the store is untouched, no half-written backup is left, and the earlier
+// backups still verify. A failure after the change committed (the audit outcome) must not lose the
+// backup of what changed. Each case checks that its fault fired.
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { isTempName } from '../../src/fs-util.js';
+import { resetFsIo } from '../../src/fsio.js';
+import { isChatmemError } from '../../src/errors.js';
+import { AuditLog } from '../../src/ops/audit.js';
+import { Operations } from '../../src/ops/operations.js';
+import { openStore } from '../../src/store/open.js';
+import type { Store } from '../../src/store/types.js';
+import type { MemoryRecord } from '../../src/record.js';
+import { tempDir } from '../helpers/tmp.js';
+import { loadFixture } from '../store/conformance.js';
+import { injectFault, listFiles, type FaultKind, type FaultRule } from './fs-faults.js';
+
+const ACTOR = { kind: 'os' as const, name: 'fault-test' };
+
+type Op = 'delete' | 'clear' | 'restore';
+
+interface Step {
+  name: string;
+  rule: (backupDir: string, audit: string) => Omit<FaultRule, 'kind'>;
+  kinds: FaultKind[];
+  /** The failure comes after the store changed (the audit outcome). */
+  afterChange?: boolean;
+}
+
+const inDir = (dir: string) => (f: string) => path.dirname(f) === dir;
+const backupTemp = (dir: string) => (f: string) => inDir(dir)(f) && isTempName(path.basename(f)) && !path.basename(f).includes('.meta.json');
+const manifestTemp = (dir: string) => (f: string) => inDir(dir)(f) && isTempName(path.basename(f)) && path.basename(f).includes('.meta.json');
+
+const STEPS: Step[] = [
+  { name: 'backup temp file create', rule: (b) => ({ call: 'stream-open', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
+  { name: 'backup write', rule: (b) => ({ call: 'stream-write', match: backupTemp(b) }), kinds: ['EIO', 'short'] },
+  { name: 'backup fsync', rule: (b) => ({ call: 'sync', match: backupTemp(b) }), kinds: ['EIO'] },
+  { name: 'pending manifest write', rule: (b) => ({ call: 'writeFile', match: manifestTemp(b) }), kinds: ['EIO', 'short'] },
+  { name: 'pending manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 1 }), kinds: ['EIO'] },
+  { name: 'pending manifest link (name claim)', rule: (b) => ({ call: 'link', match: manifestTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
+  { name: 'backup link to its final name', rule: (b) => ({ call: 'link', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
+  { name: 'backup directory fsync', rule: (b) => ({ call: 'fsyncDir', match: (d) => d === b, nth: 1 }), kinds: ['EIO'] },
+  { name: 'verified manifest temp create', rule: (b) => ({ call: 'open', match: (f, flags) => manifestTemp(b)(f) && flags === 'wx' }), kinds: ['EIO', 'ENOSPC'] },
+  { name: 'verified manifest write', rule: (b) => ({ call: 'writeAll', match: manifestTemp(b) }), kinds: ['EIO', 'short'] },
+  { name: 'verified manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 2 }), kinds: ['EIO'] },
+  { name: 'verified manifest rename', rule: (b) => ({ call: 'rename', match: manifestTemp(b) }), kinds: ['EIO'] },
+  { name: 'verified manifest directory fsync', rule: (b) => ({ call: 'fsyncDir', match: (d) => d === b, nth: 2 }), kinds: ['EIO'] },
+  { name: 'audit intent write', rule: (_b, a) => ({ call: 'writeSome', match: (f) => f === a, nth: 1 }), kinds: ['EIO', 'short'] },
+  { name: 'audit intent fsync', rule: (_b, a) => ({ call: 'sync', match: (f) => f === a, nth: 1 }), kinds: ['EIO'] },
+  { name: 'audit outcome write', rule: (_b, a) => ({ call: 'writeSome', match: (f) => f === a, nth: 2 }), kinds: ['EIO', 'short'], afterChange: true },
+  { name: 'audit outcome fsync', rule: (_b, a) => ({ call: 'sync', match: (f) => f === a, nth: 2 }), kinds: ['EIO'], afterChange: true },
+];
+
+async function snapshot(store: Store): Promise<Map<string, string>> {
+  const m = new Map<string, string>();
+  for await (const r of store.scan()) m.set(r.user_id, JSON.stringify(r));
+  return m;
+}
+
+interface Fixture {
+  store: Store;
+  ops: Operations;
+  backupDir: string;
+  audit: string;
+  earlier: string;
+  target: string;
+  cleanup: () => Promise<void>;
+}
+
+async function setup(kind: 'sqlite' | 'json'): Promise<Fixture> {
+  const t = await tempDir('chatmem-faults-');
+  const dir = path.join(t.dir, 'storage');
+  const store = await openStore(`${kind}:${path.join(dir, kind === 'sqlite' ? 'memory.db' : 'memory.json')}`);
+  const fixture = loadFixture();
+  const ids = Object.keys(fixture).slice(0, 12);
+  await store.exclusive('all', (ctx) => ctx.putMany(ids.map((id) => fixture[id] as MemoryRecord)));
+  const backupDir = path.join(dir, 'backups');
+  const audit = path.join(dir, 'audit.log');
+  const ops = new Operations({ store, backupDir, audit: new AuditLog(audit), actor: ACTOR });
+  const earlier = (await ops.createBackup()).id;
+  // Changed after the earlier backup, so a restore of it has work to do.
+  for (const id of ids.slice(0, 3)) await store.appendHistory(id, { role: 'user', text: 'after the earlier backup' });
+  // A fresh audit instance: its first append syncs the directory, as in a new process.
+  const fresh = new Operations({ store, backupDir, audit: new AuditLog(audit), actor: ACTOR });
+  return { store, ops: fresh, backupDir, audit, earlier, target: ids[5] as string, cleanup: async () => { await store.close(); await t.cleanup(); } };
+}
+
+function run(f: Fixture, op: Op): Promise<unknown> {
+  if (op === 'delete') return f.ops.deleteUsers([f.target]);
+  if (op === 'clear') return f.ops.clearAll();
+  return f.ops.restore(f.earlier);
+}
+
+afterEach(() => resetFsIo());
+
+for (const kind of ['sqlite', 'json'] as const) {
+  for (const op of ['delete', 'clear', 'restore'] as const) {
+    describe(`injected failures during ${op} on ${kind}`, () => {
+      // Refused operations leave the store as it was, so those cases share one store (each compares
+      // with the state it found); cases that change the store get their own.
+      let shared: Fixture;
+      beforeAll(async () => {
+        shared = await setup(kind);
+      });
+      afterAll(async () => shared.cleanup());
+      for (const step of STEPS) {
+        for (const fault of step.kinds) {
+          it(`${step.name}: ${fault}`, async () => {
+            const f = step.afterChange ? await setup(kind) : { ...shared, ops: new Operations({ store: shared.store, backupDir: shared.backupDir, audit: new AuditLog(shared.audit), actor: ACTOR }) };
+            try {
+              const before = await snapshot(f.store);
+              const filesBefore = await listFiles(f.backupDir);
+              const injected = injectFault({ ...step.rule(f.backupDir, f.audit), kind: fault });
+              let outcome: { ok: true; value: unknown } | { ok: false; err: unknown };
+              try {
+                outcome = { ok: true, value: await run(f, op) };
+              } catch (err) {
+                outcome = { ok: false, err };
+              } finally {
+                injected.restore();
+              }
+              // A fault that never fired proves nothing about its step.
+              expect(injected.hits(), 'the fault fired').toBe(1);
+              const after = await snapshot(f.store);
+              const verify = await f.ops.verifyBackups();
+              // The earlier backup, and anything else written, verifies.
+              for (const v of verify) expect(v, `backup ${v.id} verifies`).toMatchObject({ ok: true });
+              expect(verify.map((v) => v.id)).toContain(f.earlier);
+
+              if (!step.afterChange) {
+                expect(outcome.ok, 'the operation is refused').toBe(false);
+                if (!outcome.ok) {
+                  expect(isChatmemError(outcome.err), String(outcome.err)).toBe(true);
+                  expect((outcome.err as { code: string }).code).toMatch(/^E_(BACKUP_WRITE|BACKUP_VERIFY|AUDIT_WRITE)$/);
+                }
+                expect(after, 'the store is untouched').toEqual(before);
+                // No half-written backup, manifest or temp file stays behind.
+                expect(await listFiles(f.backupDir)).toEqual(filesBefore);
+                return;
+              }
+              // The change committed before the outcome could be audited: the operation either answers
+              // with a warning or fails with E_AUDIT_WRITE; both ways the before state is in a verified backup.
+              if (outcome.ok) expect(outcome.value).toHaveProperty('warnings');
+              else expect(outcome.err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+              expect(after).not.toEqual(before);
+              const newer = verify.filter((v) => !filesBefore.includes(`${v.id}.json`));
+              expect(newer).toHaveLength(1);
+              const held = await f.ops.diff(newer[0]!.id, 'current');
+              // Everything the operation changed or removed is in its backup as it was.
+              const touched = [...held.removed, ...held.changed.map((c) => c.user_id)];
+              for (const id of touched) {
+                const r = (await f.ops.inspectBackup(newer[0]!.id, { user: id })).record;
+                expect(r, `${id} in the backup`).toBeTruthy();
+                expect(JSON.stringify(r), `${id} in the backup as before`).toBe(before.get(id));
+              }
+              expect(held.removed.length + held.changed.length).toBeGreaterThan(0);
+            } finally {
+              if (step.afterChange) await f.cleanup();
+            }
+          });
+        }
+      }
+    });
+  }
+}
