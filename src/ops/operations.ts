@@ -201,7 +201,7 @@ export class Operations {
 
   /** The one place a backup becomes verified: off-site copying is queued from here. */
   private async writeVerified(records: Parameters<typeof writeBackup>[1], options: Parameters<typeof writeBackup>[2]): Promise<BackupResult> {
-    const result = await this.writeVerified(records, options);
+    const result = await writeBackup(this.backupDir, records, options);
     this.offsite?.backupVerified(path.basename(result.file), result.manifest.created_at);
     return result;
   }

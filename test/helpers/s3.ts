@@ -23,8 +23,10 @@ export async function startS3(bucket = 'chatmem-test'): Promise<{ endpoint: stri
  * A TCP relay to `port` that dies after forwarding `limit` bytes of a request: an endpoint that goes away
  * in the middle of an upload.
  */
-export async function dyingRelay(port: number, limit: number): Promise<{ endpoint: string; close(): Promise<void> }> {
+export async function dyingRelay(port: number, limit: number): Promise<{ endpoint: string; close(): Promise<void>; heal(): void }> {
   const sockets = new Set<net.Socket>();
+  // heal(): the endpoint comes back; connections opened from then on pass everything.
+  let healed = false;
   const server = net.createServer((client) => {
     sockets.add(client);
     const upstream = net.connect(port, '127.0.0.1');
@@ -32,7 +34,7 @@ export async function dyingRelay(port: number, limit: number): Promise<{ endpoin
     let sent = 0;
     client.on('data', (d: Buffer) => {
       sent += d.length;
-      if (sent > limit) {
+      if (!healed && sent > limit) {
         client.destroy();
         upstream.destroy();
         return;
@@ -48,6 +50,9 @@ export async function dyingRelay(port: number, limit: number): Promise<{ endpoin
   const a = server.address() as net.AddressInfo;
   return {
     endpoint: `http://127.0.0.1:${a.port}`,
+    heal: () => {
+      healed = true;
+    },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
