@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { errnoCode, isChatmemError } from '../errors.js';
+import { ensurePrivateDir } from '../fs-util.js';
 import { parseBackupName, manifestName } from '../backup/format.js';
 import type { BackupInfo, OffsiteHooks } from '../ops/operations.js';
 import { OffsiteTarget, type OffsiteConfig, type RemoteBackup } from './target.js';
@@ -181,6 +182,8 @@ export class OffsiteService implements OffsiteHooks {
     const remote = (await this.target.list()).find((r) => r.fileName === id || parseBackupName(r.fileName)?.id === id);
     if (!remote) return false;
     this.log('info', `fetching ${remote.fileName} from ${this.display}`);
+    // A new machine has no backup directory yet.
+    await ensurePrivateDir(backupDir);
     await this.target.download(remote.fileName, backupDir);
     return true;
   }

@@ -158,17 +158,25 @@ describe('off-site copies wired into the product (s3rver)', () => {
         expect(await one.backupFiles()).toEqual([]);
       }
       const r1 = await one.run(['restore', made.doc.backup, '--user', user, '--yes'], { env: encEnv(one, true) });
-      expect(r1.code, r1.stderr).toBe(0);
+      expect(r1.code, r1.stderr + r1.stdout).toBe(0);
       const stats1 = JSON.parse((await one.run(['stats', '--json'])).stdout) as { users: number };
       expect(stats1.users).toBe(1);
       expect(JSON.parse((await one.run(['show', user, '--json'])).stdout)).toEqual(JSON.parse((await origin.run(['show', user, '--json'])).stdout));
 
-      // Machine 2: diff, then restore everything.
+      // Its fetched copy lost again: diff fetches it once more.
+      await fsp.rm(path.join(one.backupDir, `${made.doc.backup}.json`));
+      await fsp.rm(path.join(one.backupDir, `${made.doc.backup}.meta.json`));
+      const d = await one.json<{ removed: string[]; unchanged: number }>(['diff', made.doc.backup, 'current'], { env: encEnv(one, true) });
+      expect(d.code, d.stderr).toBe(0);
+      expect(d.doc.removed).toHaveLength(199);
+      expect(d.doc.unchanged).toBe(1);
+
+      // Machine 2: verify, then restore everything.
       const two = await box(true);
       await configFor(two);
-      const d = await two.json<{ added: string[] }>(['diff', made.doc.backup, 'current'], { env: encEnv(two, true) });
-      expect(d.code, d.stderr).toBe(0);
-      expect(d.doc.added).toEqual([]);
+      const v = await two.json<{ ok: boolean; results: { users: number }[] }>(['verify', made.doc.backup], { env: encEnv(two, true) });
+      expect(v.code, v.stderr).toBe(0);
+      expect(v.doc.results[0]?.users).toBe(200);
       const all = await two.run(['restore', made.doc.backup, '--yes'], { env: encEnv(two, true) });
       expect(all.code, all.stderr).toBe(0);
       const stats2 = JSON.parse((await two.run(['stats', '--json'])).stdout) as { users: number };
