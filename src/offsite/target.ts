@@ -138,6 +138,14 @@ export class OffsiteTarget {
     if (check.sha256 !== manifest.sha256 || check.users !== manifest.users) {
       throw new BackupError('E_BACKUP_VERIFY', `${fileName} no longer matches its manifest; it was not uploaded`);
     }
+    // An id is unique in one backup directory, not across machines or after a local copy is lost: never
+    // overwrite a different backup that holds the name off-site.
+    if (await this.client.head(this.manifestKey(fileName))) {
+      const remote = await this.readRemoteManifest(fileName, this.encrypted).catch(() => null);
+      if (remote && remote.sha256 !== manifest.sha256) {
+        throw new OffsiteError('E_OFFSITE_VERIFY', `a different backup named ${fileName} is already in ${this.display} (sha256 ${remote.sha256.slice(0, 16)}…); it is kept and this one is not uploaded`);
+      }
+    }
     let source = local;
     let temp: string | null = null;
     try {

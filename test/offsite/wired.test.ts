@@ -67,14 +67,13 @@ describe('off-site copies wired into the product (s3rver)', () => {
 
     // Made without the off-site target: local only.
     const localOnly = await sb.json<{ backup: string }>(['backup']);
+    // Progress goes to stderr (notes are left out of --json runs).
+    const shown = await sb.run(['backup'], { env });
+    expect(shown.stderr).toMatch(/off-site: uploaded memory_backup_\S+\.json to s3:\/\/chatmem-test\//);
     // Uploaded, then its local copy lost: off-site only.
     const lost = await sb.json<{ backup: string }>(['backup'], { env });
     await fsp.rm(path.join(sb.backupDir, `${lost.doc.backup}.json`));
     await fsp.rm(path.join(sb.backupDir, `${lost.doc.backup}.meta.json`));
-
-    // Progress goes to stderr (notes are left out of --json runs).
-    const shown = await sb.run(['backup'], { env });
-    expect(shown.stderr).toMatch(/off-site: uploaded memory_backup_\S+\.json to s3:\/\/chatmem-test\//);
     const listed = await sb.json<{ backups: ListedBackup[] }>(['backups'], { env });
     const where = Object.fromEntries(listed.doc.backups.map((b) => [b.id, b.location]));
     expect(where).toMatchObject({ [first.doc.backup]: 'both', [localOnly.doc.backup]: 'local', [lost.doc.backup]: 'offsite' });
@@ -194,10 +193,10 @@ describe('off-site copies wired into the product (s3rver)', () => {
     const env = offsiteEnv(sb, url);
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await sb.json<{ backup: string }>(['backup'], { env })).doc.backup);
-    // The oldest exists off-site only; a fourth is local only.
+    // A fourth is local only; the oldest exists off-site only.
+    ids.push((await sb.json<{ backup: string }>(['backup'])).doc.backup);
     await fsp.rm(path.join(sb.backupDir, `${ids[0]}.json`));
     await fsp.rm(path.join(sb.backupDir, `${ids[0]}.meta.json`));
-    ids.push((await sb.json<{ backup: string }>(['backup'])).doc.backup);
     const plan = await sb.json<{ remove: { id: string }[] }>(['prune', '--keep-last', '1', '--dry-run'], { env });
     expect(plan.doc.remove.map((r) => r.id).sort()).toEqual(ids.slice(0, 3).sort());
     const r = await sb.json<{ removed: string[] }>(['prune', '--keep-last', '1', '--yes'], { env });
@@ -248,6 +247,24 @@ describe('off-site copies wired into the product (s3rver)', () => {
     } finally {
       await down.close();
     }
+  });
+
+  it('never overwrites a different backup that holds the same name off-site', async () => {
+    const sb = await box();
+    const url = newPrefix();
+    const a = await sb.json<{ backup: string; sha256: string }>(['backup'], { env: offsiteEnv(sb, url) });
+    const users = JSON.parse((await sb.run(['users', '--json', '--limit', '1'])).stdout) as { users: { user_id: string }[] };
+    expect((await sb.run(['delete', users.users[0]?.user_id ?? '', '--yes'])).code).toBe(0);
+    const b = await sb.json<{ backup: string; sha256: string }>(['backup']);
+    expect(b.doc.sha256).not.toBe(a.doc.sha256);
+    // A lost local copy whose name another backup took again (same second after the loss, or another machine).
+    await fsp.rm(path.join(sb.backupDir, `${a.doc.backup}.meta.json`));
+    await fsp.rename(path.join(sb.backupDir, `${b.doc.backup}.json`), path.join(sb.backupDir, `${a.doc.backup}.json`));
+    const m = JSON.parse(await fsp.readFile(path.join(sb.backupDir, `${b.doc.backup}.meta.json`), 'utf8')) as Record<string, unknown>;
+    await fsp.writeFile(path.join(sb.backupDir, `${a.doc.backup}.meta.json`), JSON.stringify({ ...m, file: `${a.doc.backup}.json` }));
+    await expect(target(url).upload(sb.backupDir, `${a.doc.backup}.json`)).rejects.toMatchObject({ code: 'E_OFFSITE_VERIFY' });
+    const kept = (await target(url).list()).find((r) => r.fileName === `${a.doc.backup}.json`);
+    expect(kept?.manifest?.sha256).toBe(a.doc.sha256);
   });
 
   it('an endpoint that dies mid-upload and comes back: the retry completes the copy', async () => {
