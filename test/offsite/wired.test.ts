@@ -247,6 +247,16 @@ describe('off-site copies wired into the product (s3rver)', () => {
     } finally {
       await down.close();
     }
+    // The next daemon with a working endpoint uploads at start what the stopped one could not.
+    const before = (await target(url).list()).length;
+    const again = await serve(config, { logger: false, handleSignals: false, port: 0, env: {} });
+    try {
+      await eventually(async () => (await target(url).list()).length === before + 1, 'the start-up sync');
+      const local = (await fsp.readdir(sb.backupDir)).filter((n) => !n.endsWith('.meta.json'));
+      expect((await target(url).list()).map((r) => r.fileName).sort()).toEqual(local.sort());
+    } finally {
+      await again.close();
+    }
   });
 
   it('never overwrites a different backup that holds the same name off-site', async () => {
