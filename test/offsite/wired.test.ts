@@ -225,6 +225,14 @@ describe('off-site copies wired into the product (s3rver)', () => {
       expect(metrics).toMatch(/^chatmem_offsite_upload_lag_seconds 0$/m);
       expect(metrics).toMatch(/^chatmem_offsite_upload_failures_total 0$/m);
       expect(metrics).toMatch(/^chatmem_offsite_uploads_total 1$/m);
+      // The local copy lost: the daemon restores the deleted user from the off-site copy, fetched on demand.
+      await fsp.rm(path.join(config.backupDir, `${backup}.json`));
+      await fsp.rm(path.join(config.backupDir, `${backup}.meta.json`));
+      const gone = users.items[0]?.user_id ?? '';
+      expect((await fetch(`${server.url}/v1/admin/users/${encodeURIComponent(gone)}`, { headers })).status).toBe(404);
+      const restored = await fetch(`${server.url}/v1/admin/restore`, { method: 'POST', headers, body: JSON.stringify({ backup }) });
+      expect(restored.status).toBe(200);
+      expect((await fetch(`${server.url}/v1/admin/users/${encodeURIComponent(gone)}`, { headers })).status).toBe(200);
     } finally {
       await server.close();
     }
@@ -248,12 +256,11 @@ describe('off-site copies wired into the product (s3rver)', () => {
       await down.close();
     }
     // The next daemon with a working endpoint uploads at start what the stopped one could not.
-    const before = (await target(url).list()).length;
+    const local = (await fsp.readdir(sb.backupDir)).filter((n) => !n.endsWith('.meta.json')).sort();
+    expect((await target(url).list()).map((r) => r.fileName).sort()).not.toEqual(local);
     const again = await serve(config, { logger: false, handleSignals: false, port: 0, env: {} });
     try {
-      await eventually(async () => (await target(url).list()).length === before + 1, 'the start-up sync');
-      const local = (await fsp.readdir(sb.backupDir)).filter((n) => !n.endsWith('.meta.json'));
-      expect((await target(url).list()).map((r) => r.fileName).sort()).toEqual(local.sort());
+      await eventually(async () => JSON.stringify((await target(url).list()).map((r) => r.fileName).sort()) === JSON.stringify(local), 'the start-up sync');
     } finally {
       await again.close();
     }
