@@ -9,6 +9,7 @@ import { DEFAULT_STORE_URL, parseStoreUrl, type ParsedStoreUrl } from './store/u
 import type { RetentionPolicy } from './backup/retention.js';
 import { resolveHttpLimits, type HttpLimits } from './server/limits.js';
 import { DEFAULT_LOG_ROTATION, type LogRotation } from './server/log-rotate.js';
+import { offsiteFromEnv, parseOffsiteUrl, type OffsiteConfig } from './offsite/target.js';
 
 export const CONFIG_FILE = 'chatmem.config.json';
 
@@ -38,6 +39,19 @@ export interface ResolvedConfig {
   legacyTimezone: string;
   /** The config file that was read, if any. */
   configFile: string | null;
+  /** Off-site copies of verified backups (S3-compatible storage), or null when none is configured. */
+  offsite: OffsiteSettings | null;
+}
+
+/** Where off-site copies go; the credentials stay in the environment they came from until a target is opened. */
+export interface OffsiteSettings {
+  /** `s3://BUCKET/PREFIX`. */
+  url: string;
+  source: 'flag' | 'env' | 'config';
+  recipients: string[];
+  identityFile?: string;
+  /** The full target config, credentials from AWS_* / CHATMEM_S3_ENDPOINT (a function: never serialised). */
+  target: () => OffsiteConfig;
 }
 
 export interface ConfigOverrides {
@@ -48,6 +62,8 @@ export interface ConfigOverrides {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   configFile?: string;
+  /** `--offsite s3://BUCKET/PREFIX`. */
+  offsite?: string;
 }
 
 const count = (what: string) =>
@@ -132,6 +148,16 @@ export const configFileSchema = z
         retention: retentionSchema.optional(),
       })
       .optional(),
+    offsite: z
+      .string()
+      .superRefine(checkWith(parseOffsiteUrl))
+      .optional()
+      .describe('Off-site copies of every verified backup: s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; endpoint CHATMEM_S3_ENDPOINT)'),
+    offsiteRecipients: z
+      .array(z.string().regex(/^age1[0-9a-z]+$/, 'expected an age X25519 recipient (age1…)'))
+      .optional()
+      .describe('Encrypt off-site copies to these age recipients (age1…); local backups stay plain'),
+    offsiteIdentity: z.string().min(1).optional().describe('age identity file that reads encrypted off-site copies back (needed to restore them)'),
     server: z
       .strictObject({
         host: z.string().min(1).optional().describe('Address to listen on (default 127.0.0.1)'),
@@ -275,6 +301,20 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     throw new ConfigError('E_CONFIG', `environment variable CHATMEM_LEGACY_TIMEZONE (legacyTimezone) must be an IANA time zone name such as UTC or Asia/Jakarta, got ${JSON.stringify(legacyTimezone)}`);
   }
 
+  let offsite: OffsiteSettings | null = null;
+  const offsiteUrl = overrides.offsite ?? env.CHATMEM_OFFSITE ?? file.offsite;
+  if (offsiteUrl) {
+    parseOffsiteUrl(offsiteUrl);
+    const identity = env.CHATMEM_OFFSITE_IDENTITY ?? file.offsiteIdentity;
+    const extra = { recipients: file.offsiteRecipients ?? [], ...(identity ? { identityFile: path.resolve(cwd, identity) } : {}) };
+    offsite = {
+      url: offsiteUrl,
+      source: overrides.offsite ? 'flag' : env.CHATMEM_OFFSITE ? 'env' : 'config',
+      ...extra,
+      target: () => offsiteFromEnv(offsiteUrl, env, extra),
+    };
+  }
+
   return {
     cwd,
     store,
@@ -300,5 +340,6 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     },
     legacyTimezone,
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,
+    offsite,
   };
 }

@@ -8,6 +8,7 @@ import { Operations, type BrokenStore } from './ops/operations.js';
 import { openStore } from './store/open.js';
 import { acquireOwner, type OwnerLock } from './store/owner.js';
 import type { Store } from './store/types.js';
+import { OffsiteService, type OffsiteLog } from './offsite/service.js';
 
 /** An open store with its guarded operations, as the CLI and the daemon use them. */
 export interface Context {
@@ -15,6 +16,8 @@ export interface Context {
   store: Store;
   ops: Operations;
   audit: AuditLog;
+  /** Off-site copies and their uploader, when `offsite` is configured. */
+  offsite: OffsiteService | null;
   close(): Promise<void>;
 }
 
@@ -30,6 +33,8 @@ export interface OpenContextOptions {
    * diffed, and a whole-store restore replaces it; everything that reads the store gets its error.
    */
   tolerateBrokenStore?: boolean;
+  /** Where the off-site uploader reports (CLI: stderr notes; daemon: its log). */
+  offsiteLog?: OffsiteLog;
 }
 
 /** A store whose file could not be parsed: every use throws the parse error (which says to restore a backup). */
@@ -71,14 +76,27 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     }
   }
   const audit = new AuditLog(config.auditLog);
-  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken });
+  let offsite: OffsiteService | null = null;
+  try {
+    // The daemon retries an upload until it succeeds; the CLI tries a few times before it exits.
+    if (config.offsite) offsite = new OffsiteService(config.offsite.target(), config.backupDir, { log: options.offsiteLog, ...(options.role === 'daemon' ? {} : { maxAttempts: 3, baseDelayMs: 500 }) });
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    await owner?.release();
+    throw err;
+  }
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken, offsite: offsite ?? undefined });
   return {
     config,
     store,
     ops,
     audit,
+    offsite,
     close: async () => {
       try {
+        // The CLI uploads before it exits (a failure is a warning); the daemon's queue is picked up at its next start.
+        if (options.role === 'daemon') offsite?.close();
+        else await offsite?.idle();
         // ops.store: a restore over a broken store swaps in the store it wrote.
         await ops.store.close();
       } finally {

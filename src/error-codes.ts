@@ -97,6 +97,16 @@ export const ERROR_CODES = {
   E_BACKUP_UNVERIFIED: 'unconfirmed',
   E_BACKUP_READ: 'internal',
   E_RETENTION_INPUT: 'internal',
+  // off-site copies (S3-compatible storage): an upload that fails never fails the backup it copies
+  E_OFFSITE_CONFIG: 'misconfigured',
+  E_OFFSITE_AUTH: 'misconfigured',
+  E_OFFSITE_BUCKET: 'misconfigured',
+  E_OFFSITE_KEY: 'misconfigured',
+  E_OFFSITE_UNREACHABLE: 'unavailable',
+  E_OFFSITE_NOT_FOUND: 'not_found',
+  E_OFFSITE_DECRYPT: 'unprocessable',
+  E_OFFSITE_VERIFY: 'internal',
+  E_OFFSITE_REQUEST: 'internal',
   // operations and audit
   E_IMPORT: 'bad_request',
   E_AUDIT_PARSE: 'internal',

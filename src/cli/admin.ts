@@ -73,7 +73,12 @@ export async function openAdmin(
   if (daemon) return daemon;
   if (!options.allowMissingStore) await assertStoreExists(config);
   else if (mode === 'write' && !(await storeExists(config))) out.note(`note: ${config.store.display} does not exist yet; this command creates it`);
-  const ctx = await openContext(config, { readOnly: mode === 'read', role: 'cli', tolerateBrokenStore: true });
+  const ctx = await openContext(config, {
+    readOnly: mode === 'read',
+    role: 'cli',
+    tolerateBrokenStore: true,
+    offsiteLog: (level, message) => (level === 'warn' ? out.warn(`off-site: ${message}`) : out.note(`off-site: ${message}`)),
+  });
   await finishLeftoversFor(config, ctx.ops, out);
   if (mode === 'write' && config.store.file) {
     // This process now owns the file store, as a starting daemon would: finish what a killed

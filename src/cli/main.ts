@@ -20,6 +20,7 @@ import { clear, del } from './commands/remove.js';
 import { prune, restore } from './commands/restore.js';
 import { exportCmd, importCmd } from './commands/transfer.js';
 import { token } from './commands/token.js';
+import { offsite } from './commands/offsite.js';
 import { CLIError, codeOf, EXIT, exitCodeFor, usage } from './errors.js';
 import { withHooks } from './hooks.js';
 import { Output, type CliIo } from './output.js';
@@ -28,19 +29,20 @@ import { Prompter } from './prompt.js';
 export type { CliIo } from './output.js';
 export { CLIError, EXIT } from './errors.js';
 
-const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token];
+const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token, offsite];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   store: { type: 'string', value: 'URL', help: 'store: sqlite:PATH, json:PATH or postgres://… (env CHATMEM_STORE)' },
   'backup-dir': { type: 'string', value: 'DIR', help: 'backup directory (env CHATMEM_BACKUP_DIR)' },
   config: { type: 'string', value: 'FILE', help: 'config file (default ./chatmem.config.json; env CHATMEM_CONFIG)' },
+  offsite: { type: 'string', value: 'URL', help: 'off-site copies of backups: s3://BUCKET/PREFIX (env CHATMEM_OFFSITE)' },
   json: { type: 'boolean', help: 'print one JSON document on stdout' },
   yes: { type: 'boolean', short: 'y', help: 'answer the confirmation question with yes (the backup still happens)' },
   debug: { type: 'boolean', help: 'print stack traces with errors' },
   help: { type: 'boolean', short: 'h', help: 'show help' },
   version: { type: 'boolean', short: 'V', help: 'print the version' },
 };
-const GLOBAL_WITH_VALUE = new Set(['--store', '--backup-dir', '--config']);
+const GLOBAL_WITH_VALUE = new Set(['--store', '--backup-dir', '--config', '--offsite']);
 
 const EXIT_CODES_HELP = `Exit codes:
   0  ok
@@ -199,6 +201,7 @@ export async function runMain(rawArgs: string[], ioOverrides: Partial<CliIo> = {
       ...(typeof values.store === 'string' ? { store: values.store } : {}),
       ...(typeof values['backup-dir'] === 'string' ? { backupDir: values['backup-dir'] } : {}),
       ...(typeof values.config === 'string' ? { configFile: values.config } : {}),
+      ...(typeof values.offsite === 'string' ? { offsite: values.offsite } : {}),
       cwd: io.cwd,
       env: io.env,
     };

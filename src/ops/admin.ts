@@ -79,7 +79,7 @@ export class LocalAdmin implements Admin {
     return this.ops.createBackup({ ...options, onProgress: this.onProgress });
   }
   listBackups() {
-    return this.ops.listBackups();
+    return this.ops.listBackups({ offsite: true });
   }
   inspectBackup(id: string, options: { user?: string; sample?: number } = {}) {
     return this.ops.inspectBackup(id, options);

@@ -27,6 +27,8 @@ export interface OpsOptions {
   brokenStore?: BrokenStore;
   /** Test hooks: awaited at each named step of delete, clear, restore and import, so a test can hold an operation there. */
   hooks?: OpsHooks;
+  /** Off-site copies (src/offsite/): told of every verified backup, asked for backups not on this machine. */
+  offsite?: OffsiteHooks;
 }
 
 /**
@@ -37,6 +39,19 @@ export type OpsPoint = 'intent-written' | 'section-entered' | 'backup-verified' 
 
 export interface OpsHooks {
   at(point: OpsPoint, action: string): Promise<void>;
+}
+
+/** What the operations need of off-site storage; see src/offsite/service.ts. */
+export interface OffsiteHooks {
+  /** A backup was written and verified: queue its upload. Must return at once and never throw. */
+  backupVerified(fileName: string, createdAt: string): void;
+  /** Backups held off-site (location 'offsite'; `file` is their off-site address). */
+  list(): Promise<BackupInfo[]>;
+  /** Brings an off-site backup into the backup directory, verified; false when off-site has no such id. */
+  fetch(id: string, backupDir: string): Promise<boolean>;
+  remove(fileName: string): Promise<void>;
+  /** Tells the operator something went wrong off-site (listing, removal) without failing the operation. */
+  warn(message: string): void;
 }
 
 /** A file store that exists but cannot be read, and how to open a fresh one in its place. */
@@ -73,6 +88,8 @@ export interface BackupInfo {
   kind: 'full' | 'user';
   /** For 'damaged' and 'refused': why. */
   problem?: { code: string; message: string };
+  /** Set when off-site storage is configured and could be listed: where copies of this backup are. */
+  location?: 'local' | 'offsite' | 'both';
 }
 
 export interface VerifyResult {
@@ -196,6 +213,7 @@ export class Operations {
   private readonly legacyTimezone: string;
   private brokenStore: BrokenStore | null;
   private readonly hooks: OpsHooks | undefined;
+  readonly offsite: OffsiteHooks | null;
 
   constructor(options: OpsOptions) {
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
@@ -205,10 +223,29 @@ export class Operations {
     this.audit = options.audit;
     this.actor = options.actor;
     this.hooks = options.hooks;
+    this.offsite = options.offsite ?? null;
   }
 
   private async at(point: OpsPoint, action: string): Promise<void> {
     if (this.hooks) await this.hooks.at(point, action);
+  }
+
+  /** The one place a backup becomes verified: off-site copying is queued from here. */
+  private async writeVerified(records: Parameters<typeof writeBackup>[1], options: Parameters<typeof writeBackup>[2]): Promise<BackupResult> {
+    const result = await writeBackup(this.backupDir, records, options);
+    this.offsite?.backupVerified(path.basename(result.file), result.manifest.created_at);
+    return result;
+  }
+
+  /** Opens a backup; one that is only off-site is fetched first (downloaded, verified, then used as local). */
+  private async openOrFetch(id: string): Promise<BackupSource> {
+    try {
+      return await openBackup(this.backupDir, id, this.legacyTimezone);
+    } catch (err) {
+      if (!this.offsite || !isChatmemError(err) || err.code !== 'E_BACKUP_NOT_FOUND') throw err;
+      if (!(await this.offsite.fetch(id, this.backupDir))) throw err;
+      return openBackup(this.backupDir, id, this.legacyTimezone);
+    }
   }
 
   private async guarded<T extends object>(
@@ -265,8 +302,7 @@ export class Operations {
         const records = await ctx.getMany(userIds);
         // Re-checked inside the section: a concurrent delete may have won the race.
         if (records.length !== userIds.length) await this.requireUsers(userIds);
-        const backup = await writeBackup(
-          this.backupDir,
+        const backup = await this.writeVerified(
           options.fullBackup ? { json: ctx.scanJson() } : fromArray(records),
           this.backupOptions('delete-user', options.fullBackup ? 'full' : userIds, op, options),
         );
@@ -294,7 +330,7 @@ export class Operations {
     return this.guarded('clear-all', options, undefined, (op) =>
       this.store.exclusive('all', async (ctx) => {
         await this.at('section-entered', 'clear-all');
-        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
+        const backup = await this.writeVerified({ json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
         await this.at('backup-verified', 'clear-all');
         const deleted = await ctx.clear();
@@ -318,7 +354,7 @@ export class Operations {
         const kept = keepLast === 0 ? [] : current.history.slice(-keepLast);
         const dropped = current.history.length - kept.length;
         if (dropped === 0) return { record: current, dropped, backup: null, backupFile: null };
-        const backup = await writeBackup(this.backupDir, fromArray([current]), this.backupOptions('reset', [userId], op, options));
+        const backup = await this.writeVerified(fromArray([current]), this.backupOptions('reset', [userId], op, options));
         op.setBackup(backup.id);
         const record: MemoryRecord = { ...current, history: kept, updated_at: nowIso() };
         await ctx.putMany([record]);
@@ -331,13 +367,36 @@ export class Operations {
   async createBackup(options: CallOptions & { reason?: BackupReason; gzip?: boolean } = {}): Promise<BackupResult & { auditOp: string }> {
     const reason = options.reason ?? 'manual';
     return this.guarded('backup', options, undefined, async (op) => {
-      const result = await writeBackup(this.backupDir, { json: this.store.scanJson() }, this.backupOptions(reason, 'full', op, options, options.gzip));
+      const result = await this.writeVerified({ json: this.store.scanJson() }, this.backupOptions(reason, 'full', op, options, options.gzip));
       return { ...result, backup: result.id };
     }, { reason });
   }
 
-  /** Backups in the backup directory, newest first. Includes the seed's legacy files. */
-  async listBackups(): Promise<BackupInfo[]> {
+  /**
+   * Backups in the backup directory, newest first. Includes the seed's legacy files. With `offsite` (and
+   * off-site storage configured) the off-site copies too, each backup marked local, offsite or both; an
+   * off-site listing that fails is a warning, and the local list is returned unmarked.
+   */
+  async listBackups(options: { offsite?: boolean } = {}): Promise<BackupInfo[]> {
+    const local = await this.listLocalBackups();
+    if (!options.offsite || !this.offsite) return local;
+    let remote: BackupInfo[];
+    try {
+      remote = await this.offsite.list();
+    } catch (err) {
+      this.offsite.warn(`cannot list the off-site backups: ${isChatmemError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
+      return local;
+    }
+    const remoteIds = new Set(remote.map((r) => r.id));
+    const localIds = new Set(local.map((b) => b.id));
+    const merged = [
+      ...local.map((b) => ({ ...b, location: remoteIds.has(b.id) ? ('both' as const) : ('local' as const) })),
+      ...remote.filter((r) => !localIds.has(r.id)).map((r) => ({ ...r, location: 'offsite' as const })),
+    ];
+    return merged.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
+  }
+
+  private async listLocalBackups(): Promise<BackupInfo[]> {
     let names: string[];
     try {
       names = await fsp.readdir(this.backupDir);
@@ -369,7 +428,7 @@ export class Operations {
     record?: MemoryRecord | null;
     verification: VerifyResult;
   }> {
-    const src = await openBackup(this.backupDir, id, this.legacyTimezone);
+    const src = await this.openOrFetch(id);
     const backup = backupInfo(src, Date.now());
     const verification = { id: src.id, ...(await verifySource(src)) };
     // The content of a backup that failed verification is not shown as if it were the backup's.
@@ -399,7 +458,7 @@ export class Operations {
   private async verifyOne(id: string, tolerant = false): Promise<VerifyResult> {
     let src: BackupSource;
     try {
-      src = await openBackup(this.backupDir, id, this.legacyTimezone);
+      src = tolerant ? await openBackup(this.backupDir, id, this.legacyTimezone) : await this.openOrFetch(id);
     } catch (err) {
       // One bad entry is a failed check in a verify-all, not the end of it; a named missing one still throws.
       if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_REGULAR' || (tolerant && err.code !== 'E_BACKUP_NOT_FOUND'))) {
@@ -421,7 +480,7 @@ export class Operations {
       }
       return this.store.scan();
     }
-    const src = await openBackup(this.backupDir, side, this.legacyTimezone);
+    const src = await this.openOrFetch(side);
     if (users && src.manifest && !src.gzip) {
       const records = (await Promise.all([...users].map((u) => findBackupUser(src, u)))).filter((r): r is MemoryRecord => r !== null);
       return fromArray(records);
@@ -442,7 +501,7 @@ export class Operations {
    * anything uses its content. A legacy file needs `allowUnverified`: nothing proves it is whole.
    */
   private async requireVerified(id: string, allowUnverified = false): Promise<BackupSource> {
-    const src = await openBackup(this.backupDir, id, this.legacyTimezone);
+    const src = await this.openOrFetch(id);
     if (!src.manifest && !src.damage && !allowUnverified) {
       throw new BackupError(
         'E_BACKUP_UNVERIFIED',
@@ -493,7 +552,7 @@ export class Operations {
           let backup: string | null = null;
           if (current.length > 0) {
             const scope = current.map((r) => r.user_id);
-            backup = (await writeBackup(this.backupDir, fromArray(current), this.backupOptions('restore', scope, op, options))).id;
+            backup = (await this.writeVerified(fromArray(current), this.backupOptions('restore', scope, op, options))).id;
             op.setBackup(backup);
           }
           await this.at('backup-verified', 'restore');
@@ -513,7 +572,7 @@ export class Operations {
         await this.at('section-entered', 'restore');
         let backup: string | null = null;
         if ((await ctx.count()) > 0) {
-          backup = (await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options))).id;
+          backup = (await this.writeVerified({ json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options))).id;
           op.setBackup(backup);
         }
         await this.at('backup-verified', 'restore');
@@ -635,7 +694,7 @@ export class Operations {
         const overwritten = scope.length;
         let backup: BackupResult | null = null;
         if (overwritten > 0) {
-          backup = await writeBackup(this.backupDir, existing(), this.backupOptions('import', scope, op, options));
+          backup = await this.writeVerified(existing(), this.backupOptions('import', scope, op, options));
           op.setBackup(backup.id);
         }
         await this.at('backup-verified', 'import');
@@ -688,7 +747,7 @@ export class Operations {
       const op = await this.audit.begin('reset-user', options.actor ?? this.actor, { userIds: [id] });
       let backup: string;
       try {
-        backup = (await writeBackup(this.backupDir, [current], this.backupOptions('reset', [id], op, options))).id;
+        backup = (await this.writeVerified([current], this.backupOptions('reset', [id], op, options))).id;
         op.setBackup(backup);
         await ctx.putMany([next]);
       } catch (err) {
@@ -708,11 +767,19 @@ export class Operations {
    * a good one); they are listed in `damaged` and in `keep` with the reason.
    */
   async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
-    const listed = await this.listBackups();
+    // Off-site copies take part: one pruned here goes there too, and an off-site-only one is planned like any.
+    const listed = await this.listBackups({ offsite: true });
     const damaged: PruneResult['damaged'] = [];
     const all: BackupInfo[] = [];
     for (const b of listed) {
-      const v = b.problem ? { ok: false, error: b.problem } : await this.verifyOne(path.basename(b.file), true).catch(() => null);
+      // An off-site-only backup was verified before its manifest (the commit marker) was uploaded; one whose
+      // manifest cannot be read (encrypted, no identity) is not counted and never removed.
+      const v =
+        b.location === 'offsite'
+          ? b.users !== null
+            ? { ok: true }
+            : { ok: false, error: { code: 'E_OFFSITE_KEY', message: 'its off-site manifest cannot be read (encrypted: configure offsiteIdentity)' } }
+          : b.problem ? { ok: false, error: b.problem } : await this.verifyOne(path.basename(b.file), true).catch(() => null);
       if (v?.ok) all.push(b);
       else damaged.push({ id: b.id, code: v?.error?.code ?? 'E_BACKUP_VERIFY', message: v?.error?.message ?? 'failed verification' });
     }
@@ -734,8 +801,19 @@ export class Operations {
         if (!info) continue;
         // The backup first, then its manifest: a kill in between leaves an orphan manifest (removed at the
         // next start), never a chatmem backup without its manifest.
-        await fsp.rm(info.file, { force: true });
-        await fsp.rm(path.join(this.backupDir, manifestName(path.basename(info.file))), { force: true });
+        const fileName = path.basename(info.file);
+        if (info.location !== 'offsite') {
+          await fsp.rm(info.file, { force: true });
+          await fsp.rm(path.join(this.backupDir, manifestName(fileName)), { force: true });
+        }
+        if (this.offsite && info.location !== 'local') {
+          try {
+            await this.offsite.remove(fileName);
+          } catch (err) {
+            // Locally pruned is pruned: the off-site copy goes at the next prune (it is then off-site only).
+            this.offsite.warn(`could not remove the off-site copy of ${r.id}: ${isChatmemError(err) ? `${err.code}: ` : ''}${(err as Error).message}`);
+          }
+        }
         removed.push(r.id);
       }
       return { keep, remove, dryRun: false, removed, damaged };

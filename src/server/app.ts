@@ -508,7 +508,8 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     }
     const listed = await backupSample.value;
     if (listed) metrics.noteBackup(new Date(listed));
-    return reply.type(METRICS_CONTENT_TYPE).send(metrics.render({ store: await storeSample.value, lastBackupAt: metrics.lastBackupAt }));
+    const offsite = ctx.offsite ? { lagSeconds: ctx.offsite.lagSeconds(), failures: ctx.offsite.failures, pending: ctx.offsite.pending().length, uploaded: ctx.offsite.uploaded } : undefined;
+    return reply.type(METRICS_CONTENT_TYPE).send(metrics.render({ store: await storeSample.value, lastBackupAt: metrics.lastBackupAt, offsite }));
   });
 
   // --- data plane ------------------------------------------------------------------------------------------
@@ -609,7 +610,7 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     return adminOp(req, 'clear-all', (actor) => ops.clearAll({ actor }));
   });
 
-  app.get('/v1/admin/backups', { onRequest: adminAuth }, async () => ({ backups: await ops.listBackups() }));
+  app.get('/v1/admin/backups', { onRequest: adminAuth }, async () => ({ backups: await ops.listBackups({ offsite: true }) }));
   app.post('/v1/admin/backups', { onRequest: adminAuth }, async (req, reply) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'backup');
     const gzip = optionalBool(b.gzip, 'gzip');

@@ -32,6 +32,14 @@ function num(n: number): string {
   return String(n);
 }
 
+/** The off-site uploader's state at scrape time (absent when no off-site target is configured). */
+export interface OffsiteSample {
+  lagSeconds: number;
+  pending: number;
+  failures: number;
+  uploaded: number;
+}
+
 /** The daemon's counters; one instance per app. */
 export class Metrics {
   private readonly requests = new Map<string, { method: string; route: string; status: number; n: number }>();
@@ -74,7 +82,7 @@ export class Metrics {
    * left out rather than reported as zero); `lastBackupAt` null means no backup exists, reported as
    * +Inf so an "older than" alert fires.
    */
-  render(sample: { store: StoreSample | null; lastBackupAt: Date | null; now?: Date }): string {
+  render(sample: { store: StoreSample | null; lastBackupAt: Date | null; now?: Date; offsite?: OffsiteSample }): string {
     const out: string[] = [];
     const now = sample.now ?? new Date();
 
@@ -117,6 +125,21 @@ export class Metrics {
     out.push('# HELP chatmem_prune_failures_total Retention runs after a scheduled backup that failed.');
     out.push('# TYPE chatmem_prune_failures_total counter');
     out.push(`chatmem_prune_failures_total ${this.pruneFailures}`);
+
+    if (sample.offsite) {
+      out.push('# HELP chatmem_offsite_upload_lag_seconds Age of the oldest verified backup not yet copied off-site (0 when none waits).');
+      out.push('# TYPE chatmem_offsite_upload_lag_seconds gauge');
+      out.push(`chatmem_offsite_upload_lag_seconds ${num(sample.offsite.lagSeconds)}`);
+      out.push('# HELP chatmem_offsite_pending_backups Backups waiting for their off-site upload.');
+      out.push('# TYPE chatmem_offsite_pending_backups gauge');
+      out.push(`chatmem_offsite_pending_backups ${sample.offsite.pending}`);
+      out.push('# HELP chatmem_offsite_upload_failures_total Off-site upload attempts that failed (each retry counts).');
+      out.push('# TYPE chatmem_offsite_upload_failures_total counter');
+      out.push(`chatmem_offsite_upload_failures_total ${sample.offsite.failures}`);
+      out.push('# HELP chatmem_offsite_uploads_total Backups copied off-site by this process.');
+      out.push('# TYPE chatmem_offsite_uploads_total counter');
+      out.push(`chatmem_offsite_uploads_total ${sample.offsite.uploaded}`);
+    }
 
     return out.join('\n') + '\n';
   }

@@ -101,7 +101,9 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   const plannedUrl = port === 0 ? undefined : connectUrl(host, port);
   const osUser = currentOsActor();
   const actor = { ...osUser, name: `${osUser.name} (daemon)` };
-  const ctx: Context = await openContext(config, { role: 'daemon', api: plannedUrl, actor });
+  // The uploader logs through the app's logger, which exists only once the context is open.
+  let offsiteLog: (level: 'info' | 'warn', message: string) => void = () => undefined;
+  const ctx: Context = await openContext(config, { role: 'daemon', api: plannedUrl, actor, offsiteLog: (level, message) => offsiteLog(level, message) });
   let scheduler: BackupScheduler | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   try {
@@ -137,6 +139,19 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       const line = `${what}: backup ${i.backup ?? 'missing'}, change ${i.applied === null ? 'unknown' : i.applied ? 'applied' : 'not applied'}`;
       log.warn({ op: i.entry.op, action: i.entry.action, backup: i.backup, applied: i.applied }, 'interrupted operation found at start');
       say(`chatmem: ${line}`);
+    }
+
+    offsiteLog = (level, message) => (level === 'warn' ? log.warn({ offsite: ctx.offsite?.display }, message) : log.info({ offsite: ctx.offsite?.display }, message));
+    if (ctx.offsite) {
+      // What an earlier process left un-uploaded (killed, stopped mid-retry, CLI gave up) goes now, in the background.
+      const offsite = ctx.offsite;
+      void ctx.ops
+        .listBackups()
+        .then((local) => offsite.syncMissing(local))
+        .then(
+          (r) => r.queued.length > 0 && log.info({ queued: r.queued }, 'off-site: uploading backups that have no off-site copy yet'),
+          (err: unknown) => log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'off-site: cannot compare with the off-site copies at start'),
+        );
     }
 
     if (everyMs !== null) {

@@ -46,6 +46,8 @@ interface Backup {
   gzip?: boolean;
   state?: string;
   kind?: string;
+  /** Only when off-site storage is configured: local, offsite or both. */
+  location?: string;
 }
 
 interface VerifyResult {
@@ -859,7 +861,7 @@ function renderBackups(): void {
       h('td', { class: 'num', text: fmtInt(b.users) }),
       h('td', { class: 'num', text: fmtBytes(b.size) }),
       h('td', { class: 'nowrap' }, h('div', { text: reasonLabel(b.reason) }), scope && scope !== 'full store' ? h('div', { class: 'faint small clip', title: scope, text: scope }) : null),
-      h('td', { class: 'state-cell' }, stateBadge(b)),
+      h('td', { class: 'state-cell' }, stateBadge(b), b.location ? h('div', { class: 'faint small', text: b.location === 'both' ? 'local + off-site' : b.location === 'offsite' ? 'off-site only' : 'local only' }) : null),
       h('td', { class: 'actions-cell' }, h('div', { class: 'btns' }, verifyBtn, detailsBtn, diffBtn, restoreBtn)));
   }));
   labelCells($('bk-table'));

@@ -98,7 +98,10 @@ export const backups: Command = {
         if (!existsSync(config.backupDir)) out.note(`note: ${config.backupDir} does not exist${didYouMeanText(path.basename(config.backupDir), siblings(config.backupDir))}`);
       }
       else {
-        table(['ID', 'CREATED (UTC)', 'AGE', 'REASON', 'SCOPE', 'USERS', 'SIZE', 'STATE'], list.map(backupRow), { right: [5, 6], paint: out.c.bold }).forEach((l) => out.out(l));
+        // WHERE only when off-site storage is configured and answered: local, offsite or both.
+        const where = list.some((b) => b.location !== undefined);
+        const header = ['ID', 'CREATED (UTC)', 'AGE', 'REASON', 'SCOPE', 'USERS', 'SIZE', 'STATE', ...(where ? ['WHERE'] : [])];
+        table(header, list.map((b) => [...backupRow(b), ...(where ? [b.location ?? 'local'] : [])]), { right: [5, 6], paint: out.c.bold }).forEach((l) => out.out(l));
         out.out(`${formatCount(list.length)} backup${list.length === 1 ? '' : 's'}, ${formatBytes(list.reduce((s, b) => s + b.size, 0))} in ${config.backupDir}`);
         const bad = list.filter((b) => b.problem);
         // Damaged and refused entries stay listed (so they are seen) but are never used; say so once.
