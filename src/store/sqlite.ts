@@ -559,9 +559,15 @@ export class SqliteDriver implements StoreDriver {
   private async putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
     const { table, read } = await this.stage(records, false);
     try {
-      const rows = this.db.prepare<[], { data: string }>(`SELECT data FROM ${table} ORDER BY rowid`);
+      // Read in chunks: better-sqlite3 allows no other statement on the connection while an iterator is open.
+      const chunk = this.db.prepare<[number], { rowid: number; data: string }>(`SELECT rowid, data FROM ${table} WHERE rowid > ? ORDER BY rowid LIMIT ${SCAN_BATCH}`);
       this.db.transaction(() => {
-        for (const row of rows.iterate()) this.writeRecords([JSON.parse(row.data) as MemoryRecord]);
+        for (let after = 0; ; ) {
+          const rows = chunk.all(after);
+          if (rows.length === 0) break;
+          this.writeRecords(rows.map((r) => JSON.parse(r.data) as MemoryRecord));
+          after = rows[rows.length - 1]?.rowid ?? after;
+        }
       })();
       return read;
     } finally {

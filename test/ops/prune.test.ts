@@ -40,6 +40,8 @@ describe('prune plans full and per-user backups apart', () => {
     const clear = await ops.clearAll();
     const [u1, u2] = Object.keys(loadFixture()) as [string, string];
     const restored = await ops.restore(clear.backup, { users: [u1, u2] });
+    // The users it brings back were all gone: nothing to back up, so no empty backup poses as the latest.
+    expect(restored.backup).toBeNull();
     const del1 = await ops.deleteUsers([u1]);
     const del2 = await ops.deleteUsers([u2]);
 
@@ -53,7 +55,6 @@ describe('prune plans full and per-user backups apart', () => {
       [older.id, 'full', 'last backup'],
     ]);
     expect(plan.remove).toEqual([
-      { id: restored.backup, group: 'user' },
       { id: 'memory_backup_20251125_145714', group: 'full' },
       { id: 'memory_backup_628161973069_20251125_140002', group: 'user' },
       { id: 'memory_backup_20251125_132811', group: 'full' },

@@ -136,7 +136,12 @@ function storeSuite(name: string, harness: () => Promise<Harness>): void {
         const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
         expect(rejected).toHaveLength(8);
         expect(rejected.filter((r) => r.reason === bad)).toHaveLength(4);
-        expect(rejected.filter((r) => r.reason instanceof TypeError && /BigInt/.test(String(r.reason.message)))).toHaveLength(4);
+        // The JSON store names the failure E_RECORD and keeps the TypeError as its cause.
+        const bigIntError = (e: unknown): boolean => {
+          const err = e instanceof TypeError ? e : (e as { code?: unknown; cause?: unknown }).code === 'E_RECORD' ? (e as { cause?: unknown }).cause : null;
+          return err instanceof TypeError && /BigInt/.test(err.message);
+        };
+        expect(rejected.filter((r) => bigIntError(r.reason))).toHaveLength(4);
         for (let u = 0; u < 40; u++) {
           const r = await driver.get(`u${u}`);
           expect(r?.summary_context).toEqual(Array.from({ length: 5 }, (_, k) => `s${u + 40 * k}`));

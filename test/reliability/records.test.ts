@@ -171,7 +171,8 @@ describe.each(KINDS)('hostile records over HTTP, %s store', (kind) => {
     // A seed-era full backup (legacy name, no manifest): what an operator restores after a crash.
     await fsp.writeFile(path.join(s.config.backupDir, 'memory_backup_20251125_132811.json'), seedBackupText(entries), { mode: 0o600 });
 
-    const first = await http<ErrorBody>(s.url, 'POST', '/v1/admin/restore', { ...A, json: { backup: 'memory_backup_20251125_132811' } });
+    // A seed-era file has no checksum: restoring it needs the explicit acceptance.
+    const first = await http<ErrorBody>(s.url, 'POST', '/v1/admin/restore', { ...A, json: { backup: 'memory_backup_20251125_132811', allowUnverified: true } });
     expect(first.status, first.text).toBe(200);
 
     const got = await http(s.url, 'GET', '/v1/users/old-deep');
