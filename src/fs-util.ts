@@ -1,4 +1,5 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -11,11 +12,23 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
 }
 
+/**
+ * The three calls whose order makes a write durable, behind one object so tests can observe them
+ * (a SIGKILL cannot show a missing fsync). Defaults are plain node:fs; production never replaces them.
+ */
+export const durableIo = {
+  /** fsync an open file; `file` names it for observers. */
+  syncFile: (fh: FileHandle, _file: string): Promise<void> => fh.sync(),
+  rename: (from: string, to: string): Promise<void> => fsp.rename(from, to),
+  /** fsync an open directory; `dir` names it for observers. */
+  syncDir: (fh: FileHandle, _dir: string): Promise<void> => fh.sync(),
+};
+
 /** fsync a directory so a rename inside it survives power loss. */
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await fsp.open(dir, fsc.O_RDONLY);
   try {
-    await fh.sync();
+    await durableIo.syncDir(fh, dir);
   } finally {
     await fh.close();
   }
@@ -40,7 +53,7 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
   const fh = await fsp.open(tmp, 'wx', FILE_MODE);
   try {
     await fh.writeFile(data);
-    await fh.sync();
+    await durableIo.syncFile(fh, tmp);
   } catch (err) {
     await fh.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true });
@@ -48,7 +61,7 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
   }
   await fh.close();
   try {
-    await fsp.rename(tmp, target);
+    await durableIo.rename(tmp, target);
   } catch (err) {
     await fsp.rm(tmp, { force: true });
     throw err;

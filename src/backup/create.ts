@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
-import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
+import { durableIo, ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
 import type { MemoryRecord } from '../record.js';
 import { VERSION } from '../version.js';
 import { backupBaseName, digestBackupFile, RawJson, writeBackupStream } from './format.js';
@@ -91,7 +91,7 @@ export async function writeBackup(
     }
     const fh = await fsp.open(tmp, 'r+');
     try {
-      await fh.sync();
+      await durableIo.syncFile(fh, tmp);
     } finally {
       await fh.close();
     }

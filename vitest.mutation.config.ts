@@ -1,0 +1,28 @@
+import { defineConfig } from 'vitest/config';
+
+/**
+ * The suite StrykerJS runs against each mutant (`npm run mutate`). Mutants live in src/, so tests
+ * that spawn dist/ (CLI, daemon processes, crash children, the Python client, the adapters against a
+ * real daemon) or drive Chromium can never see a mutant: they would only add minutes per mutant and,
+ * being timing-dependent under a loaded CPU, report flaky "kills". They stay in `npm test`.
+ */
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    exclude: [
+      'test/cli/**',
+      'test/clients/**',
+      'test/adapters/**',
+      'test/web/**',
+      'test/ops/crash.test.ts',
+      'test/server/process.test.ts',
+      'test/server/serve.test.ts',
+      'test/server/postgres-daemons.test.ts',
+      'test/client.test.ts',
+      '**/node_modules/**',
+    ],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    maxWorkers: 1,
+  },
+});
