@@ -5,6 +5,9 @@ import { defineConfig } from 'vitest/config';
  * that spawn dist/ (CLI, daemon processes, crash children, the Python client, the adapters against a
  * real daemon) or drive Chromium can never see a mutant: they would only add minutes per mutant and,
  * being timing-dependent under a loaded CPU, report flaky "kills". They stay in `npm test`.
+ * test/store/postgres.test.ts is out too: its leader-election and lock-timeout tests failed the dry
+ * run under mutation load (a failing dry run stops Stryker), and postgres.ts is not in the mutated set
+ * that has been run; mutate it with its own config when it is.
  */
 export default defineConfig({
   test: {
@@ -19,6 +22,7 @@ export default defineConfig({
       'test/server/serve.test.ts',
       'test/server/postgres-daemons.test.ts',
       'test/client.test.ts',
+      'test/store/postgres.test.ts',
       '**/node_modules/**',
     ],
     testTimeout: 60_000,
