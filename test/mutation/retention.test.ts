@@ -58,12 +58,11 @@ describe('planRetention edges', () => {
   });
 
   it('a within-window rule keeps only backups strictly newer than newest minus the window', () => {
-    const plan = planRetention(
-      [at('newest', '2026-03-10T12:00:00Z'), at('at-cutoff', '2026-03-09T12:00:00Z'), at('inside', '2026-03-09T12:00:01Z')],
-      { withinDaily: '1d' },
-    );
-    // 'inside' and 'newest' fall on different days; 'at-cutoff' is exactly one day old and so outside.
-    expect(plan.keep.map((k) => k.id)).toEqual(['newest', 'inside']);
-    expect(plan.remove).toEqual([{ id: 'at-cutoff' }]);
+    // Alone in its day, so only the cutoff decides.
+    const atCutoff = planRetention([at('newest', '2026-03-10T12:00:00Z'), at('at-cutoff', '2026-03-09T12:00:00Z')], { withinDaily: '1d' });
+    expect(atCutoff).toEqual({ keep: [{ id: 'newest', reasons: ['daily within 1d'] }], remove: [{ id: 'at-cutoff' }] });
+    const inside = planRetention([at('newest', '2026-03-10T12:00:00Z'), at('inside', '2026-03-09T12:00:01Z')], { withinDaily: '1d' });
+    expect(inside.keep.map((k) => k.id)).toEqual(['newest', 'inside']);
+    expect(inside.remove).toEqual([]);
   });
 });
