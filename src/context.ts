@@ -71,7 +71,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     }
   }
   const audit = new AuditLog(config.auditLog);
-  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken });
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken, dataDir: config.dataDir });
   return {
     config,
     store,

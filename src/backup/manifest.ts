@@ -35,6 +35,8 @@ export interface BackupManifest {
   verifiedAt: string | null;
   /** The writing process, present only while `verifiedAt` is null: a live writer's files are left alone. */
   writer?: { pid: number; host: string };
+  /** When a forget last rewrote this backup without some users (its digest, count and scope are the new content's). */
+  rewrittenAt?: string;
 }
 
 export async function writeManifest(dir: string, manifest: BackupManifest): Promise<void> {

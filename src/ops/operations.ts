@@ -12,6 +12,7 @@ import { finishLeftovers, verificationError, verifySource, type LeftoverReport }
 import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
+import { forgetUsers, type ForgetResult } from './forget.js';
 import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
@@ -22,6 +23,8 @@ export interface OpsOptions {
   actor: Actor;
   /** IANA time zone of the dates in the names of legacy (seed) backups; default UTC. */
   legacyTimezone?: string;
+  /** Where the forget key and the daemon's log live (default: the audit log's directory). */
+  dataDir?: string;
   /** The store file could not be parsed: `store` throws that error; only a whole-store restore works (see {@link Operations.restore}). */
   brokenStore?: BrokenStore;
 }
@@ -170,8 +173,10 @@ export class Operations {
   private readonly actor: Actor;
   private readonly legacyTimezone: string;
   private brokenStore: BrokenStore | null;
+  private readonly dataDir: string;
 
   constructor(options: OpsOptions) {
+    this.dataDir = path.resolve(options.dataDir ?? path.dirname(options.audit.file));
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
     this.store = options.store;
     this.brokenStore = options.brokenStore ?? null;
@@ -278,6 +283,16 @@ export class Operations {
         return { record, dropped, backup: backup.id, backupFile: backup.file };
       }),
     { keepLast });
+  }
+
+  /**
+   * Forgets users everywhere: store (no trace left in its files), every backup, the daemon's log, and
+   * their ids in the audit log replaced by a keyed hash (see ops/forget.ts). The one operation that
+   * destroys without a backup, by design.
+   */
+  forget(ids: string[], options: CallOptions = {}): Promise<ForgetResult> {
+    const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, dataDir: this.dataDir, legacyTimezone: this.legacyTimezone, actor: this.actor };
+    return forgetUsers(ctx, ids, { actor: options.actor });
   }
 
   /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */

@@ -259,6 +259,7 @@ export class SqliteDriver implements StoreDriver {
       count: () => this.count(),
       delete: async (ids) => this.db.transaction(() => ids.reduce((n, id) => n + this.stmts.del.run(id).changes, 0))(),
       clear: async () => this.db.transaction(() => this.truncate())(),
+      forget: (ids) => this.forget(ids),
       putMany: async (records) => {
         this.db.transaction(() => {
           for (const r of records) this.stmts.upsert.run(this.row(r));
@@ -278,6 +279,28 @@ export class SqliteDriver implements StoreDriver {
     const users = this.stmts.totals.get()?.users ?? 0;
     this.db.exec(`DROP TRIGGER users_totals_delete; DELETE FROM main.users; UPDATE totals SET users = 0, messages = 0, bytes = 0 WHERE id = 1; ${DELETE_TRIGGER};`);
     return users;
+  }
+
+  /**
+   * Deletes with secure_delete (freed bytes zeroed), then VACUUM rebuilds every page, since older
+   * versions of the rows, freed before, still sit in free space; the TRUNCATE checkpoint empties the
+   * WAL, which held them too. Retried while a reader (a backup's scan) keeps the WAL from emptying.
+   */
+  private async forget(ids: string[]): Promise<number> {
+    this.db.pragma('secure_delete = ON');
+    try {
+      const n = this.db.transaction(() => ids.reduce((k, id) => k + this.stmts.del.run(id).changes, 0))();
+      this.db.exec('VACUUM');
+      for (let attempt = 0; ; attempt++) {
+        const [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+        if (r?.busy === 0) break;
+        if (attempt >= 100) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return n;
+    } finally {
+      this.db.pragma('secure_delete = OFF');
+    }
   }
 
   /** Stages rows in batches (no transaction held across awaits), then swaps them in one transaction. */

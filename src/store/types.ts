@@ -57,6 +57,11 @@ export interface ExclusiveContext {
   delete(ids: string[]): Promise<number>;
   /** Deletes everything in one transaction; returns how many existed. */
   clear(): Promise<number>;
+  /**
+   * Optional: deletes as `delete` does and leaves no trace of the rows in the store's files (a forget).
+   * Without it `delete` is enough: the JSON store rewrites its file whole, PostgreSQL keeps its own files.
+   */
+  forget?(ids: string[]): Promise<number>;
   /** Upserts in one transaction. */
   putMany(records: MemoryRecord[]): Promise<void>;
   /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
