@@ -103,6 +103,9 @@ for (const [name, open, describeFor] of DRIVERS) {
       const others = Object.keys(fixture).slice(0, 12);
       for (const id of others) await store.put(id, fixture[id]!);
       // Older versions of the record (another address, shorter history) are what SQLite keeps in free pages.
+      // Large enough to spill onto overflow pages, which an update frees to the free list as they are.
+      const long = Array.from({ length: 40 }, (_, i) => ({ role: 'user' as const, text: `${OLD_ADDRESS} ${i} ${'x'.repeat(300)}`, ts: '2025-11-20T01:02:07Z' }));
+      await store.put(VICTIM, { ...victimRecord(), address: OLD_ADDRESS, history: long });
       await store.put(VICTIM, { ...victimRecord(), address: OLD_ADDRESS });
       for (let i = 0; i < 5; i++) await store.appendHistory(VICTIM, { role: 'bot', text: `balasan ${i}` });
       await store.patch(VICTIM, { address: ADDRESS });
