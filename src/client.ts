@@ -7,6 +7,7 @@ import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from './rec
 import type { Page, StoreStats, UserSummary } from './store/types.js';
 import type { Admin, InspectResult } from './ops/admin.js';
 import type { AuditEntry, AuditFilter } from './ops/audit.js';
+import type { ForgetResult } from './ops/forget.js';
 import type { BackupInfo, DeleteResult, PruneResult, RestoreResult, VerifyResult } from './ops/operations.js';
 import type { BackupManifest, BackupReason } from './backup/manifest.js';
 import type { DiffResult } from './backup/diff.js';
@@ -283,6 +284,10 @@ export class RemoteAdmin implements Admin {
   }
   clearAll(): Promise<DeleteResult & { auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/clear', { confirm: 'YES' });
+  }
+  /** Forgets users everywhere: store, every backup, the daemon's log; their ids in the audit log become keyed hashes. */
+  forgetUsers(ids: string[]): Promise<ForgetResult> {
+    return call(this.t, 'POST', '/v1/admin/forget', { users: ids });
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}): Promise<{ id: string; file: string; manifest: BackupManifest; auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/backups', { gzip: options.gzip, reason: options.reason });

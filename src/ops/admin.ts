@@ -5,6 +5,7 @@ import type { DiffResult } from '../backup/diff.js';
 import type { BackupManifest, BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from './audit.js';
+import type { ForgetResult } from './forget.js';
 import type { BackupInfo, DeleteResult, Operations, PruneResult, RestoreResult, VerifyResult } from './operations.js';
 
 export interface InspectResult {
@@ -31,6 +32,8 @@ export interface Admin {
   getUser(id: string): Promise<MemoryRecord | null>;
   deleteUsers(ids: string[], options?: { fullBackup?: boolean }): Promise<DeleteResult & { auditOp: string }>;
   clearAll(): Promise<DeleteResult & { auditOp: string }>;
+  /** Forgets users everywhere (store, backups, logs; audit ids hashed). No backup: by design. */
+  forgetUsers(ids: string[]): Promise<ForgetResult>;
   createBackup(options?: { gzip?: boolean; reason?: BackupReason }): Promise<Omit<BackupResult, 'file'> & { file: string; auditOp: string }>;
   listBackups(): Promise<BackupInfo[]>;
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
@@ -74,6 +77,9 @@ export class LocalAdmin implements Admin {
   }
   clearAll() {
     return this.ops.clearAll({ onProgress: this.onProgress });
+  }
+  forgetUsers(ids: string[]) {
+    return this.ops.forget(ids);
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}) {
     return this.ops.createBackup({ ...options, onProgress: this.onProgress });

@@ -605,6 +605,12 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     return adminOp(req, 'clear-all', (actor) => ops.clearAll({ actor }));
   });
 
+  app.post('/v1/admin/forget', { onRequest: adminAuth }, async (req) => {
+    const b = bodyObject(req.body, 'forget');
+    const users = stringList(b.users, 'users');
+    if (!users || users.length === 0) throw new HttpError('E_OPS_ARG', 'forget: give {"users": ["<user id>", ...]}');
+    return adminOp(req, 'forget', (actor) => ops.forget(users, { actor }));
+  });
   app.get('/v1/admin/backups', { onRequest: adminAuth }, async () => ({ backups: await ops.listBackups() }));
   app.post('/v1/admin/backups', { onRequest: adminAuth }, async (req, reply) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'backup');

@@ -111,6 +111,7 @@ describe('OpenAPI document', () => {
       readAudit: () => admin.readAudit(),
       deleteUsers: () => admin.deleteUsers(['u']),
       clearAll: () => admin.clearAll(),
+      forgetUsers: () => admin.forgetUsers(['u']),
     };
     const methodsOf = (proto: object) => Object.getOwnPropertyNames(proto).filter((m) => m !== 'constructor').sort();
     // A new client method without a line here fails: it must be shown to reach a documented route.
