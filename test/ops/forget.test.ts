@@ -190,3 +190,33 @@ for (const [name, open, describeFor] of DRIVERS) {
     });
   });
 }
+
+describe('a forget killed between replacing a backup and writing its manifest', () => {
+  it('is completed at the next start from the intent file: the new content gets its manifest', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const store = createStore(await SqliteDriver.open(path.join(dir, 'memory.db')));
+      const backupDir = path.join(dir, 'backups');
+      const ops = new Operations({ store, backupDir, audit: new AuditLog(path.join(dir, 'audit.log')), actor: ACTOR, dataDir: dir });
+      await store.put(VICTIM, victimRecord());
+      await store.put('628161973069', loadFixture()['628161973069']!);
+      const b = await ops.createBackup();
+      const metaFile = path.join(backupDir, `${b.id}.meta.json`);
+      const oldMeta = readFileSync(metaFile, 'utf8');
+      await ops.forget([VICTIM]);
+      const newMeta = JSON.parse(readFileSync(metaFile, 'utf8')) as { sha256: string; users: number; bytes: number; scope: string[] };
+      // The state a kill right after the rename leaves: new content, old manifest, the intent beside them.
+      writeFileSync(metaFile, oldMeta);
+      const intent = { format: 'chatmem-rewrite', file: `${b.id}.json`, next: { sha256: newMeta.sha256, users: newMeta.users, bytes: newMeta.bytes, scope: newMeta.scope }, writer: { pid: 2 ** 22 + 1, host: (await import('node:os')).hostname() } };
+      writeFileSync(path.join(backupDir, `${b.id}.rewrite.json`), JSON.stringify(intent));
+      expect((await ops.verifyBackups(b.id))[0]?.ok).toBe(false);
+      const report = await ops.finishLeftovers();
+      expect(report.completedRewrites).toEqual([`${b.id}.json`]);
+      expect((await ops.verifyBackups(b.id))[0]).toMatchObject({ ok: true, users: 1 });
+      expect(existsSync(path.join(backupDir, `${b.id}.rewrite.json`))).toBe(false);
+      await store.close();
+    } finally {
+      await cleanup();
+    }
+  });
+});
