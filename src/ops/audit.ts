@@ -98,6 +98,7 @@ export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
   { name: 'prune', stored: 'prune' },
   { name: 'auth-failed', stored: 'auth-failed' },
   { name: 'truncate', stored: 'truncate-history' },
+  { name: 'forget', stored: 'forget' },
 ];
 
 /**
