@@ -8,6 +8,7 @@ import type { Page, StoreStats, UserSummary } from './store/types.js';
 import type { Admin, InspectResult } from './ops/admin.js';
 import type { AuditEntry, AuditFilter } from './ops/audit.js';
 import type { ForgetResult } from './ops/forget.js';
+import type { ExpirePolicy, ExpireResult } from './ops/expire.js';
 import type { BackupInfo, DeleteResult, PruneResult, RestoreResult, VerifyResult } from './ops/operations.js';
 import type { BackupManifest, BackupReason } from './backup/manifest.js';
 import type { DiffResult } from './backup/diff.js';
@@ -288,6 +289,10 @@ export class RemoteAdmin implements Admin {
   /** Forgets users everywhere: store, every backup, the daemon's log; their ids in the audit log become keyed hashes. */
   forgetUsers(ids: string[]): Promise<ForgetResult> {
     return call(this.t, 'POST', '/v1/admin/forget', { users: ids });
+  }
+  /** Removes the users inactive for `policy.inactiveAfter` (delete: backup first; or forget); `dryRun` lists them. */
+  expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}): Promise<ExpireResult> {
+    return call(this.t, 'POST', '/v1/admin/expire', { inactiveAfter: policy.inactiveAfter, mode: policy.mode, dryRun: options.dryRun });
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}): Promise<{ id: string; file: string; manifest: BackupManifest; auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/backups', { gzip: options.gzip, reason: options.reason });

@@ -6,6 +6,7 @@ import type { BackupManifest, BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from './audit.js';
 import type { ForgetResult } from './forget.js';
+import type { ExpirePolicy, ExpireResult } from './expire.js';
 import type { BackupInfo, DeleteResult, Operations, PruneResult, RestoreResult, VerifyResult } from './operations.js';
 
 export interface InspectResult {
@@ -34,6 +35,8 @@ export interface Admin {
   clearAll(): Promise<DeleteResult & { auditOp: string }>;
   /** Forgets users everywhere (store, backups, logs; audit ids hashed). No backup: by design. */
   forgetUsers(ids: string[]): Promise<ForgetResult>;
+  /** Removes the users inactive for `policy.inactiveAfter` (delete: backup first; forget); `dryRun` lists them. */
+  expireUsers(policy: ExpirePolicy, options?: { dryRun?: boolean }): Promise<ExpireResult>;
   createBackup(options?: { gzip?: boolean; reason?: BackupReason }): Promise<Omit<BackupResult, 'file'> & { file: string; auditOp: string }>;
   listBackups(): Promise<BackupInfo[]>;
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
@@ -80,6 +83,9 @@ export class LocalAdmin implements Admin {
   }
   forgetUsers(ids: string[]) {
     return this.ops.forget(ids);
+  }
+  expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}) {
+    return this.ops.expire(policy, options);
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}) {
     return this.ops.createBackup({ ...options, onProgress: this.onProgress });

@@ -99,6 +99,7 @@ export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
   { name: 'auth-failed', stored: 'auth-failed' },
   { name: 'truncate', stored: 'truncate-history' },
   { name: 'forget', stored: 'forget' },
+  { name: 'expire', stored: 'expire' },
 ];
 
 /**

@@ -13,6 +13,7 @@ import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
 import { forgetUsers, type ForgetResult } from './forget.js';
+import { expireUsers, type ExpirePolicy, type ExpireResult } from './expire.js';
 import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
@@ -293,6 +294,15 @@ export class Operations {
   forget(ids: string[], options: CallOptions = {}): Promise<ForgetResult> {
     const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, dataDir: this.dataDir, legacyTimezone: this.legacyTimezone, actor: this.actor };
     return forgetUsers(ctx, ids, { actor: options.actor });
+  }
+
+  /**
+   * Removes the users with no update for `policy.inactiveAfter` (before `now`): a guarded delete (backup
+   * first), or a forget in mode `forget`. `dryRun` lists who would go (see ops/expire.ts).
+   */
+  expire(policy: ExpirePolicy, options: CallOptions & { now?: Date; dryRun?: boolean } = {}): Promise<ExpireResult> {
+    const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, actor: this.actor, forget: (ids: string[], actor: Actor) => this.forget(ids, { actor }) };
+    return expireUsers(ctx, policy, { now: options.now, dryRun: options.dryRun, actor: options.actor });
   }
 
   /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */

@@ -14,7 +14,7 @@ import { adminTokenFile, fetchHealth, loadAdminToken, readDaemonInfo, removeDaem
 import { Metrics } from './metrics.js';
 import { startLogRotation } from './log-rotate.js';
 import { adminTokensFile } from './admin-tokens.js';
-import { BackupScheduler, parseInterval } from './scheduler.js';
+import { BackupScheduler, ExpireScheduler, parseInterval } from './scheduler.js';
 
 export interface ServeOptions {
   /** Overrides `config.server.host` (the `--host` flag). */
@@ -103,6 +103,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   const actor = { ...osUser, name: `${osUser.name} (daemon)` };
   const ctx: Context = await openContext(config, { role: 'daemon', api: plannedUrl, actor });
   let scheduler: BackupScheduler | null = null;
+  let expiry: ExpireScheduler | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   try {
     const metrics = new Metrics();
@@ -152,6 +153,16 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       });
     }
 
+    if (config.users.inactiveAfter !== null) {
+      expiry = new ExpireScheduler({
+        ops: ctx.ops,
+        policy: { inactiveAfter: config.users.inactiveAfter, mode: config.users.expireMode },
+        log,
+        tryLeader: opts.tryLeader ?? (() => ctx.store.isLeader()),
+        actor: { ...osUser, name: `${osUser.name} (scheduler)` },
+      });
+    }
+
     try {
       await app.listen({ host, port });
     } catch (err) {
@@ -164,6 +175,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
     const url = connectUrl(host, address.port);
     await writeDaemonInfo(config, { pid: process.pid, api: url, store: config.store.display, startedAt: new Date().toISOString() });
     await scheduler?.start();
+    expiry?.start();
 
     log.info({ url, store: config.store.display, version: VERSION, pid: process.pid, dataAuth: apiToken !== null }, 'chatmem listening');
     // A caller that announces the URL itself gets no second banner.
@@ -179,6 +191,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
         try {
           stopRotation();
           await scheduler?.stop();
+          await expiry?.stop();
           await started.close();
         } finally {
           try {
@@ -208,6 +221,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
     return { url, close };
   } catch (err) {
     await scheduler?.stop().catch(() => undefined);
+    await expiry?.stop().catch(() => undefined);
     await app?.close().catch(() => undefined);
     await ctx.close().catch(() => undefined);
     throw err;
