@@ -4,8 +4,8 @@ import { BackupError, errnoCode } from '../errors.js';
 import { writeFileAtomic } from '../fs-util.js';
 import { manifestName } from './format.js';
 
-export type BackupReason = 'manual' | 'delete-user' | 'clear-all' | 'restore' | 'scheduled' | 'import' | 'reset';
-export const BACKUP_REASONS: readonly BackupReason[] = ['manual', 'delete-user', 'clear-all', 'restore', 'scheduled', 'import', 'reset'];
+export type BackupReason = 'manual' | 'delete-user' | 'clear-all' | 'restore' | 'scheduled' | 'import' | 'reset' | 'merge';
+export const BACKUP_REASONS: readonly BackupReason[] = ['manual', 'delete-user', 'clear-all', 'restore', 'scheduled', 'import', 'reset', 'merge'];
 
 /** The `….meta.json` written beside each chatmem backup. */
 export interface BackupManifest {

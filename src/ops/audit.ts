@@ -100,6 +100,7 @@ export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
   { name: 'truncate', stored: 'truncate-history' },
   { name: 'forget', stored: 'forget' },
   { name: 'expire', stored: 'expire' },
+  { name: 'merge', stored: 'merge' },
 ];
 
 /**

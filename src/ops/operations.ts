@@ -14,6 +14,7 @@ import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, 
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
 import { forgetUsers, type ForgetResult } from './forget.js';
 import { expireUsers, type ExpirePolicy, type ExpireResult } from './expire.js';
+import { mergeRecords } from './merge.js';
 import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
@@ -303,6 +304,38 @@ export class Operations {
   expire(policy: ExpirePolicy, options: CallOptions & { now?: Date; dryRun?: boolean } = {}): Promise<ExpireResult> {
     const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, actor: this.actor, forget: (ids: string[], actor: Actor) => this.forget(ids, { actor }) };
     return expireUsers(ctx, policy, { now: options.now, dryRun: options.dryRun, actor: options.actor });
+  }
+
+  /**
+   * Merges FROM into INTO (two ids of one person): one per-user backup holding both first (reason
+   * `merge`), then, in one exclusive section and one transaction, INTO becomes the merge (see
+   * {@link mergeRecords}) and FROM is deleted. Audited as `merge`.
+   */
+  async merge(fromId: string, intoId: string, options: CallOptions = {}): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }> {
+    const from = validateUserId(fromId);
+    const into = validateUserId(intoId);
+    if (from === into) throw new OpsError('E_OPS_ARG', `cannot merge ${JSON.stringify(from)} into itself`);
+    await this.requireUsers([from, into]);
+    return this.guarded('merge', options, [from, into], (op) =>
+      this.store.exclusive({ ids: [from, into] }, async (ctx) => {
+        const [a, b] = await Promise.all([ctx.getMany([from]), ctx.getMany([into])]);
+        const fromRec = a[0];
+        const intoRec = b[0];
+        if (!fromRec || !intoRec) {
+          await this.requireUsers([from, into]);
+          throw new OpsError('E_UNKNOWN_USER', `unknown user: ${JSON.stringify(fromRec ? into : from)}`);
+        }
+        const backup = await writeBackup(this.backupDir, fromArray([fromRec, intoRec]), this.backupOptions('merge', [from, into].sort(compareIds), op, options));
+        op.setBackup(backup.id);
+        const record = mergeRecords(fromRec, intoRec, this.store.historyCap, nowIso());
+        if (ctx.putAndDelete) await ctx.putAndDelete([record], [from]);
+        else {
+          await ctx.putMany([record]);
+          await ctx.delete([from]);
+        }
+        return { record, backup: backup.id, backupFile: backup.file };
+      }),
+    { from, into });
   }
 
   /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */

@@ -260,6 +260,12 @@ export class SqliteDriver implements StoreDriver {
       delete: async (ids) => this.db.transaction(() => ids.reduce((n, id) => n + this.stmts.del.run(id).changes, 0))(),
       clear: async () => this.db.transaction(() => this.truncate())(),
       forget: (ids) => this.forget(ids),
+      putAndDelete: async (records, ids) => {
+        this.db.transaction(() => {
+          for (const r of records) this.stmts.upsert.run(this.row(r));
+          for (const id of ids) this.stmts.del.run(id);
+        })();
+      },
       putMany: async (records) => {
         this.db.transaction(() => {
           for (const r of records) this.stmts.upsert.run(this.row(r));

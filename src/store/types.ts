@@ -62,6 +62,8 @@ export interface ExclusiveContext {
    * Without it `delete` is enough: the JSON store rewrites its file whole, PostgreSQL keeps its own files.
    */
   forget?(ids: string[]): Promise<number>;
+  /** Optional: upserts `records` and deletes `ids` in one transaction (a merge). Without it: `putMany`, then `delete`. */
+  putAndDelete?(records: MemoryRecord[], ids: string[]): Promise<void>;
   /** Upserts in one transaction. */
   putMany(records: MemoryRecord[]): Promise<void>;
   /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
