@@ -294,6 +294,10 @@ export class RemoteAdmin implements Admin {
   expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}): Promise<ExpireResult> {
     return call(this.t, 'POST', '/v1/admin/expire', { inactiveAfter: policy.inactiveAfter, mode: policy.mode, dryRun: options.dryRun });
   }
+  /** Merges user FROM into INTO: a backup of both first, then one transaction; FROM is removed. */
+  mergeUsers(from: string, into: string): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }> {
+    return call(this.t, 'POST', '/v1/admin/merge', { from, into });
+  }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}): Promise<{ id: string; file: string; manifest: BackupManifest; auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/backups', { gzip: options.gzip, reason: options.reason });
   }

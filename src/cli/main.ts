@@ -19,6 +19,7 @@ import { menu, menuFlow } from './commands/menu.js';
 import { clear, del } from './commands/remove.js';
 import { forget } from './commands/forget.js';
 import { expire } from './commands/expire.js';
+import { merge } from './commands/merge.js';
 import { prune, restore } from './commands/restore.js';
 import { exportCmd, importCmd } from './commands/transfer.js';
 import { token } from './commands/token.js';
@@ -30,7 +31,7 @@ import { Prompter } from './prompt.js';
 export type { CliIo } from './output.js';
 export { CLIError, EXIT } from './errors.js';
 
-const COMMANDS: Command[] = [users, show, stats, del, clear, forget, expire, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token];
+const COMMANDS: Command[] = [users, show, stats, del, clear, forget, expire, merge, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   store: { type: 'string', value: 'URL', help: 'store: sqlite:PATH, json:PATH or postgres://… (env CHATMEM_STORE)' },

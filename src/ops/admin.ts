@@ -37,6 +37,8 @@ export interface Admin {
   forgetUsers(ids: string[]): Promise<ForgetResult>;
   /** Removes the users inactive for `policy.inactiveAfter` (delete: backup first; forget); `dryRun` lists them. */
   expireUsers(policy: ExpirePolicy, options?: { dryRun?: boolean }): Promise<ExpireResult>;
+  /** Merges user FROM into INTO (backup of both first, one transaction, FROM removed). */
+  mergeUsers(from: string, into: string): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }>;
   createBackup(options?: { gzip?: boolean; reason?: BackupReason }): Promise<Omit<BackupResult, 'file'> & { file: string; auditOp: string }>;
   listBackups(): Promise<BackupInfo[]>;
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
@@ -86,6 +88,9 @@ export class LocalAdmin implements Admin {
   }
   expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}) {
     return this.ops.expire(policy, options);
+  }
+  mergeUsers(from: string, into: string) {
+    return this.ops.merge(from, into);
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}) {
     return this.ops.createBackup({ ...options, onProgress: this.onProgress });

@@ -620,6 +620,12 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const dryRun = optionalBool(b.dryRun, 'dryRun');
     return adminOp(req, 'expire', (actor) => ops.expire({ inactiveAfter, mode }, { dryRun, actor }));
   });
+  app.post('/v1/admin/merge', { onRequest: adminAuth }, async (req) => {
+    const b = bodyObject(req.body, 'merge');
+    if (typeof b.from !== 'string' || typeof b.into !== 'string') throw new HttpError('E_OPS_ARG', 'merge: give {"from": "<user id>", "into": "<user id>"}');
+    const { from, into } = b;
+    return adminOp(req, 'merge', (actor) => ops.merge(from, into, { actor }));
+  });
   app.get('/v1/admin/backups', { onRequest: adminAuth }, async () => ({ backups: await ops.listBackups() }));
   app.post('/v1/admin/backups', { onRequest: adminAuth }, async (req, reply) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'backup');

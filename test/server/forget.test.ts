@@ -43,4 +43,19 @@ describe('POST /v1/admin/forget', () => {
     const audit = await http<{ entries: { action: string; userIds?: string[] }[] }>(s.url, 'GET', '/v1/admin/audit?action=forget', A);
     expect(audit.body.entries.map((e) => e.userIds)).toEqual([[r.hashes[ID]], [r.hashes[ID]]]);
   });
+
+  it('merges two ids and lists inactive users over HTTP', async () => {
+    await http(s.url, 'PUT', '/v1/users/lid1', { json: { name: 'Budi', flags: { vip: false } } });
+    await http(s.url, 'PUT', '/v1/users/phone1', { json: { name: null, flags: { vip: true } } });
+    const admin = new RemoteAdmin({ baseUrl: s.url, storeUrl: s.ctx.store.url, token: ADMIN_TOKEN });
+    expect((await http(s.url, 'POST', '/v1/admin/merge', { ...A, json: { from: 'lid1' } })).status).toBe(400);
+    const m = await admin.mergeUsers('lid1', 'phone1');
+    expect(m.record).toMatchObject({ user_id: 'phone1', name: 'Budi', flags: { vip: true } });
+    expect((await http(s.url, 'GET', '/v1/admin/users/lid1', A)).status).toBe(404);
+    expect((await http(s.url, 'POST', '/v1/admin/merge', { ...A, json: { from: 'lid1', into: 'phone1' } })).status).toBe(404);
+    // Nobody has been idle for a year; the daemon has no users.inactiveAfter, so the body must name one.
+    expect((await http(s.url, 'POST', '/v1/admin/expire', { ...A, json: { dryRun: true } })).status).toBe(400);
+    const dry = await admin.expireUsers({ inactiveAfter: '1y' }, { dryRun: true });
+    expect(dry).toMatchObject({ dryRun: true, users: [], expired: 0 });
+  });
 });

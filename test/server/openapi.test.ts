@@ -112,6 +112,7 @@ describe('OpenAPI document', () => {
       deleteUsers: () => admin.deleteUsers(['u']),
       clearAll: () => admin.clearAll(),
       forgetUsers: () => admin.forgetUsers(['u']),
+      mergeUsers: () => admin.mergeUsers('a', 'b'),
       expireUsers: () => admin.expireUsers({ inactiveAfter: '180d' }, { dryRun: true }),
     };
     const methodsOf = (proto: object) => Object.getOwnPropertyNames(proto).filter((m) => m !== 'constructor').sort();
