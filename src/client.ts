@@ -7,6 +7,8 @@ import type { HistoryInput, MemoryRecord, RecordInput, RecordPatch } from './rec
 import type { Page, StoreStats, UserSummary } from './store/types.js';
 import type { Admin, InspectResult } from './ops/admin.js';
 import type { AuditEntry, AuditFilter } from './ops/audit.js';
+import type { ForgetResult } from './ops/forget.js';
+import type { ExpirePolicy, ExpireResult } from './ops/expire.js';
 import type { BackupInfo, DeleteResult, OpWarning, PruneResult, RestoreResult, VerifyResult } from './ops/operations.js';
 import type { BackupManifest, BackupReason } from './backup/manifest.js';
 import type { DiffResult } from './backup/diff.js';
@@ -283,6 +285,18 @@ export class RemoteAdmin implements Admin {
   }
   clearAll(): Promise<DeleteResult & { auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/clear', { confirm: 'YES' });
+  }
+  /** Forgets users everywhere: store, every backup, the daemon's log; their ids in the audit log become keyed hashes. */
+  forgetUsers(ids: string[]): Promise<ForgetResult> {
+    return call(this.t, 'POST', '/v1/admin/forget', { users: ids });
+  }
+  /** Removes the users inactive for `policy.inactiveAfter` (delete: backup first; or forget); `dryRun` lists them. */
+  expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}): Promise<ExpireResult> {
+    return call(this.t, 'POST', '/v1/admin/expire', { inactiveAfter: policy.inactiveAfter, mode: policy.mode, dryRun: options.dryRun });
+  }
+  /** Merges user FROM into INTO: a backup of both first, then one transaction; FROM is removed. */
+  mergeUsers(from: string, into: string): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }> {
+    return call(this.t, 'POST', '/v1/admin/merge', { from, into });
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}): Promise<{ id: string; file: string; manifest: BackupManifest; auditOp: string }> {
     return call(this.t, 'POST', '/v1/admin/backups', { gzip: options.gzip, reason: options.reason });

@@ -33,6 +33,8 @@ export interface ResolvedConfig {
   hooks: { beforeWrite?: string; afterWrite?: string };
   retention: RetentionPolicy;
   backupEvery: string | null;
+  /** Expiry of inactive users (`users.inactiveAfter`, null: never; `users.expireMode`, default delete). */
+  users: { inactiveAfter: string | null; expireMode: 'delete' | 'forget' };
   /** `limits`: timeouts and header/URL limits of the daemon's HTTP server (server.headersTimeout, ...). */
   server: { host: string; port: number; bodyLimit: number; limits: HttpLimits; log: LogRotation };
   /** IANA time zone of the dates in the names of legacy (seed) backups; `UTC` by default. */
@@ -158,6 +160,19 @@ export const configFileSchema = z
       .optional()
       .describe('Encrypt off-site copies to these age recipients (age1…); local backups stay plain'),
     offsiteIdentity: z.string().min(1).optional().describe('age identity file that reads encrypted off-site copies back (needed to restore them)'),
+    users: z
+      .strictObject({
+        inactiveAfter: z
+          .string()
+          .superRefine(checkWith((v) => parseDuration(v)))
+          .optional()
+          .describe('Remove users with no update for this long, e.g. 180d (y, m = months, d, h, min, s); the daemon checks daily. Off by default'),
+        expireMode: z
+          .enum(['delete', 'forget'])
+          .optional()
+          .describe('delete (default): the guarded delete, a verified backup first; forget: forget them everywhere, backups included'),
+      })
+      .optional(),
     server: z
       .strictObject({
         host: z.string().min(1).optional().describe('Address to listen on (default 127.0.0.1)'),
@@ -331,6 +346,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
     },
     retention: file.backup?.retention ?? file.retention ?? {},
     backupEvery: env.CHATMEM_BACKUP_EVERY ?? file.backup?.every ?? null,
+    users: { inactiveAfter: file.users?.inactiveAfter ?? null, expireMode: file.users?.expireMode ?? 'delete' },
     server: {
       host: env.CHATMEM_HOST ?? file.server?.host ?? '127.0.0.1',
       port,

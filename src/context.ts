@@ -85,7 +85,7 @@ export async function openContext(config: ResolvedConfig, options: OpenContextOp
     await owner?.release();
     throw err;
   }
-  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken, offsite: offsite ?? undefined });
+  const ops = new Operations({ store, backupDir: config.backupDir, audit, actor: options.actor ?? currentOsActor(), legacyTimezone: config.legacyTimezone, brokenStore: broken, offsite: offsite ?? undefined, dataDir: config.dataDir });
   return {
     config,
     store,

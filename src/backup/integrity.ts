@@ -6,6 +6,7 @@ import { isTempName } from '../fs-util.js';
 import { digestBackupFile, manifestName, parseBackupName } from './format.js';
 import { readManifest, writeManifest, type BackupManifest } from './manifest.js';
 import { backupRecords, type BackupSource } from './source.js';
+import { finishRewrites } from './rewrite.js';
 
 /** The outcome of checking one backup's content against its manifest (or parsing a legacy file). */
 export interface Verification {
@@ -135,6 +136,8 @@ export interface LeftoverReport {
   completed: string[];
   /** Such backups that did not verify: removed (no operation went past an unverified backup). */
   removedIncomplete: string[];
+  /** Backups a killed forget had already replaced by their rewrite: manifest completed (see `finishRewrites`). */
+  completedRewrites?: string[];
 }
 
 /**
@@ -161,6 +164,7 @@ export async function finishLeftovers(dir: string, options: { tempPrefix?: strin
     }
   }
   if (options.tempOnly) return report;
+  report.completedRewrites = await finishRewrites(dir, writerAlive);
   for (const name of names) {
     if (!name.endsWith('.meta.json')) continue;
     const base = name.slice(0, -'.meta.json'.length);

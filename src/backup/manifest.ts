@@ -5,8 +5,8 @@ import { writeFileAtomic } from '../fs-util.js';
 import { manifestName } from './format.js';
 
 /** `reset`: one user's record, saved before a data-plane write that drops part of its memory. */
-export type BackupReason = 'manual' | 'delete-user' | 'clear-all' | 'restore' | 'scheduled' | 'import' | 'reset';
-export const BACKUP_REASONS: readonly BackupReason[] = ['manual', 'delete-user', 'clear-all', 'restore', 'scheduled', 'import', 'reset'];
+export type BackupReason = 'manual' | 'delete-user' | 'clear-all' | 'restore' | 'scheduled' | 'import' | 'reset' | 'merge';
+export const BACKUP_REASONS: readonly BackupReason[] = ['manual', 'delete-user', 'clear-all', 'restore', 'scheduled', 'import', 'reset', 'merge'];
 
 /** The `….meta.json` written beside each chatmem backup. */
 export interface BackupManifest {
@@ -36,6 +36,8 @@ export interface BackupManifest {
   verifiedAt: string | null;
   /** The writing process, present only while `verifiedAt` is null: a live writer's files are left alone. */
   writer?: { pid: number; host: string };
+  /** When a forget last rewrote this backup without some users (its digest, count and scope are the new content's). */
+  rewrittenAt?: string;
 }
 
 export async function writeManifest(dir: string, manifest: BackupManifest): Promise<void> {

@@ -17,6 +17,9 @@ import { serve, start, status, stop } from './commands/daemon.js';
 import { show, stats, users } from './commands/inspect.js';
 import { menu, menuFlow } from './commands/menu.js';
 import { clear, del } from './commands/remove.js';
+import { forget } from './commands/forget.js';
+import { expire } from './commands/expire.js';
+import { merge } from './commands/merge.js';
 import { prune, restore } from './commands/restore.js';
 import { exportCmd, importCmd } from './commands/transfer.js';
 import { token } from './commands/token.js';
@@ -29,7 +32,7 @@ import { Prompter } from './prompt.js';
 export type { CliIo } from './output.js';
 export { CLIError, EXIT } from './errors.js';
 
-const COMMANDS: Command[] = [users, show, stats, del, clear, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token, offsite];
+const COMMANDS: Command[] = [users, show, stats, del, clear, forget, expire, merge, backup, backups, verify, diff, restore, prune, audit, importCmd, exportCmd, menu, serve, start, stop, status, token, offsite];
 
 const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   store: { type: 'string', value: 'URL', help: 'store: sqlite:PATH, json:PATH or postgres://… (env CHATMEM_STORE)' },
@@ -60,7 +63,7 @@ function mainHelp(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
     `chatmem ${VERSION}: the chatbot's memory store, with safe operator tools.`,
-    'Every destructive command writes a verified backup first; no flag skips it.',
+    'Every destructive command writes a verified backup first; no flag skips it. (forget is the exception: it exists to leave nothing behind.)',
     '',
     'Usage: chatmem [COMMAND] [ARGS] [OPTIONS]',
     '       chatmem            (in a terminal: the menu: delete a user, clear all, cancel)',

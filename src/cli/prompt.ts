@@ -85,6 +85,17 @@ export class Prompter {
     if (answer?.trim() !== 'YES') throw cancelled();
   }
 
+  /** Asks the operator to type `expected` exactly (forget: the user id itself, so the wrong person is not erased by habit). */
+  async typeExactly(question: string, expected: string, action: string): Promise<void> {
+    if (this.options.yes) {
+      this.out.say(`${question} ${expected} (--yes)`);
+      return;
+    }
+    this.refuseWithoutTerminal(action);
+    const answer = await this.ask(`${question} `);
+    if (answer?.trim() !== expected) throw cancelled();
+  }
+
   close(): void {
     this.rl?.close();
     this.rl = null;

@@ -5,6 +5,8 @@ import type { DiffResult } from '../backup/diff.js';
 import type { BackupManifest, BackupReason } from '../backup/manifest.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from './audit.js';
+import type { ForgetResult } from './forget.js';
+import type { ExpirePolicy, ExpireResult } from './expire.js';
 import type { BackupInfo, DeleteResult, Operations, OpWarning, PruneResult, RestoreResult, VerifyResult } from './operations.js';
 
 export interface InspectResult {
@@ -31,6 +33,12 @@ export interface Admin {
   getUser(id: string): Promise<MemoryRecord | null>;
   deleteUsers(ids: string[], options?: { fullBackup?: boolean }): Promise<DeleteResult & { auditOp: string }>;
   clearAll(): Promise<DeleteResult & { auditOp: string }>;
+  /** Forgets users everywhere (store, backups, logs; audit ids hashed). No backup: by design. */
+  forgetUsers(ids: string[]): Promise<ForgetResult>;
+  /** Removes the users inactive for `policy.inactiveAfter` (delete: backup first; forget); `dryRun` lists them. */
+  expireUsers(policy: ExpirePolicy, options?: { dryRun?: boolean }): Promise<ExpireResult>;
+  /** Merges user FROM into INTO (backup of both first, one transaction, FROM removed). */
+  mergeUsers(from: string, into: string): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }>;
   createBackup(options?: { gzip?: boolean; reason?: BackupReason }): Promise<Omit<BackupResult, 'file'> & { file: string; auditOp: string }>;
   listBackups(): Promise<BackupInfo[]>;
   inspectBackup(id: string, options?: { user?: string; sample?: number }): Promise<InspectResult>;
@@ -74,6 +82,15 @@ export class LocalAdmin implements Admin {
   }
   clearAll() {
     return this.ops.clearAll({ onProgress: this.onProgress });
+  }
+  forgetUsers(ids: string[]) {
+    return this.ops.forget(ids);
+  }
+  expireUsers(policy: ExpirePolicy, options: { dryRun?: boolean } = {}) {
+    return this.ops.expire(policy, options);
+  }
+  mergeUsers(from: string, into: string) {
+    return this.ops.merge(from, into);
   }
   createBackup(options: { gzip?: boolean; reason?: BackupReason } = {}) {
     return this.ops.createBackup({ ...options, onProgress: this.onProgress });

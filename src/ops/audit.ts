@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { OpsError, errnoCode, isChatmemError } from '../errors.js';
-import { FILE_MODE, ensurePrivateDir, fsyncDir } from '../fs-util.js';
+import { FILE_MODE, ensurePrivateDir, fsyncDir, tempNameFor } from '../fs-util.js';
 import { io } from '../fsio.js';
 
 /** Who performed an action: an OS user (CLI), or an API token *name* plus the caller's address. Never a token. */
@@ -100,6 +100,9 @@ export const AUDIT_ACTIONS: readonly { name: string; stored: string }[] = [
   { name: 'auth-failed', stored: 'auth-failed' },
   { name: 'truncate', stored: 'truncate-history' },
   { name: 'reset', stored: 'reset-user' },
+  { name: 'forget', stored: 'forget' },
+  { name: 'expire', stored: 'expire' },
+  { name: 'merge', stored: 'merge' },
 ];
 
 /**
@@ -341,6 +344,75 @@ export class AuditLog {
         throw this.writeError(err, 'cannot sync directory of');
       }
     }
+  }
+
+  /**
+   * Rewrites every line through `edit` (a forget replaces a user id by its keyed hash). Runs in the append
+   * queue, so no entry of this process is lost; lines other processes append meanwhile are carried over
+   * (the old file is read to its end again right before the rename). Atomic: temp, fsync, rename, fsync
+   * the directory. Returns how many lines changed.
+   * @throws OpsError `E_AUDIT_WRITE` when the new log cannot be written.
+   */
+  rewrite(edit: (line: string) => string): Promise<number> {
+    const key = path.resolve(this.file);
+    const run = (appendQueues.get(key) ?? Promise.resolve()).then(() => this.rewriteNow(edit));
+    const tail = run.catch(() => undefined);
+    appendQueues.set(key, tail);
+    void tail.then(() => {
+      if (appendQueues.get(key) === tail) appendQueues.delete(key);
+    });
+    return run;
+  }
+
+  private async rewriteNow(edit: (line: string) => string): Promise<number> {
+    let old: FileHandle;
+    try {
+      old = await fsp.open(this.file, 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return 0;
+      throw this.readError(err);
+    }
+    const tmp = tempNameFor(this.file);
+    let changed = 0;
+    try {
+      const out = await fsp.open(tmp, 'wx', FILE_MODE);
+      try {
+        let pos = 0;
+        let rest = '';
+        for (;;) {
+          const size = (await old.stat()).size;
+          if (size <= pos) break;
+          const buf = Buffer.alloc(size - pos);
+          const { bytesRead } = await old.read(buf, 0, buf.length, pos);
+          pos += bytesRead;
+          const lines = (rest + buf.subarray(0, bytesRead).toString('utf8')).split('\n');
+          rest = lines.pop() ?? '';
+          let text = '';
+          for (const line of lines) {
+            const next = edit(line);
+            if (next !== line) changed++;
+            text += next + '\n';
+          }
+          await writeOnce(out, tmp, text);
+        }
+        if (rest !== '') {
+          const next = edit(rest);
+          if (next !== rest) changed++;
+          await writeOnce(out, tmp, next);
+        }
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      await fsp.rename(tmp, this.file);
+      await fsyncDir(path.dirname(this.file));
+    } catch (err) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw this.writeError(err, 'cannot rewrite');
+    } finally {
+      await old.close().catch(() => undefined);
+    }
+    return changed;
   }
 
   private open(): Promise<FileHandle> {

@@ -13,6 +13,9 @@ import { finishLeftovers, verificationError, verifySource, type LeftoverReport }
 import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
+import { forgetUsers, type ForgetResult } from './forget.js';
+import { expireUsers, type ExpirePolicy, type ExpireResult } from './expire.js';
+import { mergeRecords } from './merge.js';
 import { AuditLog, queryAudit, type Actor, type AuditEntry, type AuditFilter, type AuditOperation } from './audit.js';
 
 export interface OpsOptions {
@@ -23,6 +26,8 @@ export interface OpsOptions {
   actor: Actor;
   /** IANA time zone of the dates in the names of legacy (seed) backups; default UTC. */
   legacyTimezone?: string;
+  /** Where the forget key and the daemon's log live (default: the audit log's directory). */
+  dataDir?: string;
   /** The store file could not be parsed: `store` throws that error; only a whole-store restore works (see {@link Operations.restore}). */
   brokenStore?: BrokenStore;
   /** Test hooks: awaited at each named step of delete, clear, restore and import, so a test can hold an operation there. */
@@ -214,8 +219,10 @@ export class Operations {
   private brokenStore: BrokenStore | null;
   private readonly hooks: OpsHooks | undefined;
   readonly offsite: OffsiteHooks | null;
+  private readonly dataDir: string;
 
   constructor(options: OpsOptions) {
+    this.dataDir = path.resolve(options.dataDir ?? path.dirname(options.audit.file));
     this.legacyTimezone = options.legacyTimezone ?? 'UTC';
     this.store = options.store;
     this.brokenStore = options.brokenStore ?? null;
@@ -361,6 +368,75 @@ export class Operations {
         return { record, dropped, backup: backup.id, backupFile: backup.file };
       }),
     { keepLast });
+  }
+
+  /**
+   * Forgets users everywhere: store (no trace left in its files), every backup, the daemon's log, and
+   * their ids in the audit log replaced by a keyed hash (see ops/forget.ts). The one operation that
+   * destroys without a backup, by design.
+   */
+  async forget(ids: string[], options: CallOptions = {}): Promise<ForgetResult> {
+    const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, dataDir: this.dataDir, legacyTimezone: this.legacyTimezone, actor: this.actor };
+    const result = await forgetUsers(ctx, ids, { actor: options.actor });
+    if (this.offsite) {
+      // Off-site copies hold the users too: the old copy goes, and the rewritten local backup is uploaded
+      // in its place (an upload never replaces an off-site copy with a different checksum).
+      for (const name of await fsp.readdir(this.backupDir).catch(() => [] as string[])) {
+        const id = name.replace(/\.json(\.gz)?$/, '');
+        const rewritten = result.backupsRewritten.includes(id);
+        const deleted = result.filesDeleted.includes(name) || result.filesDeleted.includes(id);
+        if (!rewritten || name.endsWith('.meta.json')) continue;
+        await this.offsite.remove(name).catch((err: unknown) => this.offsite?.warn(`forget: cannot remove the off-site copy of ${name}: ${(err as Error).message}`));
+        if (!deleted) this.offsite.backupVerified(name, new Date().toISOString());
+      }
+      for (const file of result.filesDeleted) {
+        const name = path.basename(file);
+        if (name.endsWith('.meta.json')) continue;
+        await this.offsite.remove(name).catch((err: unknown) => this.offsite?.warn(`forget: cannot remove the off-site copy of ${name}: ${(err as Error).message}`));
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Removes the users with no update for `policy.inactiveAfter` (before `now`): a guarded delete (backup
+   * first), or a forget in mode `forget`. `dryRun` lists who would go (see ops/expire.ts).
+   */
+  expire(policy: ExpirePolicy, options: CallOptions & { now?: Date; dryRun?: boolean } = {}): Promise<ExpireResult> {
+    const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, actor: this.actor, forget: (ids: string[], actor: Actor) => this.forget(ids, { actor }) };
+    return expireUsers(ctx, policy, { now: options.now, dryRun: options.dryRun, actor: options.actor });
+  }
+
+  /**
+   * Merges FROM into INTO (two ids of one person): one per-user backup holding both first (reason
+   * `merge`), then, in one exclusive section and one transaction, INTO becomes the merge (see
+   * {@link mergeRecords}) and FROM is deleted. Audited as `merge`.
+   */
+  async merge(fromId: string, intoId: string, options: CallOptions = {}): Promise<{ record: MemoryRecord; backup: string; backupFile: string; auditOp: string }> {
+    const from = validateUserId(fromId);
+    const into = validateUserId(intoId);
+    if (from === into) throw new OpsError('E_OPS_ARG', `cannot merge ${JSON.stringify(from)} into itself`);
+    await this.requireUsers([from, into]);
+    return this.guarded('merge', options, [from, into], (op) =>
+      this.store.exclusive({ ids: [from, into] }, async (ctx) => {
+        const [a, b] = await Promise.all([ctx.getMany([from]), ctx.getMany([into])]);
+        const fromRec = a[0];
+        const intoRec = b[0];
+        if (!fromRec || !intoRec) {
+          await this.requireUsers([from, into]);
+          throw new OpsError('E_UNKNOWN_USER', `unknown user: ${JSON.stringify(fromRec ? into : from)}`);
+        }
+        const backup = await this.writeVerified(fromArray([fromRec, intoRec]), this.backupOptions('merge', [from, into].sort(compareIds), op, options));
+        op.setBackup(backup.id);
+        const record = mergeRecords(fromRec, intoRec, this.store.historyCap, nowIso());
+        if (ctx.putAndDelete) await ctx.putAndDelete([record], [from]);
+        else {
+          await ctx.putMany([record]);
+          await ctx.delete([from]);
+        }
+        return { record, backup: backup.id, backupFile: backup.file };
+      }),
+    { from, into });
   }
 
   /** A backup of the whole store from a consistent snapshot; writes continue meanwhile. */

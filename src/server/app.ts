@@ -610,6 +610,27 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     return adminOp(req, 'clear-all', (actor) => ops.clearAll({ actor }));
   });
 
+  app.post('/v1/admin/forget', { onRequest: adminAuth }, async (req) => {
+    const b = bodyObject(req.body, 'forget');
+    const users = stringList(b.users, 'users');
+    if (!users || users.length === 0) throw new HttpError('E_OPS_ARG', 'forget: give {"users": ["<user id>", ...]}');
+    return adminOp(req, 'forget', (actor) => ops.forget(users, { actor }));
+  });
+  app.post('/v1/admin/expire', { onRequest: adminAuth }, async (req) => {
+    const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'expire');
+    const inactiveAfter = b.inactiveAfter === undefined ? ctx.config.users.inactiveAfter : b.inactiveAfter;
+    if (typeof inactiveAfter !== 'string') throw new HttpError('E_OPS_ARG', 'expire: give {"inactiveAfter": "180d"} or set users.inactiveAfter in the config');
+    const mode = b.mode === undefined ? ctx.config.users.expireMode : b.mode;
+    if (mode !== 'delete' && mode !== 'forget') throw new HttpError('E_OPS_ARG', 'expire: "mode" is "delete" or "forget"');
+    const dryRun = optionalBool(b.dryRun, 'dryRun');
+    return adminOp(req, 'expire', (actor) => ops.expire({ inactiveAfter, mode }, { dryRun, actor }));
+  });
+  app.post('/v1/admin/merge', { onRequest: adminAuth }, async (req) => {
+    const b = bodyObject(req.body, 'merge');
+    if (typeof b.from !== 'string' || typeof b.into !== 'string') throw new HttpError('E_OPS_ARG', 'merge: give {"from": "<user id>", "into": "<user id>"}');
+    const { from, into } = b;
+    return adminOp(req, 'merge', (actor) => ops.merge(from, into, { actor }));
+  });
   app.get('/v1/admin/backups', { onRequest: adminAuth }, async () => ({ backups: await ops.listBackups({ offsite: true }) }));
   app.post('/v1/admin/backups', { onRequest: adminAuth }, async (req, reply) => {
     const b = req.body === undefined || req.body === null ? {} : bodyObject(req.body, 'backup');

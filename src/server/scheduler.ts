@@ -3,6 +3,7 @@ import { parseIntervalMs } from '../duration.js';
 import { isEmptyPolicy, type RetentionPolicy } from '../backup/retention.js';
 import type { Actor } from '../ops/audit.js';
 import type { Operations } from '../ops/operations.js';
+import { expiryCutoff, type ExpirePolicy } from '../ops/expire.js';
 import type { Metrics } from './metrics.js';
 
 /** setTimeout fires at once for delays above 2^31-1 ms, so longer waits are taken in slices. */
@@ -182,4 +183,87 @@ export class BackupScheduler {
 
 function describe(err: unknown): { code: string; message: string } {
   return { code: isChatmemError(err) ? err.code : 'E_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+export interface ExpireSchedulerOptions {
+  ops: Operations;
+  policy: ExpirePolicy;
+  /** How often to look for inactive users (default daily). */
+  everyMs?: number;
+  log: SchedulerLog;
+  /** As for scheduled backups: on PostgreSQL only the leader expires users. */
+  tryLeader?: () => Promise<boolean>;
+  actor?: Actor;
+  /** Clock, for tests: the inactivity cutoff is computed from it. */
+  now?: () => number;
+}
+
+/**
+ * Expires inactive users (`users.inactiveAfter`) at start and then every `everyMs` (daily). Runs never
+ * overlap; a failure is logged (with its code, never the user ids) and the schedule goes on.
+ */
+export class ExpireScheduler {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<ExpireRun> | null = null;
+  private stopped = false;
+  private readonly now: () => number;
+  private readonly everyMs: number;
+
+  constructor(private readonly options: ExpireSchedulerOptions) {
+    this.now = options.now ?? Date.now;
+    this.everyMs = options.everyMs ?? 24 * 3600 * 1000;
+    // Checked now, so a bad duration stops the daemon at start rather than failing every day.
+    expiryCutoff(options.policy.inactiveAfter, new Date(this.now()));
+  }
+
+  start(): void {
+    this.options.log.info({ inactiveAfter: this.options.policy.inactiveAfter, mode: this.options.policy.mode ?? 'delete' }, 'expiry of inactive users on');
+    this.arm(0);
+  }
+
+  private arm(delay: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.runOnce().finally(() => this.arm(Math.min(this.everyMs, MAX_TIMER_MS)));
+    }, delay);
+    this.timer.unref();
+  }
+
+  /** One expiry run now, unless one is already running. */
+  runOnce(): Promise<ExpireRun> {
+    this.running ??= this.run().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async run(): Promise<ExpireRun> {
+    const { ops, log, actor, policy } = this.options;
+    try {
+      if (this.options.tryLeader && !(await this.options.tryLeader())) return { skipped: 'not-leader' };
+      const r = await ops.expire(policy, { now: new Date(this.now()), actor });
+      if (r.expired > 0) log.info({ action: 'expire', mode: r.mode, expired: r.expired, backup: r.backup, cutoff: r.cutoff }, 'inactive users expired');
+      return { expired: r.expired, backup: r.backup };
+    } catch (err) {
+      const error = describe(err);
+      log.error({ action: 'expire', err: { code: error.code } }, 'expiry of inactive users failed');
+      return { error };
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => undefined);
+  }
+}
+
+/** Outcome of one expiry run. */
+export interface ExpireRun {
+  skipped?: 'not-leader';
+  expired?: number;
+  backup?: string | null;
+  error?: { code: string; message: string };
 }

@@ -14,7 +14,7 @@ import { adminTokenFile, fetchHealth, loadAdminToken, readDaemonInfo, removeDaem
 import { Metrics } from './metrics.js';
 import { startLogRotation } from './log-rotate.js';
 import { adminTokensFile } from './admin-tokens.js';
-import { BackupScheduler, parseInterval } from './scheduler.js';
+import { BackupScheduler, ExpireScheduler, parseInterval } from './scheduler.js';
 
 export interface ServeOptions {
   /** Overrides `config.server.host` (the `--host` flag). */
@@ -105,6 +105,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   let offsiteLog: (level: 'info' | 'warn', message: string) => void = () => undefined;
   const ctx: Context = await openContext(config, { role: 'daemon', api: plannedUrl, actor, offsiteLog: (level, message) => offsiteLog(level, message) });
   let scheduler: BackupScheduler | null = null;
+  let expiry: ExpireScheduler | null = null;
   let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   try {
     const metrics = new Metrics();
@@ -167,6 +168,16 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       });
     }
 
+    if (config.users.inactiveAfter !== null) {
+      expiry = new ExpireScheduler({
+        ops: ctx.ops,
+        policy: { inactiveAfter: config.users.inactiveAfter, mode: config.users.expireMode },
+        log,
+        tryLeader: opts.tryLeader ?? (() => ctx.store.isLeader()),
+        actor: { ...osUser, name: `${osUser.name} (scheduler)` },
+      });
+    }
+
     try {
       await app.listen({ host, port });
     } catch (err) {
@@ -179,6 +190,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
     const url = connectUrl(host, address.port);
     await writeDaemonInfo(config, { pid: process.pid, api: url, store: config.store.display, startedAt: new Date().toISOString() });
     await scheduler?.start();
+    expiry?.start();
 
     log.info({ url, store: config.store.display, version: VERSION, pid: process.pid, dataAuth: apiToken !== null }, 'chatmem listening');
     // A caller that announces the URL itself gets no second banner.
@@ -194,6 +206,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
         try {
           stopRotation();
           await scheduler?.stop();
+          await expiry?.stop();
           await started.close();
         } finally {
           try {
@@ -223,6 +236,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
     return { url, close };
   } catch (err) {
     await scheduler?.stop().catch(() => undefined);
+    await expiry?.stop().catch(() => undefined);
     await app?.close().catch(() => undefined);
     await ctx.close().catch(() => undefined);
     throw err;

@@ -855,6 +855,13 @@ export class JsonFileDriver implements StoreDriver {
         });
         return read;
       },
+      putAndDelete: async (records, ids) => {
+        await mutate((m) => {
+          for (const r of records) m.set(r.user_id, admit(r.user_id, r));
+          for (const id of ids) m.delete(id);
+          return records.length;
+        });
+      },
       replaceAll: async (records) => {
         const fresh = new Map<string, MemoryRecord>();
         for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r));

@@ -677,6 +677,15 @@ class Section implements ExclusiveContext {
     });
   }
 
+  putAndDelete(records: MemoryRecord[], ids: string[]): Promise<void> {
+    return this.run(() =>
+      inTransaction(this.client, 'write', async () => {
+        await upsertRecords(this.client, this.sql, records);
+        await this.client.query(this.sql.deleteMany, [ids]);
+      }),
+    );
+  }
+
   /**
    * One transaction: delete everything, insert the stream in batches. Other daemons keep reading the
    * old rows (MVCC) until the commit; an error from the source rolls everything back and is rethrown.

@@ -58,6 +58,13 @@ export interface ExclusiveContext {
   delete(ids: string[]): Promise<number>;
   /** Deletes everything in one transaction; returns how many existed. */
   clear(): Promise<number>;
+  /**
+   * Optional: deletes as `delete` does and leaves no trace of the rows in the store's files (a forget).
+   * Without it `delete` is enough: the JSON store rewrites its file whole, PostgreSQL keeps its own files.
+   */
+  forget?(ids: string[]): Promise<number>;
+  /** Optional: upserts `records` and deletes `ids` in one transaction (a merge). Without it: `putMany`, then `delete`. */
+  putAndDelete?(records: MemoryRecord[], ids: string[]): Promise<void>;
   /** Upserts in one transaction. */
   putMany(records: MemoryRecord[]): Promise<void>;
   /**

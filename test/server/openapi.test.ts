@@ -112,6 +112,9 @@ describe('OpenAPI document', () => {
       deleteUsers: () => admin.deleteUsers(['u']),
       clearAll: () => admin.clearAll(),
       whoami: () => admin.whoami(),
+      forgetUsers: () => admin.forgetUsers(['u']),
+      mergeUsers: () => admin.mergeUsers('a', 'b'),
+      expireUsers: () => admin.expireUsers({ inactiveAfter: '180d' }, { dryRun: true }),
     };
     const methodsOf = (proto: object) => Object.getOwnPropertyNames(proto).filter((m) => m !== 'constructor').sort();
     // A new client method without a line here fails: it must be shown to reach a documented route.
