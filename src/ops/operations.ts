@@ -3,8 +3,9 @@ import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type ChatmemError } from '../errors.js';
 import { FILE_MODE, fsyncDir } from '../fs-util.js';
 import { nowIso, parseRecord, validateUserId, type MemoryRecord } from '../record.js';
-import type { Store } from '../store/types.js';
+import type { ExclusiveContext, Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
+import { copySnapshot, mergeChanges } from '../backup/two-phase.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
 import { compareIds, manifestName, parseBackupName } from '../backup/format.js';
 import { readJsonEntries } from '../backup/json-entries.js';
@@ -245,16 +246,55 @@ export class Operations {
     }
   }
 
-  /** Full backup, verified, then clear, atomically against concurrent writers. */
+  /**
+   * Full backup, verified, then clear, atomically against concurrent writers. The backup is taken in two
+   * phases so that chat does not wait for the whole copy: a snapshot is copied while writes go on, then
+   * the exclusive section re-reads only the users changed since and writes the backup from both.
+   */
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, (op) =>
-      this.store.exclusive('all', async (ctx) => {
-        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
+      this.twoPhase(async (json) => {
+        const backup = await writeBackup(this.backupDir, { json }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
+        return backup;
+      }, async (ctx, backup) => {
         const deleted = await ctx.clear();
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
       }),
     );
+  }
+
+  /**
+   * Runs `backup` over the whole store's `[user_id, JSON]` entries as they are in the exclusive section,
+   * then `change`, in that section. Where the store can track its writes, most of the entries come from a
+   * snapshot copied before the section (see two-phase.ts); otherwise the section copies everything itself.
+   */
+  private async twoPhase<B, T>(
+    backup: (json: AsyncIterable<[string, string]>) => Promise<B>,
+    change: (ctx: ExclusiveContext, backup: B) => Promise<T>,
+  ): Promise<T> {
+    // Started before the snapshot, so that every write the snapshot may miss is in it.
+    const tracker = this.store.trackWrites();
+    let snapshot: string | null = null;
+    try {
+      if (tracker) snapshot = (await copySnapshot(this.backupDir, this.store.scanJson())).file;
+      return await this.store.exclusive('all', async (ctx) => {
+        let json: AsyncIterable<[string, string]>;
+        if (tracker && snapshot !== null && !tracker.overflow) {
+          const ids = [...tracker.ids];
+          tracker.stop();
+          const now = new Map<string, string | null>(ids.map((id) => [id, null]));
+          for (const r of await ctx.getMany(ids)) now.set(r.user_id, JSON.stringify(r));
+          json = mergeChanges(snapshot, now);
+        } else {
+          json = ctx.scanJson();
+        }
+        return change(ctx, await backup(json));
+      });
+    } finally {
+      tracker?.stop();
+      if (snapshot !== null) await fsp.rm(snapshot, { force: true });
+    }
   }
 
   /**

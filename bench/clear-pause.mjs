@@ -1,0 +1,53 @@
+// The longest write pause of a clear-all under load: `BENCH_CLEAR_WRITERS` callers append to random users
+// through the library while `Operations.clearAll` runs on a store of N users; prints the longest append,
+// how many appends were acknowledged during the clear, and how long the clear took.
+// Knobs: BENCH_CLEAR_USERS (20000,100000), BENCH_CLEAR_WRITERS (8).
+import * as os from 'node:os';
+import { chatMessage, envInt, envInts, latencyStats, loadUsers, machineInfo, makeOps, openStoreAt, rmDir, rng, round, tmpDir, userId } from './lib.mjs';
+
+const USERS = envInts('BENCH_CLEAR_USERS', [20_000, 100_000]);
+const WRITERS = envInt('BENCH_CLEAR_WRITERS', 8);
+const results = [];
+for (const n of USERS) {
+  const dir = await tmpDir('clear');
+  try {
+    const store = await openStoreAt(`sqlite:${dir}/memory.db`);
+    await loadUsers(store, n, { label: `load ${n}` });
+    const ops = await makeOps(store, dir);
+    const rand = rng(n);
+    let stop = false;
+    let k = 0;
+    const lat = [];
+    let failed = 0;
+    const writer = async () => {
+      while (!stop) {
+        const t0 = performance.now();
+        try {
+          await store.appendHistory(userId(Math.floor(rand() * n)), chatMessage(k++));
+          lat.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    };
+    const writers = Array.from({ length: WRITERS }, writer);
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = lat.length;
+    lat.length = 0;
+    const t0 = performance.now();
+    const res = await ops.clearAll();
+    const clearMs = performance.now() - t0;
+    const during = lat.length;
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await Promise.all(writers);
+    const s = latencyStats(lat);
+    const row = { users: n, load1: round(os.loadavg()[0], 2), clearMs: round(clearMs, 0), backupUsers: res.deleted, appendsBefore1s: before, appendsDuringClear: during, failed, writeMaxMs: round(s.max, 1), writeP99Ms: round(s.p99, 1) };
+    process.stderr.write(`  ${JSON.stringify(row)}\n`);
+    results.push(row);
+    await store.close();
+  } finally {
+    await rmDir(dir);
+  }
+}
+console.log(`JSON ${JSON.stringify({ bench: 'clear-pause', date: new Date().toISOString(), machine: machineInfo(), writers: WRITERS, results })}`);
