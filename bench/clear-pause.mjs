@@ -14,17 +14,34 @@ for (const n of USERS) {
     const store = await openStoreAt(`sqlite:${dir}/memory.db`);
     await loadUsers(store, n, { label: `load ${n}` });
     const ops = await makeOps(store, dir);
+    // The whole-store section's span: a write that overlaps it waited for it.
+    const sections = [];
+    const exclusive = store.exclusive.bind(store);
+    store.exclusive = (scope, fn) =>
+      exclusive(scope, async (ctx) => {
+        const t = performance.now();
+        try {
+          return await fn(ctx);
+        } finally {
+          if (scope === 'all') sections.push([t, performance.now()]);
+        }
+      });
     const rand = rng(n);
     let stop = false;
     let k = 0;
     const lat = [];
+    const inSection = [];
+    const outside = [];
     let failed = 0;
     const writer = async () => {
       while (!stop) {
         const t0 = performance.now();
         try {
           await store.appendHistory(userId(Math.floor(rand() * n)), chatMessage(k++));
-          lat.push(performance.now() - t0);
+          const t1 = performance.now();
+          lat.push(t1 - t0);
+          if (sections.some(([a, b]) => t1 >= a && t0 <= b)) inSection.push(t1 - t0);
+          else outside.push(t1 - t0);
         } catch {
           failed++;
         }
@@ -34,6 +51,7 @@ for (const n of USERS) {
     await new Promise((r) => setTimeout(r, 1000));
     const before = lat.length;
     lat.length = 0;
+    outside.length = 0;
     const t0 = performance.now();
     const res = await ops.clearAll();
     const clearMs = performance.now() - t0;
@@ -42,7 +60,8 @@ for (const n of USERS) {
     stop = true;
     await Promise.all(writers);
     const s = latencyStats(lat);
-    const row = { users: n, load1: round(os.loadavg()[0], 2), clearMs: round(clearMs, 0), backupUsers: res.deleted, appendsBefore1s: before, appendsDuringClear: during, failed, writeMaxMs: round(s.max, 1), writeP99Ms: round(s.p99, 1) };
+    const row = { users: n, load1: round(os.loadavg()[0], 2), clearMs: round(clearMs, 0), backupUsers: res.deleted, appendsBefore1s: before, appendsDuringClear: during, failed, writeMaxMs: round(s.max, 1), writeP99Ms: round(s.p99, 1),
+      sectionMs: round(sections.reduce((a, [x, y]) => a + y - x, 0), 0), maxWaitedForSectionMs: round(Math.max(0, ...inSection), 1), maxOutsideSectionMs: round(Math.max(0, ...outside), 1) };
     process.stderr.write(`  ${JSON.stringify(row)}\n`);
     results.push(row);
     await store.close();

@@ -493,9 +493,11 @@ export class Operations {
     const diff = mode === 'merge' ? { ...fullDiff, removed: [] } : fullDiff;
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
-      this.store.exclusive('all', async (ctx) => {
-        const backup = await writeBackup(this.backupDir, { json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options));
+      this.twoPhase(async (json) => {
+        const backup = await writeBackup(this.backupDir, { json }, this.backupOptions('restore', 'full', op, options));
         op.setBackup(backup.id);
+        return backup;
+      }, async (ctx, backup) => {
         let written = 0;
         if (mode === 'replace') {
           written = await ctx.replaceAll(sortedBackupRecords(src));
