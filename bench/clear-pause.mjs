@@ -16,12 +16,24 @@ for (const n of USERS) {
     const ops = await makeOps(store, dir);
     // The whole-store section's span: a write that overlaps it waited for it.
     const sections = [];
+    const clearDelete = [];
     const exclusive = store.exclusive.bind(store);
     store.exclusive = (scope, fn) =>
       exclusive(scope, async (ctx) => {
         const t = performance.now();
         try {
-          return await fn(ctx);
+          return await fn(
+            Object.assign(Object.create(ctx), {
+              clear: async () => {
+                const c0 = performance.now();
+                try {
+                  return await ctx.clear();
+                } finally {
+                  clearDelete.push(performance.now() - c0);
+                }
+              },
+            }),
+          );
         } finally {
           if (scope === 'all') sections.push([t, performance.now()]);
         }
@@ -61,7 +73,7 @@ for (const n of USERS) {
     await Promise.all(writers);
     const s = latencyStats(lat);
     const row = { users: n, load1: round(os.loadavg()[0], 2), clearMs: round(clearMs, 0), backupUsers: res.deleted, appendsBefore1s: before, appendsDuringClear: during, failed, writeMaxMs: round(s.max, 1), writeP99Ms: round(s.p99, 1),
-      sectionMs: round(sections.reduce((a, [x, y]) => a + y - x, 0), 0), maxWaitedForSectionMs: round(Math.max(0, ...inSection), 1), maxOutsideSectionMs: round(Math.max(0, ...outside), 1) };
+      sectionMs: round(sections.reduce((a, [x, y]) => a + y - x, 0), 0), maxWaitedForSectionMs: round(Math.max(0, ...inSection), 1), maxOutsideSectionMs: round(Math.max(0, ...outside), 1), deleteMs: round(clearDelete.reduce((a, b) => a + b, 0), 0) };
     process.stderr.write(`  ${JSON.stringify(row)}\n`);
     results.push(row);
     await store.close();
