@@ -3,7 +3,8 @@
 // message, its own redis-server with appendfsync always). One autocannon load generator drives all three,
 // interleaved A B C A B C, so that the shared machine's load hits each one alike: compare ratios per round.
 // Knobs: BENCH_HTTP_USERS (10000,100000), BENCH_HTTP_SECONDS (10), BENCH_HTTP_ROUNDS (2),
-// BENCH_CONCURRENCY (64), BENCH_HTTP_MINIMAL (0: 1 sends `Prefer: return=minimal` to chatmem).
+// BENCH_CONCURRENCY (64), BENCH_HTTP_MINIMAL (0: 1 sends `Prefer: return=minimal` to chatmem),
+// BENCH_HTTP_PROFILE (a directory: the daemon runs with --cpu-prof and writes its profile there on exit).
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -140,7 +141,8 @@ for (const n of USERS) {
     await loadRedis(pRedis, n);
     process.stderr.write(`  [${n}] sqlite load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s\n`);
     const log = openSync(path.join(dir, 'daemon.log'), 'a');
-    const daemon = start(process.execPath, [path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {
+    const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
+    const daemon = start(process.execPath, [...profile, path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {
       cwd: dir,
       env: { ...process.env, CHATMEM_STORE: `sqlite:${storeFile}`, CHATMEM_PORT: String(pDaemon), CHATMEM_DATA_DIR: path.join(dir, 'data') },
       stdio: ['ignore', log, 'pipe'],
