@@ -102,4 +102,63 @@ describe('clear-all takes its backup in two phases', () => {
       await t.cleanup();
     }
   }, 180_000);
+
+  it('a full restore while writers append: every acknowledged append is in the pre-restore backup or in the store after', async () => {
+    const t = await tempDir('chatmem-restore2-');
+    const store = await openStore(`sqlite:${path.join(t.dir, 'memory.db')}`);
+    try {
+      const fixture = Object.values(loadFixture());
+      const N = 5000;
+      const batch = Array.from({ length: N }, (_, k) => ({ ...(fixture[k % fixture.length] as MemoryRecord), user_id: id(k) }));
+      await store.exclusive('all', (ctx) => ctx.putMany(batch));
+      const ops = new Operations({ store, backupDir: path.join(t.dir, 'backups'), audit: new AuditLog(path.join(t.dir, 'audit.log')), actor: { kind: 'os', name: 'test' } });
+      const source = await ops.createBackup();
+      let sectionAt = Infinity;
+      const exclusive = store.exclusive.bind(store);
+      store.exclusive = <T>(scope: Parameters<typeof exclusive>[0], fn: (ctx: ExclusiveContext) => Promise<T>) =>
+        exclusive(scope, (ctx) => {
+          if (scope === 'all' && sectionAt === Infinity) sectionAt = performance.now();
+          return fn(ctx);
+        });
+      const acks: Ack[] = [];
+      let stop = false;
+      let start = Infinity;
+      let end = Infinity;
+      let after = 0;
+      let n = 0;
+      const writer = async (w: number) => {
+        const until = Date.now() + 120_000;
+        while (!stop && Date.now() < until) {
+          const k = n++;
+          const user = id((k * 7919 + w) % N);
+          const text = `r${w}-m${k}`;
+          await store.appendHistory(user, { role: 'user', text });
+          const at = performance.now();
+          acks.push({ user, text, at });
+          if (at > end) after++;
+          if (at - end > 300 && after >= 20) stop = true;
+        }
+      };
+      const writers = Array.from({ length: WRITERS }, (_, w) => writer(w));
+      while (acks.length < 50) await new Promise((r) => setTimeout(r, 10));
+      start = performance.now();
+      const result = await ops.restore(source.id, { wholeStore: true });
+      end = performance.now();
+      await Promise.all(writers);
+      const during = acks.filter((a) => a.at > start && a.at < sectionAt);
+      expect(during.length).toBeGreaterThan(0);
+      expect(after).toBeGreaterThan(0);
+      expect(result.backup).toBeDefined();
+      const pre = JSON.parse(readFileSync(path.join(t.dir, 'backups', `${result.backup ?? ''}.json`), 'utf8')) as Record<string, MemoryRecord>;
+      expect(Object.keys(pre).length).toBe(N);
+      const has = (r: MemoryRecord | null | undefined, text: string) => r?.history.some((h) => h.text === text) === true;
+      const lost: Ack[] = [];
+      for (const a of acks) if (!has(pre[a.user], a.text) && !has(await store.get(a.user), a.text)) lost.push(a);
+      expect(lost).toEqual([]);
+      for (const a of during) expect(has(pre[a.user], a.text)).toBe(true);
+    } finally {
+      await store.close();
+      await t.cleanup();
+    }
+  }, 180_000);
 });
