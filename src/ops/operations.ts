@@ -4,8 +4,9 @@ import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type Chat
 import { FILE_MODE, fsyncDir } from '../fs-util.js';
 import { applyPatch, nowIso, parseRecord, validateUserId, type MemoryRecord, type RecordInput, type RecordPatch } from '../record.js';
 import { applyPut } from '../store/store.js';
-import type { Store } from '../store/types.js';
+import type { ExclusiveContext, Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
+import { copySnapshot, mergeChanges } from '../backup/two-phase.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
 import { compareIds, manifestName, parseBackupName } from '../backup/format.js';
 import { readJsonEntries } from '../backup/json-entries.js';
@@ -332,19 +333,58 @@ export class Operations {
     }
   }
 
-  /** Full backup, verified, then clear, atomically against concurrent writers. */
+  /**
+   * Full backup, verified, then clear, atomically against concurrent writers. The backup is taken in two
+   * phases so that chat does not wait for the whole copy: a snapshot is copied while writes go on, then
+   * the exclusive section re-reads only the users changed since and writes the backup from both.
+   */
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, (op) =>
-      this.store.exclusive('all', async (ctx) => {
+      this.twoPhase(async (json) => {
         await this.at('section-entered', 'clear-all');
-        const backup = await this.writeVerified({ json: ctx.scanJson() }, this.backupOptions('clear-all', 'full', op, options));
+        const backup = await this.writeVerified({ json }, this.backupOptions('clear-all', 'full', op, options));
         op.setBackup(backup.id);
         await this.at('backup-verified', 'clear-all');
+        return backup;
+      }, async (ctx, backup) => {
         const deleted = await ctx.clear();
         await this.at('changed', 'clear-all');
         return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
       }),
     );
+  }
+
+  /**
+   * Runs `backup` over the whole store's `[user_id, JSON]` entries as they are in the exclusive section,
+   * then `change`, in that section. Where the store can track its writes, most of the entries come from a
+   * snapshot copied before the section (see two-phase.ts); otherwise the section copies everything itself.
+   */
+  private async twoPhase<B, T>(
+    backup: (json: AsyncIterable<[string, string]>, ctx: ExclusiveContext) => Promise<B>,
+    change: (ctx: ExclusiveContext, backup: B) => Promise<T>,
+  ): Promise<T> {
+    // Started before the snapshot, so that every write the snapshot may miss is in it.
+    const tracker = this.store.trackWrites();
+    let snapshot: string | null = null;
+    try {
+      if (tracker) snapshot = (await copySnapshot(this.backupDir, this.store.scanJson())).file;
+      return await this.store.exclusive('all', async (ctx) => {
+        let json: AsyncIterable<[string, string]>;
+        if (tracker && snapshot !== null && !tracker.overflow) {
+          const ids = [...tracker.ids];
+          tracker.stop();
+          const now = new Map<string, string | null>(ids.map((id) => [id, null]));
+          for (const r of await ctx.getMany(ids)) now.set(r.user_id, JSON.stringify(r));
+          json = mergeChanges(snapshot, now);
+        } else {
+          json = ctx.scanJson();
+        }
+        return change(ctx, await backup(json, ctx));
+      });
+    } finally {
+      tracker?.stop();
+      if (snapshot !== null) await fsp.rm(snapshot, { force: true });
+    }
   }
 
   /**
@@ -644,14 +684,17 @@ export class Operations {
     const diff = mode === 'merge' ? { ...fullDiff, removed: [] } : fullDiff;
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, (op) =>
-      this.store.exclusive('all', async (ctx) => {
+      this.twoPhase(async (json, ctx) => {
         await this.at('section-entered', 'restore');
+        // An empty store leaves nothing to back up: an empty file would only pose as the latest backup.
         let backup: string | null = null;
         if ((await ctx.count()) > 0) {
-          backup = (await this.writeVerified({ json: ctx.scanJson() }, this.backupOptions('restore', 'full', op, options))).id;
+          backup = (await this.writeVerified({ json }, this.backupOptions('restore', 'full', op, options))).id;
           op.setBackup(backup);
         }
         await this.at('backup-verified', 'restore');
+        return backup;
+      }, async (ctx, backup) => {
         // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
         const written = mode === 'replace' ? await ctx.replaceAll(sortedBackupRecords(src)) : await ctx.putAll(sortedBackupRecords(src));
         await this.at('changed', 'restore');

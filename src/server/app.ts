@@ -539,6 +539,14 @@ export async function buildApp(opts: BuildAppOptions): Promise<FastifyInstance> 
     const record = Array.isArray(req.body)
       ? await store.appendHistoryMany(id, req.body as HistoryInput[])
       : await store.appendHistory(id, bodyObject(req.body, 'history entry', 'E_RECORD') as unknown as HistoryInput);
+    // `Prefer: return=minimal` (RFC 7240): a bot that only appends need not download 50 turns per message.
+    if (/(^|[,;\s])return\s*=\s*"?minimal"?($|[,;\s])/i.test(String(req.headers.prefer ?? ''))) {
+      const sent = Array.isArray(req.body) ? (req.body as unknown[]).at(-1) : req.body;
+      const given = (sent as { id?: unknown } | undefined)?.id;
+      // The write is atomic per user, so a fresh entry is the newest one; a retried entry keeps the id it was sent with.
+      const entryId = typeof given === 'string' ? given : (record.history.at(-1)?.id ?? null);
+      return reply.status(201).header('preference-applied', 'return=minimal').send({ user_id: record.user_id, id: entryId });
+    }
     return reply.status(201).send(record);
   });
   registerBotRoutes(app, { store, ops: ctx.ops, dataAuth });

@@ -31,7 +31,31 @@ import type {
   StoreDriver,
   StoreStats,
   UserSummary,
+  WriteTracker,
 } from './types.js';
+
+/** Beyond this many changed users a tracker gives up (overflow) rather than hold an unbounded set. */
+const TRACK_LIMIT = 500_000;
+
+class Tracker implements WriteTracker {
+  readonly ids = new Set<string>();
+  overflow = false;
+  constructor(private readonly trackers: Set<Tracker>) {
+    trackers.add(this);
+  }
+  note(id: string): void {
+    if (this.overflow) return;
+    this.ids.add(id);
+    if (this.ids.size > TRACK_LIMIT) this.giveUp();
+  }
+  giveUp(): void {
+    this.overflow = true;
+    this.ids.clear();
+  }
+  stop(): void {
+    this.trackers.delete(this);
+  }
+}
 
 export interface StoreOptions {
   /** History entries kept per user; default 50, as the seed. */
@@ -56,6 +80,7 @@ class CoreStore implements Store {
   readonly historyCap: number;
   private readonly gate = new WriteGate();
   private closed = false;
+  private readonly trackers = new Set<Tracker>();
 
   constructor(
     private readonly driver: StoreDriver,
@@ -77,7 +102,29 @@ class CoreStore implements Store {
   private async write(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
     validateUserId(id);
     this.checkWritable();
-    return this.gate.write(id, () => this.driver.update(id, fn));
+    return this.gate.write(id, async () => {
+      // Noted once the write has settled too: a tracker started while it was in flight must see it.
+      this.noteWrite(id);
+      try {
+        return await this.driver.update(id, fn);
+      } finally {
+        this.noteWrite(id);
+      }
+    });
+  }
+
+  private noteWrite(id: string): void {
+    for (const t of this.trackers) t.note(id);
+  }
+
+  private noteAll(): void {
+    for (const t of this.trackers) t.giveUp();
+  }
+
+  trackWrites(): WriteTracker | null {
+    // Another process may write a shared PostgreSQL store: an in-process set would miss its changes.
+    if (this.kind === 'postgres') return null;
+    return new Tracker(this.trackers);
   }
 
   async get(id: string): Promise<MemoryRecord | null> {
@@ -189,7 +236,29 @@ class CoreStore implements Store {
   async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
     this.checkWritable();
     if (scope !== 'all') scope.ids.forEach(validateUserId);
-    return this.gate.exclusive(scope, () => this.driver.exclusive(scope, fn));
+    // The sections' changes bypass write(): note them for the trackers running when they land (a tracker may
+    // start while a section is open), before and after.
+    const noted = <A extends unknown[], R>(f: (...a: A) => Promise<R>, note: (...a: A) => void) => async (...a: A): Promise<R> => {
+      note(...a);
+      try {
+        return await f(...a);
+      } finally {
+        note(...a);
+      }
+    };
+    return this.gate.exclusive(scope, () =>
+      this.driver.exclusive(scope, (ctx) =>
+        fn(
+          // Object.create keeps a driver's prototype methods working.
+          Object.assign(Object.create(ctx) as ExclusiveContext, {
+            delete: noted(ctx.delete.bind(ctx), (ids) => ids.forEach((id) => this.noteWrite(id))),
+            putMany: noted(ctx.putMany.bind(ctx), (records) => records.forEach((r) => this.noteWrite(r.user_id))),
+            clear: noted(ctx.clear.bind(ctx), () => this.noteAll()),
+            replaceAll: noted(ctx.replaceAll.bind(ctx), (_records) => this.noteAll()),
+          }),
+        ),
+      ),
+    );
   }
 
   async isLeader(): Promise<boolean> {

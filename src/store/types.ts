@@ -170,7 +170,24 @@ export interface Store {
   exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
   /** True when this process should run singleton jobs (scheduled backups); see {@link StoreDriver.leader}. */
   isLeader(): Promise<boolean>;
+  /**
+   * Starts recording which users this process changes, for a copy taken while writes go on (the first
+   * phase of a clear's backup). Null where other processes may write too (a shared backend), so that
+   * only the exclusive section's own copy is exact.
+   */
+  trackWrites(): WriteTracker | null;
   close(): Promise<void>;
+}
+
+/**
+ * The users changed since {@link Store.trackWrites} was called: written, deleted or put in an exclusive
+ * section. `overflow` means the set is not complete (the whole store was cleared or replaced, or too
+ * many users changed to keep): the caller must then copy the whole store again.
+ */
+export interface WriteTracker {
+  readonly ids: ReadonlySet<string>;
+  readonly overflow: boolean;
+  stop(): void;
 }
 
 /** `scanJson` for a driver that has only `scan`. */

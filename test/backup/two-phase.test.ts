@@ -1,0 +1,77 @@
+import { readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { copySnapshot, mergeChanges } from '../../src/backup/two-phase.js';
+import { AuditLog } from '../../src/ops/audit.js';
+import { Operations } from '../../src/ops/operations.js';
+import { openStore } from '../../src/store/open.js';
+import type { MemoryRecord } from '../../src/record.js';
+import { tempDir } from '../helpers/tmp.js';
+import { loadFixture } from '../store/conformance.js';
+
+async function* pairs(ids: string[]): AsyncGenerator<[string, string]> {
+  for (const id of ids) yield [id, JSON.stringify({ user_id: id, v: 'old', text: 'tab\there, line\nbreak, émoji 😀' })];
+}
+
+async function collect(it: AsyncIterable<[string, string]>): Promise<[string, string][]> {
+  const out: [string, string][] = [];
+  for await (const e of it) out.push(e);
+  return out;
+}
+
+describe('two-phase merge', () => {
+  it('puts changed users in place, drops deleted ones and inserts new ones in user_id order', async () => {
+    const t = await tempDir('chatmem-2p-');
+    try {
+      // Enough lines to cross the 1 MiB read chunk, so lines split between chunks are joined.
+      const ids = Array.from({ length: 30_000 }, (_, i) => `b${String(i).padStart(6, '0')}`);
+      const snap = await copySnapshot(t.dir, pairs(ids));
+      expect(snap.users).toBe(ids.length);
+      const changes = new Map<string, string | null>([
+        ['a-first', '{"new":1}'],
+        ['b000000', null],
+        ['b000500', '{"changed":1}'],
+        ['b000500x', '{"between":1}'],
+        ['b029999', null],
+        ['c-last', '{"new":2}'],
+        ['zz-gone-before', null],
+      ]);
+      const out = await collect(mergeChanges(snap.file, changes));
+      expect(out.length).toBe(ids.length - 2 + 3);
+      expect(out[0]).toEqual(['a-first', '{"new":1}']);
+      expect(out[1]?.[0]).toBe('b000001');
+      expect(out.at(-1)).toEqual(['c-last', '{"new":2}']);
+      expect(out.find(([id]) => id === 'b000500')?.[1]).toBe('{"changed":1}');
+      const at = out.findIndex(([id]) => id === 'b000500x');
+      expect(out[at - 1]?.[0]).toBe('b000500');
+      expect(out[at + 1]?.[0]).toBe('b000501');
+      expect(out.some(([id]) => id === 'b000000' || id === 'b029999' || id === 'zz-gone-before')).toBe(false);
+      // Unchanged lines come back byte for byte, tabs and newlines escaped inside the JSON included.
+      expect(out.find(([id]) => id === 'b012345')?.[1]).toBe(JSON.stringify({ user_id: 'b012345', v: 'old', text: 'tab\there, line\nbreak, émoji 😀' }));
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('a clear that runs during another clear\'s snapshot copy makes the later one copy the store again', async () => {
+    const t = await tempDir('chatmem-2p-');
+    const store = await openStore(`sqlite:${path.join(t.dir, 'memory.db')}`);
+    try {
+      const fixture = Object.values(loadFixture());
+      const records = Array.from({ length: 500 }, (_, i) => ({ ...(fixture[i % fixture.length] as MemoryRecord), user_id: `u${String(i).padStart(4, '0')}` }));
+      await store.exclusive('all', (ctx) => ctx.putMany(records));
+      const ops = new Operations({ store, backupDir: path.join(t.dir, 'backups'), audit: new AuditLog(path.join(t.dir, 'audit.log')), actor: { kind: 'os', name: 'test' } });
+      // Both copy their snapshot (500 users) before either takes the section; the first then clears.
+      const [a, b] = await Promise.all([ops.clearAll(), ops.clearAll()]);
+      const sizes = [a, b].map((r) => Object.keys(JSON.parse(readFileSync(r.backupFile, 'utf8')) as object).length).sort((x, y) => x - y);
+      expect(sizes).toEqual([0, 500]);
+      expect([a.deleted, b.deleted].sort((x, y) => x - y)).toEqual([0, 500]);
+      // No snapshot copy is left behind.
+      expect((await readdir(path.join(t.dir, 'backups'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      await store.close();
+      await t.cleanup();
+    }
+  });
+});
