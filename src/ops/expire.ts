@@ -2,9 +2,10 @@
  * Expiring inactive users: those with no update for `users.inactiveAfter` are removed through the guarded
  * delete (a verified backup of them first), or forgotten everywhere with `users.expireMode: "forget"`.
  */
-import { writeBackup } from '../backup/create.js';
+import { writeBackup, type BackupResult } from '../backup/create.js';
 import { compareIds } from '../backup/format.js';
 import { parseDuration, subtractDuration } from '../duration.js';
+import type { MemoryRecord } from '../record.js';
 import type { Store } from '../store/types.js';
 import type { Actor, AuditLog } from './audit.js';
 import type { ForgetResult } from './forget.js';
@@ -39,6 +40,8 @@ export interface ExpireContext {
   audit: AuditLog;
   actor: Actor;
   forget: (ids: string[], actor: Actor) => Promise<ForgetResult>;
+  /** Writes and verifies the backup (Operations passes its own, which also queues the off-site copy). */
+  writeBackup?: (records: MemoryRecord[], options: Parameters<typeof writeBackup>[2]) => Promise<BackupResult>;
 }
 
 /** The instant before which a last update makes a user inactive. */
@@ -85,7 +88,8 @@ export async function expireUsers(ctx: ExpireContext, policy: ExpirePolicy, opti
       const records = (await x.getMany(ids)).filter((r) => inactive(r.updated_at, cutoff)).sort((a, b) => compareIds(a.user_id, b.user_id));
       if (records.length === 0) return { expired: 0, backup: null };
       const gone = records.map((r) => r.user_id);
-      const backup = await writeBackup(ctx.backupDir, records, { reason: 'delete-user', scope: gone, source: ctx.store.url, auditOp: op.op });
+      const options = { reason: 'delete-user' as const, scope: gone, source: ctx.store.url, auditOp: op.op };
+      const backup = ctx.writeBackup ? await ctx.writeBackup(records, options) : await writeBackup(ctx.backupDir, records, options);
       op.setBackup(backup.id);
       return { expired: await x.delete(gone), backup: backup.id };
     });

@@ -443,7 +443,14 @@ export class Operations {
    * first), or a forget in mode `forget`. `dryRun` lists who would go (see ops/expire.ts).
    */
   expire(policy: ExpirePolicy, options: CallOptions & { now?: Date; dryRun?: boolean } = {}): Promise<ExpireResult> {
-    const ctx = { store: this.store, backupDir: this.backupDir, audit: this.audit, actor: this.actor, forget: (ids: string[], actor: Actor) => this.forget(ids, { actor }) };
+    const ctx = {
+      store: this.store,
+      backupDir: this.backupDir,
+      audit: this.audit,
+      actor: this.actor,
+      forget: (ids: string[], actor: Actor) => this.forget(ids, { actor }),
+      writeBackup: (records: MemoryRecord[], opts: Parameters<typeof writeBackup>[2]) => this.writeVerified(records, opts),
+    };
     return expireUsers(ctx, policy, { now: options.now, dryRun: options.dryRun, actor: options.actor });
   }
 

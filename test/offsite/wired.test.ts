@@ -107,6 +107,26 @@ describe('off-site copies wired into the product (s3rver)', () => {
     expect(noCreds.stderr).toContain('E_OFFSITE_CONFIG');
   });
 
+  it('forget replaces the off-site copies of the backups it rewrote: the person is gone off-site too', async () => {
+    const sb = await box();
+    const url = newPrefix();
+    const env = offsiteEnv(sb, url);
+    const made = await sb.json<{ backup: string }>(['backup'], { env });
+    expect(made.code).toBe(0);
+    const users = await sb.json<{ users: { user_id: string }[] }>(['users'], { env });
+    const victim = users.doc.users[0]!.user_id;
+    const key = (await target(url).list()).find((r) => r.fileName === `${made.doc.backup}.json`)!.objectKey;
+    expect(await target(url).client.getText(key)).toContain(JSON.stringify(victim));
+    const forgot = await sb.run(['forget', victim, '--yes'], { env });
+    expect(forgot.code, forgot.stderr).toBe(0);
+    await eventually(async () => {
+      const now = (await target(url).list()).find((r) => r.fileName === `${made.doc.backup}.json`);
+      return now !== undefined && !(await target(url).client.getText(now.objectKey)).includes(JSON.stringify(victim));
+    }, 'the rewritten copy off-site');
+    const copy = (await target(url).list()).find((r) => r.fileName === `${made.doc.backup}.json`)!;
+    expect(copy.manifest?.users).toBe(199);
+  });
+
   it('`offsite sync` uploads what is missing and names what is off-site only', async () => {
     const sb = await box();
     const url = newPrefix();
