@@ -83,11 +83,17 @@ describe('forget killed at random moments', () => {
     writeFileSync(path.join(pristine.backups, 'memory_backup_20251125_132811.json'), serializeSeed(records.slice(700, 800).map((r) => [r.user_id, r])));
     writeFileSync(path.join(pristine.backups, `memory_backup_${VICTIM}_20251125_140002.json`), JSON.stringify({ user_id: VICTIM, backup_timestamp: '20251125_140002', record: victim }, null, 2));
     await ops.store.close();
-    for (const name of readdirSync(pristine.backups)) {
-      const file = path.join(pristine.backups, name);
+    const holdsOthers = (file: string): boolean => {
       const text = readFileSync(file);
       const plain = text[0] === 0x1f ? gunzipSync(text).toString('utf8') : text.toString('utf8');
-      const others = /"user_(?!0750)\d{4}"/.test(plain) || name.endsWith('.meta.json');
+      return /"user_(?!0750)\d{4}"/.test(plain);
+    };
+    const names = readdirSync(pristine.backups);
+    for (const name of names) {
+      const file = path.join(pristine.backups, name);
+      // A manifest goes with its backup: a backup that held only the victim is deleted with its manifest.
+      const data = name.endsWith('.meta.json') ? names.find((n) => n === name.replace(/\.meta\.json$/, '.json') || n === name.replace(/\.meta\.json$/, '.json.gz')) : name;
+      const others = data === undefined ? true : holdsOthers(path.join(pristine.backups, data));
       before.set(name, { sha: sha(file), others, victim: holdsMark(file) });
     }
   });
