@@ -642,39 +642,50 @@ class Section implements ExclusiveContext {
     return this.run(() => inTransaction(this.client, 'write', () => upsertRecords(this.client, this.sql, records)));
   }
 
-  /** One transaction, the stream upserted in batches: other daemons see all of it or none of it. */
-  putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    let sourceError: { error: unknown } | null = null;
-    const write = async (): Promise<number> => {
-      let batch: MemoryRecord[] = [];
-      let read = 0;
-      let inBody = false;
-      try {
-        for await (const r of records) {
-          inBody = true;
-          batch.push(r);
-          read++;
-          if (batch.length >= WRITE_BATCH) {
-            await upsertRecords(this.client, this.sql, batch);
-            batch = [];
-          }
-          inBody = false;
+  /**
+   * Upserts `records` in batches on this section's connection (inside the caller's transaction). An error
+   * thrown by the stream itself (a corrupt backup, say) is kept in `failed`, so the caller can rethrow it
+   * as it was once the transaction rolled back: it is the caller's to interpret, not a store failure.
+   */
+  private async upsertStream(records: AsyncIterable<MemoryRecord>, failed: { source?: { error: unknown } }): Promise<number> {
+    let batch: MemoryRecord[] = [];
+    let read = 0;
+    let inBody = false;
+    try {
+      for await (const r of records) {
+        inBody = true;
+        batch.push(r);
+        read++;
+        if (batch.length >= WRITE_BATCH) {
+          await upsertRecords(this.client, this.sql, batch);
+          batch = [];
         }
-      } catch (error) {
-        if (!inBody) sourceError = { error };
-        throw error;
+        inBody = false;
       }
-      await upsertRecords(this.client, this.sql, batch);
-      return read;
-    };
+    } catch (error) {
+      if (!inBody) failed.source = { error };
+      throw error;
+    }
+    await upsertRecords(this.client, this.sql, batch);
+    return read;
+  }
+
+  /** Runs `body` in one transaction; the stream's own error comes out as it was thrown. */
+  private streamed<T>(mode: 'write' | 'restore', body: (failed: { source?: { error: unknown } }) => Promise<T>): Promise<T> {
+    const failed: { source?: { error: unknown } } = {};
     return this.run(async () => {
       try {
-        return await inTransaction(this.client, 'write', write);
+        return await inTransaction(this.client, mode, () => body(failed));
       } catch (err) {
-        if (sourceError) throw sourceError.error;
+        if (failed.source) throw failed.source.error;
         throw err;
       }
     });
+  }
+
+  /** One transaction, the stream upserted in batches: other daemons see all of it or none of it. */
+  putAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
+    return this.streamed('write', (failed) => this.upsertStream(records, failed));
   }
 
   putAndDelete(records: MemoryRecord[], ids: string[]): Promise<void> {
@@ -691,37 +702,11 @@ class Section implements ExclusiveContext {
    * old rows (MVCC) until the commit; an error from the source rolls everything back and is rethrown.
    */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
-    let sourceError: { error: unknown } | null = null;
-    const restore = async (): Promise<number> => {
+    return this.streamed('restore', async (failed) => {
       await this.client.query(this.sql.clear);
-      let batch: MemoryRecord[] = [];
-      let inBody = false;
-      try {
-        for await (const r of records) {
-          inBody = true;
-          batch.push(r);
-          if (batch.length >= WRITE_BATCH) {
-            await upsertRecords(this.client, this.sql, batch);
-            batch = [];
-          }
-          inBody = false;
-        }
-      } catch (error) {
-        if (!inBody) sourceError = { error };
-        throw error;
-      }
-      await upsertRecords(this.client, this.sql, batch);
+      await this.upsertStream(records, failed);
       // Counted in the database: a set of ids would not be constant memory at 1M users.
       return Number((await this.client.query<CountRow>(this.sql.count)).rows[0]?.n ?? 0);
-    };
-    return this.run(async () => {
-      try {
-        return await inTransaction(this.client, 'restore', restore);
-      } catch (err) {
-        // The source's own error (a corrupt backup, say) is the caller's to interpret, not a store failure.
-        if (sourceError) throw sourceError.error;
-        throw err;
-      }
     });
   }
 }
