@@ -259,7 +259,9 @@ describePg('postgres', () => {
 
     it('a scan stopped early gives its connection back; a passed pool is left open by close()', async () => {
       const { schema, drop } = await createSchema();
-      const pool = new pg.Pool({ connectionString: PG_URL, max: 3 });
+      // Named, so the check below sees only this pool's sessions, not other test files' scans running at the same time.
+      const appName = `scan-test-${process.pid}-${Date.now()}`;
+      const pool = new pg.Pool({ connectionString: PG_URL, max: 3, application_name: appName });
       try {
         const driver = await PostgresDriver.connect({ pool, schema });
         expect(driver.url).toBe('postgres://(pool)');
@@ -274,7 +276,8 @@ describePg('postgres', () => {
         expect(pool.totalCount).toBeLessThanOrEqual(3);
         expect(pool.idleCount).toBe(pool.totalCount);
         const { rows } = await pool.query<{ n: string }>(
-          `SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND query LIKE '%chatmem_scan%'`,
+          `SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND state LIKE 'idle in transaction%' AND query LIKE '%chatmem_scan%'`,
+          [appName],
         );
         expect(Number(rows[0]?.n)).toBe(0);
         await store.close();
