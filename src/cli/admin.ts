@@ -1,4 +1,4 @@
-import { finishStoreTemps } from '../backup/integrity.js';
+import { finishStoreTemps, type LeftoverReport } from '../backup/integrity.js';
 import type { ResolvedConfig } from '../config.js';
 import { openContext } from '../context.js';
 import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
@@ -79,12 +79,12 @@ export async function openAdmin(
     tolerateBrokenStore: true,
     offsiteLog: (level, message) => (level === 'warn' ? out.warn(`off-site: ${message}`) : out.note(`off-site: ${message}`)),
   });
-  await finishLeftoversFor(config, ctx.ops, out);
+  const leftovers = await finishLeftoversFor(config, ctx.ops, out);
   if (mode === 'write' && config.store.file) {
     // This process now owns the file store, as a starting daemon would: finish what a killed
     // operation left (temp files, audit outcomes). Shared stores leave this to daemon starts.
     try {
-      const recovered = await ctx.ops.recover();
+      const recovered = await ctx.ops.recover(leftovers ? { leftovers } : {});
       for (const i of recovered.interrupted) {
         out.warn(`operation ${i.entry.action} (op ${i.entry.op}, started ${i.entry.time}) had not finished: backup ${i.backup ?? 'missing'}, change ${i.applied === null ? 'unknown' : i.applied ? 'applied' : 'not applied'}`);
       }
@@ -100,7 +100,7 @@ export async function openAdmin(
  * What a killed chatmem (CLI or daemon) left behind is finished by whichever starts next: without this a
  * CLI-only site kept its temp files until a daemon ever started. Files of a live writer are left alone.
  */
-async function finishLeftoversFor(config: ResolvedConfig, ops: Operations, out: Output): Promise<void> {
+async function finishLeftoversFor(config: ResolvedConfig, ops: Operations, out: Output): Promise<LeftoverReport | null> {
   try {
     const r = await ops.finishLeftovers();
     if (config.store.file) r.removedTemp.push(...(await finishStoreTemps(config.store.file)));
@@ -111,9 +111,11 @@ async function finishLeftoversFor(config: ResolvedConfig, ops: Operations, out: 
       r.removedIncomplete.length ? `removed ${r.removedIncomplete.join(', ')} (written by a killed process, did not verify)` : '',
     ].filter(Boolean);
     if (parts.length) out.note(`left by an interrupted chatmem: ${parts.join('; ')}`);
+    return r;
   } catch (err) {
     // Clean-up is a courtesy: it must never stand between the operator and a read or a restore.
     out.warn(`could not finish files left by an interrupted chatmem: ${(err as Error).message}`);
+    return null;
   }
 }
 

@@ -967,14 +967,15 @@ export class Operations {
    * Start-up recovery: finishes what a killed chatmem left in the backup directory (temp files, orphan
    * manifests, backups not yet marked verified) and reports every operation whose intent has no
    * outcome, saying whether its backup exists and whether its change happened. Damaged backups and
-   * refused entries are skipped, never fatal.
+   * refused entries are skipped, never fatal. `leftovers`: the report of a {@link finishLeftovers} this
+   * process just ran, so the directory is not gone over twice.
    */
-  async recover(): Promise<{
+  async recover(options: { leftovers?: LeftoverReport } = {}): Promise<{
     removedTemp: string[];
     leftovers: LeftoverReport;
     interrupted: { entry: AuditEntry; backup: string | null; applied: boolean | null }[];
   }> {
-    const leftovers = await finishLeftovers(this.backupDir);
+    const leftovers = options.leftovers ?? (await finishLeftovers(this.backupDir));
     const interrupted = [];
     const unfinished = await this.audit.unfinished();
     // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.
