@@ -7,32 +7,16 @@ import { writeBackup } from '../../src/backup/create.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { forgetKey, forgottenId } from '../../src/ops/forget.js';
 import { Operations } from '../../src/ops/operations.js';
-import { JsonFileDriver, serializeSeed } from '../../src/store/json-file.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
+import { serializeSeed } from '../../src/store/json-file.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';
-import { createSchema, describePg, PG_URL } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
+import { testStores } from '../helpers/stores.js';
 import { loadFixture } from '../store/conformance.js';
 
-type Open = (storageDir: string) => Promise<Store>;
-
-const DRIVERS: [string, Open, typeof describe][] = [
-  ['sqlite', async (dir) => createStore(await SqliteDriver.open(path.join(dir, 'memory.db'))), describe],
-  ['json-file', async (dir) => createStore(await JsonFileDriver.open(path.join(dir, 'memory.json'))), describe],
-  [
-    'postgres',
-    async () => {
-      const { schema, drop } = await createSchema();
-      const store = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }));
-      const close = store.close.bind(store);
-      return Object.assign(store, { close: async () => { await close(); await drop(); } });
-    },
-    describePg as unknown as typeof describe,
-  ],
-];
+const DRIVERS = testStores();
 
 const ACTOR = { kind: 'os' as const, name: 'tester' };
 const VICTIM = '62899911122233@lid';

@@ -1,33 +1,15 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
-import { JsonFileDriver } from '../../src/store/json-file.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
-import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';
-import { createSchema, describePg, PG_URL } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
+import { testStores } from '../helpers/stores.js';
 import { loadFixture } from '../store/conformance.js';
 
-type Open = (dir: string) => Promise<Store>;
-const DRIVERS: [string, Open, typeof describe][] = [
-  ['sqlite', async (dir) => createStore(await SqliteDriver.open(path.join(dir, 'memory.db')), { historyCap: 6 }), describe],
-  ['json-file', async (dir) => createStore(await JsonFileDriver.open(path.join(dir, 'memory.json')), { historyCap: 6 }), describe],
-  [
-    'postgres',
-    async () => {
-      const { schema, drop } = await createSchema();
-      const store = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }), { historyCap: 6 });
-      const close = store.close.bind(store);
-      return Object.assign(store, { close: async () => { await close(); await drop(); } });
-    },
-    describePg as unknown as typeof describe,
-  ],
-];
+const DRIVERS = testStores({ historyCap: 6 });
 
 const FROM = '123456789012345@lid';
 const INTO = '628111222333';
