@@ -552,10 +552,14 @@ export class PostgresDriver implements StoreDriver {
     this.closed = true;
     await Promise.allSettled([...this.inflight]);
     if (this.leaderLease) {
-      // Destroying the connection releases its session lock even if unlocking would fail.
-      this.leaderLease.poison(new Error('leadership released'));
-      this.leaderLease.release();
+      const lease = this.leaderLease;
       this.leaderLease = null;
+      // Unlocking first makes the hand-over immediate: a destroyed connection releases its lock only
+      // when the server notices the socket is gone, after close() has returned (seen in CI: the next
+      // daemon's try, made right after, still lost). The connection is destroyed either way.
+      await lease.client.query('SELECT pg_advisory_unlock($1, $2)', [NS_CTRL, this.leaderKey]).catch(() => undefined);
+      lease.poison(new Error('leadership released'));
+      lease.release();
     }
     if (this.ownsPool) await this.pool.end();
   }
