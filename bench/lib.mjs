@@ -187,6 +187,30 @@ export async function loadUsers(store, n, { batch = 1000, label = 'load' } = {})
   return (performance.now() - t0) / 1000;
 }
 
+/**
+ * Loads users 0..n-1 into an empty `store` the way a full restore does (`replaceAll` of one stream in
+ * key order): staged, then indexed in one set-based pass. Much faster than `loadUsers` for big stores.
+ * Returns seconds.
+ */
+export async function restoreUsers(store, n, { label = 'restore' } = {}) {
+  const t0 = performance.now();
+  let lastLog = t0;
+  await store.exclusive('all', (ctx) =>
+    ctx.replaceAll(
+      (async function* () {
+        for (let i = 0; i < n; i++) {
+          yield makeRecord(i);
+          if (i % 10_000 === 0 && performance.now() - lastLog > 10_000) {
+            lastLog = performance.now();
+            process.stderr.write(`  [${label}] staged ${i}/${n} users, ${((lastLog - t0) / 1000).toFixed(0)} s\n`);
+          }
+        }
+      })(),
+    ),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
 /** Opens a store through the library's URL opener. */
 export async function openStoreAt(url) {
   const { openStore } = await import('../dist/store/open.js');
