@@ -15,7 +15,8 @@
 //   and prints wall p50/p95 and CPU p50 (process CPU time: less sensitive to other processes' load).
 //   Then appends (BENCH_CONCURRENCY in flight, default 8) for BENCH_SECONDS (default 10), alone and
 //   while one caller runs the query mix back to back: latency p50/p99/max and the event loop's
-//   longest stall. Appends change the cached store (a few thousand messages); queries are unaffected.
+//   longest stall; and the event loop's longest stall while only searches run (how long one turn of a
+//   search holds it). Appends change the cached store (a few thousand messages); queries are unaffected.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -164,6 +165,13 @@ for (const n of sizes) {
       rep.add(`${n} ${name}`, row);
     }
     ro.close();
+    // How long one search holds the event loop: the longest stall while the mix runs (no writes).
+    const held = monitorEventLoopDelay({ resolution: 1 });
+    held.enable();
+    const mixStart = performance.now();
+    for (let k = 0; k < 3; k++) for (const [, q] of queries) await store.search(q, { limit: 100 });
+    held.disable();
+    rep.add(`${n} event loop during searches`, { searches: 3 * queries.length, ms: round(performance.now() - mixStart), loopMaxMs: round(held.max / 1e6, 2), loopP99Ms: round(held.percentile(99) / 1e6, 2), load1: round(os.loadavg()[0], 2) });
 
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();

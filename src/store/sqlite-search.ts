@@ -10,7 +10,7 @@ export interface SearchTurns {
   indexMs: number;
   /** Milliseconds of each turn given to the id-order walk (checked after each window of users). */
   walkMs: number;
-  /** Users in the walk's first window; each further window is twice as big, up to `maxWindow`. */
+  /** Users in the walk's first window (and the fewest in any); later windows are sized to fit `walkMs` at the rate measured so far. */
   firstWindow: number;
   /** Largest window when SQLite filters the users first (see {@link walkPattern}). */
   maxWindow: number;
@@ -138,6 +138,7 @@ export class SqliteSearch {
     let result: string[] | null = null;
     let indexSpent = 0;
     let walkSpent = 0;
+    let walkRows = 0;
     try {
       while (result === null) {
         const indexStart = performance.now();
@@ -172,7 +173,11 @@ export class SqliteSearch {
           const last = rows[rows.length - 1];
           if (walked.length >= limit || rows.length < window || !last) result = walked.slice(0, limit);
           else after = last.user_id;
-          window = Math.min(window * 2, maxWindow);
+          walkRows += rows.length;
+          // The next window is what fits in one turn at the rate seen so far: one SQL statement cannot
+          // be cut, and a fixed size would hold the event loop for 1–16 ms depending on the query.
+          const perRow = (walkSpent + performance.now() - walkStart) / walkRows;
+          window = Math.max(this.turns.firstWindow, Math.min(maxWindow, Math.floor(this.turns.walkMs / perRow)));
         } while (result === null && performance.now() < walkUntil);
         walkSpent += performance.now() - walkStart;
         if (result === null) await new Promise((r) => setImmediate(r));
