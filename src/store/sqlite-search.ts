@@ -101,7 +101,6 @@ export class SqliteSearch {
   ) {
     this.stmts = {
       prefix: db.prepare<[string, string, number], UserSummary>(`SELECT ${SUMMARY} FROM users WHERE user_id >= ? AND user_id < ? ORDER BY user_id LIMIT ?`),
-      matches: db.prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?').pluck(),
       walk: db.prepare<[string, number], WalkRow>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?'),
       summary: db.prepare<[string], UserSummary>(`SELECT ${SUMMARY} FROM users WHERE user_id = ?`),
     };
@@ -130,7 +129,11 @@ export class SqliteSearch {
     const maxWindow = filter ? this.turns.maxWindow : this.turns.maxParsedWindow;
     const walkSlice = (after: string, window: number): WalkRow[] =>
       filtered && filter ? filtered.all(filter.pattern, after, window) : this.stmts.walk.all(after, window);
-    const matches = this.stmts.matches.iterate(ftsPhrase(query));
+    // Prepared per search: a statement can run one iteration at a time, and searches overlap.
+    const matches = this.db
+      .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
+      .pluck()
+      .iterate(ftsPhrase(query));
     const first: string[] = [];
     const walked: string[] = [];
     let after = '';

@@ -102,6 +102,13 @@ describe('SQLite search over many turns', () => {
     }
   });
 
+  it('runs overlapping searches on one connection, each complete', async () => {
+    const queries = ['Siti', 'Wahyu Nurhaliza', 'bau gosong', 'kurniawan', USERS[1234]!.user_id];
+    const slow = new SqliteSearch(reader, { indexMs: 0, walkMs: 0, firstWindow: 1, maxWindow: 4, maxParsedWindow: 2 });
+    const answers = await Promise.all([...queries.map((q) => store.search(q, { limit: 5000 })), ...queries.map((q) => slow.search(q, 5000))]);
+    expect(answers.map((a) => a.map((u) => u.user_id))).toEqual([...queries, ...queries].map(expected));
+  });
+
   it('counts more than one page for the broad queries (the cases where the limit cuts the answer)', () => {
     expect(expected('Siti').length).toBeGreaterThan(100);
     expect(expected('bau gosong').length).toBeGreaterThan(100);
