@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { resolveConfig, type ConfigOverrides, type ResolvedConfig } from '../config.js';
 import { seedHint } from '../context.js';
 import { isChatmemError } from '../errors.js';
-import type { Admin } from '../ops/admin.js';
+import type { Admin } from '../admin/types.js';
 import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
 import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
