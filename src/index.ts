@@ -22,6 +22,7 @@ export { openBackup, backupRecords, findBackupUser, type BackupSource } from './
 export { Operations, type BackupInfo, type DeleteResult, type RestoreOptions, type RestoreResult, type VerifyResult, type PruneResult } from './ops/operations.js';
 export { AuditLog, currentOsActor, AUDIT_ACTIONS, resolveAuditAction, queryAudit, type Actor, type AuditEntry } from './ops/audit.js';
 export { LocalAdmin } from './admin/local.js';
+export { RemoteAdmin, type RemoteAdminOptions } from './admin/remote.js';
 export type { Admin } from './admin/types.js';
 export { exportStore } from './ops/export.js';
 export { VERSION } from './version.js';
