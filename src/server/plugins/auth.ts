@@ -36,6 +36,14 @@ type Query = Record<string, unknown>;
 /** Query parameters that look like credentials: refused outright. */
 const TOKEN_PARAMS = /^(token|access_token|api_key|apikey|auth|authorization)$/i;
 
+/**
+ * Who the audit log records for a request: its authenticated caller, or, on an open data plane (no data
+ * token), the built-in admin name with the caller's address, as before the plugins.
+ */
+export function actorOf(req: FastifyRequest): Actor {
+  return req.actor ?? { kind: 'api', name: 'admin', remote: req.ip };
+}
+
 /** True for names and addresses that only this machine can reach (brackets around IPv6 allowed). */
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();

@@ -8,6 +8,7 @@ import { ADMIN_API, type AdminAction, type AdminApi } from '../../admin/api.js';
 import type { ApiRoute } from '../../http-api.js';
 import { LocalAdmin } from '../../admin/local.js';
 import type { Metrics } from '../metrics.js';
+import { actorOf } from '../plugins/auth.js';
 import { classify } from '../plugins/errors.js';
 import { addRoute, type RouteInput } from '../route.js';
 
@@ -78,7 +79,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx, metrics }: AdminR
     const row: ApiRoute = ADMIN_API[action];
     const handle = handlers[action] as Handler<AdminAction>;
     addRoute(app, row, app.auth.admin, async (input, req) => {
-      const actor: Actor = req.actor ?? { kind: 'api', name: 'admin', remote: req.ip };
+      const actor = actorOf(req);
       const admin = new LocalAdmin(ctx.ops, { actor });
       if (!row.logAction) return handle(admin, input as RouteInput<AdminApi[AdminAction]>, req);
       return logged(req, row.logAction, actor, () => handle(admin, input as RouteInput<AdminApi[AdminAction]>, req));

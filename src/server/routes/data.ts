@@ -19,6 +19,7 @@ import {
 import type { ContextInput, HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../../record.js';
 import type { Operations } from '../../ops/operations.js';
 import type { Store } from '../../store/types.js';
+import { actorOf } from '../plugins/auth.js';
 import { addRoute } from '../route.js';
 
 // The routes check a body's outline; the store checks records and entries field by field (E_RECORD, E_USER_ID).
@@ -139,8 +140,8 @@ export async function dataRoutes(app: FastifyInstance, { store, ops }: DataRoute
   });
   // Through the operations: a PUT or PATCH that drops part of a user's memory backs that user up first.
   // The raw body, not the checked copy: the store checks records field by field, and a copy would drop keys such as __proto__.
-  addRoute(app, A.putUser, auth, async ({ params }, req) => ops.putRecord(params.id, req.body as RecordInput, { actor: req.actor ?? undefined }));
-  addRoute(app, A.patchUser, auth, async ({ params }, req) => ops.patchRecord(params.id, req.body as RecordPatch, { actor: req.actor ?? undefined }));
+  addRoute(app, A.putUser, auth, async ({ params }, req) => ops.putRecord(params.id, req.body as RecordInput, { actor: actorOf(req) }));
+  addRoute(app, A.patchUser, auth, async ({ params }, req) => ops.patchRecord(params.id, req.body as RecordPatch, { actor: actorOf(req) }));
   addRoute(app, A.appendHistory, auth, async ({ params }, req, reply) => {
     const sent = req.body;
     // An array is one batch, appended in order in one write (a UI saving its whole message list).
