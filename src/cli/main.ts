@@ -6,7 +6,7 @@ import { isChatmemError } from '../errors.js';
 import type { Admin } from '../admin/types.js';
 import { didYouMean } from '../suggest.js';
 import { VERSION } from '../version.js';
-import { daemonAdmin, withAdmin, type OpenAdminOptions } from './admin.js';
+import { daemonAdmin, withAdmin, type OpenAdminOptions } from './open-admin.js';
 import { backupIdFromArg } from './backup-arg.js';
 import { withRememberedStore } from './daemon-memo.js';
 import { redactSecrets } from '../store/url.js';
