@@ -36,7 +36,8 @@ export interface ResolvedConfig {
   /** Expiry of inactive users (`users.inactiveAfter`, null: never; `users.expireMode`, default delete). */
   users: { inactiveAfter: string | null; expireMode: 'delete' | 'forget' };
   /** `limits`: timeouts and header/URL limits of the daemon's HTTP server (server.headersTimeout, ...). */
-  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits; log: LogRotation };
+  /** `logSample`: one request line per this many successful data-plane requests (1: every request). */
+  server: { host: string; port: number; bodyLimit: number; limits: HttpLimits; log: LogRotation; logSample: number };
   /** IANA time zone of the dates in the names of legacy (seed) backups; `UTC` by default. */
   legacyTimezone: string;
   /** The config file that was read, if any. */
@@ -186,6 +187,13 @@ export const configFileSchema = z
         maxHeaderSize: z.number().int().min(1).max(3_600_000).optional().describe('Largest request line plus headers in bytes; larger gets 431'),
         logMaxBytes: z.number().int().min(4096).optional().describe('chatmem start: rotate the daemon log at this size (default 10 MiB)'),
         logKeep: z.number().int().min(1).max(100).optional().describe('chatmem start: rotated log files kept (default 3)'),
+        logSample: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000)
+          .optional()
+          .describe('Log one in N successful data-plane requests (default 1: every request); errors and admin requests are always logged'),
       })
       .optional(),
   })
@@ -353,6 +361,7 @@ export async function resolveConfig(overrides: ConfigOverrides = {}): Promise<Re
       bodyLimit,
       limits: resolveHttpLimits(file.server ?? {}),
       log: { maxBytes: file.server?.logMaxBytes ?? DEFAULT_LOG_ROTATION.maxBytes, keep: file.server?.logKeep ?? DEFAULT_LOG_ROTATION.keep },
+      logSample: file.server?.logSample ?? 1,
     },
     legacyTimezone,
     configFile: explicit !== undefined || Object.keys(file).length > 0 ? configFile : null,

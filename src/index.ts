@@ -21,6 +21,8 @@ export { planRetention, parseDuration, isEmptyPolicy, type RetentionPolicy, type
 export { openBackup, backupRecords, findBackupUser, type BackupSource } from './backup/source.js';
 export { Operations, type BackupInfo, type DeleteResult, type RestoreOptions, type RestoreResult, type VerifyResult, type PruneResult } from './ops/operations.js';
 export { AuditLog, currentOsActor, AUDIT_ACTIONS, resolveAuditAction, queryAudit, type Actor, type AuditEntry } from './ops/audit.js';
-export { LocalAdmin, type Admin } from './ops/admin.js';
+export { LocalAdmin } from './admin/local.js';
+export { RemoteAdmin, type RemoteAdminOptions } from './admin/remote.js';
+export type { Admin } from './admin/types.js';
 export { exportStore } from './ops/export.js';
 export { VERSION } from './version.js';

@@ -2,9 +2,10 @@ import { promises as fsp } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatmemClient, RemoteAdmin, RemoteError } from '../src/client.js';
+import { ChatmemClient, RemoteError } from '../src/client.js';
+import { RemoteAdmin } from '../src/admin/remote.js';
 import { ChatmemError } from '../src/errors.js';
-import { LocalAdmin } from '../src/ops/admin.js';
+import { LocalAdmin } from '../src/admin/local.js';
 import { ADMIN_TOKEN, API_TOKEN, startApp, type TestServer } from './server/helpers.js';
 
 describe('ChatmemClient', () => {

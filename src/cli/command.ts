@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from '../config.js';
-import type { Admin } from '../ops/admin.js';
+import type { Admin } from '../admin/types.js';
 import { parseDuration, subtractDuration } from '../duration.js';
 import { usage } from './errors.js';
 import type { Output } from './output.js';

@@ -117,6 +117,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
       limits: config.server.limits,
       adminTokensFile: adminTokensFile(config),
       logger: opts.logger ?? true,
+      logSample: config.server.logSample,
       metrics,
     });
     const log = app.log;

@@ -13,6 +13,12 @@
 
 // ---------------------------------------------------------------- types of what the daemon sends
 
+// Types only (erased by the bundler): what the page sends is checked against the daemon's own table.
+import type { AdminAction, AdminRequest } from '../admin/api.js';
+
+/** The JSON body an admin action takes (src/admin/api.ts). */
+type Body<A extends AdminAction> = AdminRequest<A> extends { body: infer B } ? B : never;
+
 interface UserSummary {
   user_id: string;
   name?: string | null;
@@ -97,12 +103,8 @@ interface Stats {
   lastUpdate?: string | null;
 }
 
-interface RestoreBody {
-  backup: string;
-  dryRun: boolean;
-  users?: string[];
-  mode?: 'merge' | 'replace';
-}
+/** The page always says whether it is a dry run, and sends the users it restores as a list. */
+type RestoreBody = Body<'restore'> & { dryRun: boolean; users?: string[] };
 
 type Policy = Partial<Record<'last' | 'daily' | 'weekly' | 'monthly', number>> & { within?: string };
 
@@ -882,7 +884,7 @@ function reveal(el: Element): void { requestAnimationFrame(() => el.scrollIntoVi
 
 async function createBackup(btn: HTMLButtonElement): Promise<void> {
   await act(btn, 'Writing backup…', 'Could not create a backup.', async () => {
-    const res = (await api<unknown>('POST', '/v1/admin/backups', { gzip: input('bk-gzip').checked })) ?? {};
+    const res = (await api<unknown>('POST', '/v1/admin/backups', { gzip: input('bk-gzip').checked } satisfies Body<'createBackup'>)) ?? {};
     const r = isObj(res) ? res : {};
     const m = isObj(r.manifest) ? r.manifest : null;
     const id = r.id ?? r.backup ?? m?.file ?? '(unknown)';
@@ -1152,7 +1154,7 @@ async function previewPrune(btn: HTMLButtonElement): Promise<void> {
   await act(btn, 'Checking…', 'Could not preview the prune.', async () => {
     state.prunePlan = null;
     const policy = prunePolicy();
-    const raw = await api<unknown>('POST', '/v1/admin/prune', { policy, dryRun: true });
+    const raw = await api<unknown>('POST', '/v1/admin/prune', { policy, dryRun: true } satisfies Body<'prune'>);
     const res = isObj(raw) ? raw : {};
     const keep = arr(res.keep).filter(isObj), remove = arr(res.remove).filter(isObj);
     state.prunePlan = { policy, remove: remove.map((r) => String(r.id)) };
@@ -1182,7 +1184,7 @@ async function runPrune(btn: HTMLButtonElement): Promise<void> {
   ], 'Remove backups');
   if (!ok) return;
   await act(btn, 'Removing…', 'The prune failed.', async () => {
-    const raw = await api<unknown>('POST', '/v1/admin/prune', { policy: plan.policy, dryRun: false });
+    const raw = await api<unknown>('POST', '/v1/admin/prune', { policy: plan.policy, dryRun: false } satisfies Body<'prune'>);
     const removed = arr(isObj(raw) ? raw.removed : null);
     state.prunePlan = null;
     fill($('prune-result'), h('div', { class: 'result' }, 'Removed ' + plural(removed.length, 'backup', 'backups') + '.'));
@@ -1269,7 +1271,7 @@ async function clearAll(): Promise<void> {
   if (field.value !== 'YES') { syncClear(); return; }
   field.disabled = true;
   await act(button('dz-clear'), 'Backing up, then clearing…', 'Clear all failed. Nothing was deleted unless the message says otherwise.', async () => {
-    const raw = await api<unknown>('POST', '/v1/admin/clear', { confirm: 'YES' });
+    const raw = await api<unknown>('POST', '/v1/admin/clear', { confirm: 'YES' } satisfies Body<'clearAll'>);
     const res = isObj(raw) ? raw : {};
     const backup = res.backup ? String(res.backup) : '(unknown)';
     fill($('dz-result'), h('div', { class: 'result' },

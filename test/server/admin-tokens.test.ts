@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RemoteAdmin } from '../../src/client.js';
+import { RemoteAdmin } from '../../src/admin/remote.js';
 import { openContext, type Context } from '../../src/context.js';
 import type { AuditEntry } from '../../src/ops/audit.js';
 import { addAdminToken, adminTokensFile, readAdminTokens, removeAdminToken } from '../../src/server/admin-tokens.js';

@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RemoteAdmin } from '../../src/client.js';
+import { RemoteAdmin } from '../../src/admin/remote.js';
 import { ADMIN_TOKEN, http, startApp, type TestServer } from './helpers.js';
 
 const A = { token: ADMIN_TOKEN };

@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatmemClient, RemoteAdmin } from '../../src/client.js';
+import { ChatmemClient } from '../../src/client.js';
+import { RemoteAdmin } from '../../src/admin/remote.js';
 import { openContext, type Context } from '../../src/context.js';
-import { buildApp, registeredRoutes } from '../../src/server/app.js';
-import { ROUTES } from '../../src/server/openapi.js';
+import { buildApp } from '../../src/server/app.js';
+import { documented, registeredRoutes } from '../../src/server/openapi.js';
+import { ADMIN_API } from '../../src/admin/api.js';
+import { DATA_API } from '../../src/server/routes/data.js';
+import type { ApiRoute } from '../../src/http-api.js';
 import { ADMIN_TOKEN, http, tempConfig } from './helpers.js';
 import type { FastifyInstance } from 'fastify';
 
@@ -14,6 +18,8 @@ describe('OpenAPI document', () => {
   let ctx: Context;
   let url: string;
   let cleanup: () => Promise<void>;
+  /** The routes the document is generated from: every registered route that carries its table row. */
+  let ROUTES: ApiRoute[];
   beforeAll(async () => {
     const t = await tempConfig('sqlite');
     cleanup = t.cleanup;
@@ -22,6 +28,7 @@ describe('OpenAPI document', () => {
     await app.listen({ host: '127.0.0.1', port: 0 });
     const a = app.server.address();
     url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`;
+    ROUTES = documented(registeredRoutes.get(app) ?? []);
   });
   afterAll(async () => {
     await app.close();
@@ -30,11 +37,17 @@ describe('OpenAPI document', () => {
   });
 
   it('documents exactly the routes the app registers', () => {
-    const served = new Set((registeredRoutes.get(app) ?? []).map((r) => key(r.method, r.url)));
-    const documented = new Set(ROUTES.map((r) => key(r.method, r.path)));
+    const registered = registeredRoutes.get(app) ?? [];
+    const served = new Set(registered.map((r) => key(r.method, r.url)));
+    const docs = new Set(ROUTES.map((r) => key(r.method, r.path)));
     expect(served.size).toBeGreaterThan(30);
-    expect([...served].filter((k) => !documented.has(k)), 'served but not documented').toEqual([]);
-    expect([...documented].filter((k) => !served.has(k)), 'documented but not served').toEqual([]);
+    // A route registered without its table row has no schema: it would be served undocumented and unchecked.
+    expect(registered.filter((r) => !r.api).map((r) => key(r.method, r.url)), 'registered without a schema').toEqual([]);
+    expect([...served].filter((k) => !docs.has(k)), 'served but not documented').toEqual([]);
+    expect([...docs].filter((k) => !served.has(k)), 'documented but not served').toEqual([]);
+    // Every row of the admin and data tables is served.
+    const tables = [...Object.values(ADMIN_API), ...Object.values(DATA_API)] as ApiRoute[];
+    expect(tables.map((r) => key(r.method, r.path)).filter((k) => !served.has(k)), 'in a table but not served').toEqual([]);
   });
 
   it('serves an OpenAPI 3.1 document with request and answer schemas and the error shape', async () => {

@@ -1,7 +1,8 @@
 import { finishStoreTemps, type LeftoverReport } from '../backup/integrity.js';
 import type { ResolvedConfig } from '../config.js';
 import { openContext } from '../context.js';
-import { LocalAdmin, type Admin, type ProgressFn } from '../ops/admin.js';
+import { LocalAdmin } from '../admin/local.js';
+import type { Admin, ProgressFn } from '../admin/types.js';
 import type { Operations } from '../ops/operations.js';
 import { currentOsActor } from '../ops/audit.js';
 import { findDaemon, loadAdminToken } from '../server/daemon-info.js';
@@ -39,7 +40,7 @@ export async function daemonAdmin(config: ResolvedConfig, mode: 'read' | 'write'
   if (!daemon) return null;
   const token = await loadAdminToken(config, { env: out.io.env });
   if (token) {
-    const { RemoteAdmin } = await import('../client.js');
+    const { RemoteAdmin } = await import('../admin/remote.js');
     const admin = new RemoteAdmin({ baseUrl: daemon.api, token: token.token, storeUrl: config.store.display, osUser: currentOsActor().name });
     out.note(`via daemon at ${daemon.api}`);
     return { admin, via: daemon.api, close: async () => undefined };
