@@ -90,13 +90,19 @@ const serialized = new WeakMap<MemoryRecord, { part: string; bytes: number }>();
  * deep enough to overflow the stack, say) is refused here, for its own write only, instead of making
  * every later flush, stats call and backup of the whole store throw.
  */
-function admit(id: string, record: MemoryRecord): MemoryRecord {
-  if (serialized.has(record)) return record;
+function admit(id: string, input: MemoryRecord, options: { detach?: boolean } = {}): MemoryRecord {
+  if (serialized.has(input)) return input;
+  let record = input;
   let part: string;
   let bytes: number;
   try {
+    const compact = stringifyJson(record);
+    // A written record is held as the file will hold it: JSON's own copy, so a caller that later
+    // mutates an object it passed in (a history entry's meta, say) cannot change the store unseen,
+    // and values JSON does not keep (-0) read back as they will after a restart.
+    if (options.detach) record = JSON.parse(compact) as MemoryRecord;
     part = partOf(id, record);
-    bytes = Buffer.byteLength(stringifyJson(record));
+    bytes = Buffer.byteLength(compact);
   } catch (err) {
     throw new RecordError('E_RECORD', `record of user ${JSON.stringify(id)} cannot be serialised: ${(err as Error).message}`, { cause: err });
   }
@@ -757,7 +763,7 @@ export class JsonFileDriver implements StoreDriver {
 
   async update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
     return this.enqueue((map) => {
-      const next = admit(id, fn(map.get(id) ?? null));
+      const next = admit(id, fn(map.get(id) ?? null), { detach: true });
       map.set(id, next);
       return next;
     });

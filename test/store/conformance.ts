@@ -57,6 +57,21 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
       expect(got?.created_at).toMatch(/Z$/);
     });
 
+    it('holds what it was given as JSON holds it: later changes to the caller\'s objects do not reach the store, -0 reads as 0', async () => {
+      const meta = { intent: 'greet', score: -0, tags: ['a'] };
+      const flag = { step: 1, seen: [-0] };
+      await store.appendHistory('m1', { role: 'user', text: 'halo', meta });
+      await store.setFlag('m1', 'f', flag);
+      meta.intent = 'changed';
+      meta.tags.push('b');
+      flag.step = 2;
+      const got = await store.get('m1');
+      expect(got?.history[0]?.meta).toEqual({ intent: 'greet', score: 0, tags: ['a'] });
+      expect(Object.is((got?.history[0]?.meta as { score: number }).score, 0)).toBe(true);
+      expect(got?.flags.f).toEqual({ step: 1, seen: [0] });
+      expect(Object.is((got?.flags.f as { seen: number[] }).seen[0], 0)).toBe(true);
+    });
+
     it('put replaces the record but keeps created_at', async () => {
       const first = await store.put('u1', { name: 'A', created_at: '2025-01-01T00:00:00Z' });
       const second = await store.put('u1', { product: 'P' });
