@@ -3,34 +3,13 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoCode, RecordError, StoreError, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, fsyncDir, FILE_MODE, isTempName, tempNameFor } from '../fs-util.js';
-import { parseRecord, type MemoryRecord } from '../record.js';
-import { readJsonEntries } from '../backup/json-entries.js';
-import { compareIds } from '../backup/format.js';
-import { nestedDeeperThan, PRETTY_MAX_DEPTH, stringifyJson } from '../json-safe.js';
+import { compareIds, parseRecord, type MemoryRecord } from '../record.js';
+import { readJsonEntries } from '../format/json-entries.js';
+import { joinParts, partOf } from '../format/seed.js';
+import { stringifyJson } from '../json-safe.js';
 import { isProcessAlive } from './owner.js';
 import { isPrefixQuery, searchText } from './search-text.js';
 import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
-
-/**
- * One `"id": record` member of the file, indented as the seed writes it. A record nested deeper than the
- * record limits allow (only data older than them) is written on one line: indenting it would take space
- * quadratic in its depth. Never recurses on the record (stringifyJson is iterative).
- */
-function partOf(id: string, record: unknown): string {
-  const text = nestedDeeperThan(record, PRETTY_MAX_DEPTH) ? stringifyJson(record) : stringifyJson(record, 2).replace(/\n/g, '\n  ');
-  return `  ${JSON.stringify(id)}: ${text}`;
-}
-
-function joinParts(parts: string[]): string {
-  return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
-}
-
-/** Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. */
-export function serializeSeed(records: Iterable<[string, unknown]>): string {
-  const parts: string[] = [];
-  for (const [id, record] of records) parts.push(partOf(id, record));
-  return joinParts(parts);
-}
 
 /** What the driver saw of other programs writing its file (see {@link JsonFileDriver.report}). */
 export interface OutsideChange {

@@ -3,9 +3,8 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { isChatmemError, StoreError } from '../errors.js';
 import { ensurePrivateDir } from '../fs-util.js';
-import type { MemoryRecord } from '../record.js';
+import { compareIds, type MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
-import { compareIds } from '../backup/format.js';
 import { isPrefixQuery, profileText, searchText } from './search-text.js';
 import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 

@@ -3,8 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/store/types.js';
-import type { MemoryRecord } from '../../src/record.js';
-import { compareIds } from '../../src/backup/format.js';
+import { compareIds, type MemoryRecord } from '../../src/record.js';
 import { FIXTURES, ROOT } from '../helpers/tmp.js';
 
 /** A store under test. `open` may be called again after `close` to test persistence. */
