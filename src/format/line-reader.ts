@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants as fsc, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { BackupError } from '../errors.js';
 import { compareIds } from '../record.js';
@@ -17,8 +18,15 @@ export async function digestBackupFile(
     // For a file whose hash is about to be compared with the one recorded when it was written, counting
     // lines is exact (one user per line between "{" and "}") and far cheaper than parsing every record.
     let lines = 0;
-    // Never through a symlink, and never blocking on a FIFO swapped in for the file.
-    const source = (await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)).createReadStream();
+    // Never through a symlink, and never blocking on a FIFO swapped in for the file: checked on the handle
+    // that is read, so nothing can be swapped in between the check and the read.
+    const fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    const regular = await fh.stat().then((st) => st.isFile(), () => false);
+    if (!regular) {
+      await fh.close();
+      throw new BackupError('E_BACKUP_NOT_REGULAR', `refusing ${path.basename(file)}: not a regular file`);
+    }
+    const source = fh.createReadStream();
     const stream = opts.gzip ? source.pipe(createGunzip()) : source;
     source.on('error', (err) => stream.destroy(err));
     for await (const chunk of stream as AsyncIterable<Buffer>) {
