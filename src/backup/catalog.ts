@@ -52,6 +52,7 @@ export interface BackupInspection {
   users: number;
   sample: { user_id: string; name: string | null; messages: number }[];
   record?: MemoryRecord | null;
+  /** The backup's content checked against its manifest (or parsed, for a legacy file) just now. */
   verification: VerifyResult;
 }
 

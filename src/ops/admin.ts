@@ -2,22 +2,16 @@ import type { MemoryRecord } from '../record.js';
 import type { Page, StoreStats, UserSummary } from '../store/types.js';
 import type { BackupResult } from '../backup/create.js';
 import type { DiffResult } from '../backup/diff.js';
-import type { BackupManifest, BackupReason } from '../backup/manifest.js';
+import type { BackupReason } from '../backup/manifest.js';
+import type { BackupInspection } from '../backup/catalog.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from './audit.js';
 import type { ForgetResult } from './forget.js';
 import type { ExpirePolicy, ExpireResult } from './expire.js';
 import type { BackupInfo, DeleteResult, Operations, OpWarning, PruneResult, RestoreResult, VerifyResult } from './operations.js';
 
-export interface InspectResult {
-  backup: BackupInfo;
-  manifest: BackupManifest | null;
-  users: number;
-  sample: { user_id: string; name: string | null; messages: number }[];
-  record?: MemoryRecord | null;
-  /** The backup's content checked against its manifest (or parsed, for a legacy file) just now. */
-  verification: VerifyResult;
-}
+/** What inspecting a backup answers (see backup/catalog.ts). */
+export type InspectResult = BackupInspection;
 
 /**
  * Every operator action, whether it runs in this process or inside a running daemon.
