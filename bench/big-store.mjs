@@ -185,7 +185,7 @@ try {
     }
     const scanMs = performance.now() - t0;
     rep.add('3 breakdown: store.scanJson() alone', { users: n, seconds: round(scanMs / 1000, 2), mbPerSec: round(plain.bytes / MB / (scanMs / 1000)), chars });
-    const { digestBackupFile } = await import('../dist/backup/format.js');
+    const { digestBackupFile } = await import('../dist/format/line-reader.js');
     const t1 = performance.now();
     const d = await digestBackupFile(plain.file, { lineFormat: true });
     const digestMs = performance.now() - t1;

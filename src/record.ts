@@ -128,6 +128,25 @@ export function validateUserId(id: unknown): string {
   return id;
 }
 
+/**
+ * Compare user ids in UTF-8 byte order (= Unicode code point order), the order SQLite BINARY and
+ * Postgres COLLATE "C" use. JS `<` compares UTF-16 units and differs for astral chars.
+ */
+export function compareIds(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    // Code units only disagree with code points when one side is a surrogate: surrogates
+    // (astral chars) must sort above U+E000..U+FFFF, so shift the ranges past each other.
+    if (x >= 0xd800) x += x < 0xe000 ? 0x2000 : -0x800;
+    if (y >= 0xd800) y += y < 0xe000 ? 0x2000 : -0x800;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
 function describeIssues(error: z.ZodError, what: string): string {
   const parts = error.issues.slice(0, 5).map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
   const more = error.issues.length > 5 ? ` (and ${error.issues.length - 5} more)` : '';

@@ -2,22 +2,16 @@ import type { MemoryRecord } from '../record.js';
 import type { Page, StoreStats, UserSummary } from '../store/types.js';
 import type { BackupResult } from '../backup/create.js';
 import type { DiffResult } from '../backup/diff.js';
-import type { BackupManifest, BackupReason } from '../backup/manifest.js';
+import type { BackupReason } from '../backup/manifest.js';
+import type { BackupInspection } from '../backup/catalog.js';
 import type { RetentionPolicy } from '../backup/retention.js';
 import type { AuditEntry, AuditFilter } from '../ops/audit.js';
 import type { ForgetResult } from '../ops/forget.js';
 import type { ExpirePolicy, ExpireResult } from '../ops/expire.js';
 import type { BackupInfo, DeleteResult, OpWarning, PruneResult, RestoreResult, VerifyResult } from '../ops/operations.js';
 
-export interface InspectResult {
-  backup: BackupInfo;
-  manifest: BackupManifest | null;
-  users: number;
-  sample: { user_id: string; name: string | null; messages: number }[];
-  record?: MemoryRecord | null;
-  /** The backup's content checked against its manifest (or parsed, for a legacy file) just now. */
-  verification: VerifyResult;
-}
+/** What inspecting a backup answers (see backup/catalog.ts). */
+export type InspectResult = BackupInspection;
 
 /** Options of a restore, wherever it runs. */
 export interface RestoreRequest {

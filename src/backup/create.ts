@@ -1,14 +1,14 @@
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor } from '../fs-util.js';
 import { io } from '../fsio.js';
 import type { MemoryRecord } from '../record.js';
 import { VERSION } from '../version.js';
-import { backupBaseName, digestBackupFile, manifestName, RawJson, writeBackupStream } from './format.js';
+import { backupBaseName, manifestName } from './format.js';
+import { rawEntries, writeBackupStream, writeStreamDurably } from '../format/line-writer.js';
+import { digestBackupFile } from '../format/line-reader.js';
 import { writeManifest, type BackupManifest, type BackupReason } from './manifest.js';
 
 export interface WriteBackupOptions {
@@ -35,7 +35,7 @@ export type BackupInput = AsyncIterable<MemoryRecord> | Iterable<MemoryRecord> |
 
 async function* entriesOf(input: BackupInput): AsyncGenerator<[string, unknown]> {
   if ('json' in input) {
-    for await (const [id, text] of input.json) yield [id, new RawJson(text)];
+    yield* rawEntries(input.json);
     return;
   }
   for await (const r of input) yield [r.user_id, r];
@@ -103,25 +103,7 @@ export async function writeBackup(
   let finalName: string | null = null;
   try {
     await ensurePrivateDir(dir);
-    const out = io.createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
-    // A late ENOSPC/EIO can surface after the writer's own listener is gone: keep one for the whole life.
-    out.on('error', () => undefined);
-    await once(out, 'open');
-    let written;
-    try {
-      written = await writeBackupStream(entriesOf(records), out, { gzip, onProgress: options.onProgress });
-      out.end();
-      await finished(out);
-    } catch (err) {
-      out.destroy();
-      throw err;
-    }
-    const fh = await io.open(tmp, 'r+');
-    try {
-      await io.sync(fh, tmp);
-    } finally {
-      await io.close(fh, tmp);
-    }
+    const written = await writeStreamDurably(tmp, (out) => writeBackupStream(entriesOf(records), out, { gzip, onProgress: options.onProgress }));
     const manifestFor = (file: string): BackupManifest => ({
       format: 'chatmem-backup',
       formatVersion: 1,

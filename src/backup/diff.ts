@@ -1,6 +1,5 @@
 import { jsonEqual } from '../json-safe.js';
-import type { MemoryRecord } from '../record.js';
-import { compareIds } from './format.js';
+import { compareIds, type MemoryRecord } from '../record.js';
 
 /** How one user differs between two sides. */
 export interface UserChange {

@@ -1,9 +1,10 @@
-import { constants as fsc, promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
 import { isTempName } from '../fs-util.js';
-import { digestBackupFile, manifestName, parseBackupName } from './format.js';
+import { manifestName, parseBackupName } from './format.js';
+import { digestBackupFile } from '../format/line-reader.js';
 import { readManifest, writeManifest, type BackupManifest } from './manifest.js';
 import { backupRecords, type BackupSource } from './source.js';
 import { finishRewrites } from './rewrite.js';
@@ -33,17 +34,6 @@ export function clearVerifyCache(): void {
   cache.clear();
 }
 
-async function digestNoFollow(src: BackupSource): Promise<{ sha256: string; users: number }> {
-  // Opened without following a symlink swapped in since openBackup looked.
-  const fh = await fsp.open(src.file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-  try {
-    if (!(await fh.stat()).isFile()) throw new BackupError('E_BACKUP_NOT_REGULAR', `refusing ${src.fileName}: not a regular file`);
-  } finally {
-    await fh.close();
-  }
-  return digestBackupFile(src.file, { gzip: src.gzip, lineFormat: true });
-}
-
 /**
  * Checks a backup before anything trusts its content: SHA-256 and user count against the manifest
  * (chatmem backups), or a full parse (legacy files: there is nothing to compare with). Successful
@@ -66,7 +56,7 @@ export async function verifySource(src: BackupSource): Promise<Verification> {
   let result: Verification;
   try {
     if (src.manifest) {
-      const d = await digestNoFollow(src);
+      const d = await digestBackupFile(src.file, { gzip: src.gzip, lineFormat: true });
       if (d.sha256 !== src.manifest.sha256 || d.users !== src.manifest.users) {
         throw new BackupError(
           'E_BACKUP_VERIFY',

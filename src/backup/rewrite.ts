@@ -16,9 +16,11 @@ import { createGzip } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { BackupError, errnoCode } from '../errors.js';
 import { FILE_MODE, fsyncDir, tempNameFor, writeFileAtomic } from '../fs-util.js';
-import { serializeSeed } from '../store/json-file.js';
-import { digestBackupFile, manifestName, writeBackupStream } from './format.js';
-import { readJsonEntries } from './json-entries.js';
+import { serializeSeed } from '../format/seed.js';
+import { manifestName } from './format.js';
+import { writeBackupStream } from '../format/line-writer.js';
+import { digestBackupFile } from '../format/line-reader.js';
+import { readJsonEntries } from '../format/json-entries.js';
 import { readManifest, writeManifest, type BackupManifest } from './manifest.js';
 import type { BackupSource } from './source.js';
 

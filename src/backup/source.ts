@@ -1,8 +1,9 @@
 import { promises as fsp } from 'node:fs';
 import { BackupError, errnoCode, isChatmemError } from '../errors.js';
-import { parseRecord, type MemoryRecord } from '../record.js';
-import { compareIds, findInLineBackup, isLineFormat, parseBackupName, resolveBackupId } from './format.js';
-import { readJsonEntries } from './json-entries.js';
+import { compareIds, parseRecord, type MemoryRecord } from '../record.js';
+import { parseBackupName, resolveBackupId } from './format.js';
+import { findInLineBackup, isLineFormat } from '../format/line-reader.js';
+import { readJsonEntries } from '../format/json-entries.js';
 import { readManifest, type BackupManifest } from './manifest.js';
 import { wallClockToInstant } from './timezone.js';
 

@@ -4,7 +4,7 @@ import { finished } from 'node:stream/promises';
 import * as path from 'node:path';
 import { BackupError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, tempNameFor } from '../fs-util.js';
-import { compareIds } from './format.js';
+import { compareIds } from '../record.js';
 
 /**
  * The first phase of a backup taken for a change of the whole store: a copy of a snapshot, made while

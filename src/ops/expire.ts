@@ -3,9 +3,8 @@
  * delete (a verified backup of them first), or forgotten everywhere with `users.expireMode: "forget"`.
  */
 import { writeBackup, type BackupResult } from '../backup/create.js';
-import { compareIds } from '../backup/format.js';
+import { compareIds, type MemoryRecord } from '../record.js';
 import { parseDuration, subtractDuration } from '../duration.js';
-import type { MemoryRecord } from '../record.js';
 import type { Store } from '../store/types.js';
 import type { Actor, AuditLog } from './audit.js';
 import type { ForgetResult } from './forget.js';

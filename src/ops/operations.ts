@@ -2,16 +2,17 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type ChatmemError } from '../errors.js';
 import { FILE_MODE, fsyncDir } from '../fs-util.js';
-import { applyPatch, nowIso, parseRecord, validateUserId, type MemoryRecord, type RecordInput, type RecordPatch } from '../record.js';
+import { applyPatch, compareIds, nowIso, parseRecord, validateUserId, type MemoryRecord, type RecordInput, type RecordPatch } from '../record.js';
 import { applyPut } from '../store/store.js';
 import type { ExclusiveContext, Store } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
 import { copySnapshot, mergeChanges } from '../backup/two-phase.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
-import { compareIds, manifestName, parseBackupName } from '../backup/format.js';
-import { readJsonEntries } from '../backup/json-entries.js';
+import { manifestName, parseBackupName } from '../backup/format.js';
+import { readJsonEntries } from '../format/json-entries.js';
 import { finishLeftovers, verificationError, verifySource, type LeftoverReport } from '../backup/integrity.js';
-import { type BackupManifest, type BackupReason } from '../backup/manifest.js';
+import { inspectBackup, listBackupDir, newestBackupDate, newestFirst, verifyBackup, verifyEntries, type BackupInfo, type BackupInspection, type CatalogEntry, type VerifyResult } from '../backup/catalog.js';
+import { type BackupReason } from '../backup/manifest.js';
 import { isEmptyPolicy, planRetention, type RetentionGroup, type RetentionPlan, type RetentionPolicy } from '../backup/retention.js';
 import { backupRecords, findBackupUser, openBackup, sortedBackupRecords, type BackupSource } from '../backup/source.js';
 import { forgetUsers, type ForgetResult } from './forget.js';
@@ -73,40 +74,6 @@ export interface CallOptions {
   onProgress?: (done: number, total: number | null) => void;
 }
 
-/** One backup as listed. */
-export interface BackupInfo {
-  id: string;
-  file: string;
-  size: number;
-  users: number | null;
-  reason: BackupReason | 'legacy';
-  scope: 'full' | string[] | null;
-  createdAt: string | null;
-  ageSeconds: number | null;
-  gzip: boolean;
-  /**
-   * 'verified' (checksum checked when written), 'pending' (its writer has not marked it verified
-   * yet), 'legacy' (the seed's files: no manifest, not verified), 'damaged' (its manifest is
-   * unreadable or does not match the file) or 'refused' (a symlink, directory or other non-regular
-   * entry named like a backup: never followed). Content is checked by `verify`, not by listing.
-   */
-  state: 'verified' | 'pending' | 'legacy' | 'damaged' | 'refused';
-  kind: 'full' | 'user';
-  /** For 'damaged' and 'refused': why. */
-  problem?: { code: string; message: string };
-  /** Set when off-site storage is configured and could be listed: where copies of this backup are. */
-  location?: 'local' | 'offsite' | 'both';
-}
-
-export interface VerifyResult {
-  id: string;
-  ok: boolean;
-  legacy: boolean;
-  users: number | null;
-  sha256?: string;
-  error?: { code: string; message: string };
-}
-
 export interface RestoreOptions extends CallOptions {
   /** Restore a legacy backup (no manifest, so no checksum to check) anyway; without it: `E_BACKUP_UNVERIFIED`. */
   allowUnverified?: boolean;
@@ -145,6 +112,8 @@ export interface RestoreResult {
 
 export type DiffSide = 'current' | string;
 
+export type { BackupInfo, VerifyResult } from '../backup/catalog.js';
+
 /** The result of a destructive operation names its backup. */
 export interface DeleteResult {
   deleted: number;
@@ -160,45 +129,6 @@ export interface PruneResult extends RetentionPlan {
   removed: string[];
   /** Backups that failed verification (or are refused entries): never removed, not counted by any rule; also listed in `keep`. */
   damaged: { id: string; code: string; message: string }[];
-}
-
-function refusedInfo(dir: string, name: string, err: ChatmemError): BackupInfo {
-  const parsed = parseBackupName(name);
-  return {
-    id: parsed?.id ?? name,
-    file: path.join(dir, name),
-    size: 0,
-    users: null,
-    reason: 'legacy',
-    scope: null,
-    createdAt: null,
-    ageSeconds: null,
-    gzip: parsed?.gzip ?? false,
-    state: err.code === 'E_BACKUP_NOT_REGULAR' ? 'refused' : 'damaged',
-    kind: parsed?.kind ?? 'full',
-    problem: { code: err.code, message: err.message },
-  };
-}
-
-function backupInfo(src: BackupSource, now: number): BackupInfo {
-  const m = src.manifest;
-  if (src.damage) {
-    return { ...refusedInfo(path.dirname(src.file), src.fileName, new BackupError(src.damage.code, src.damage.message)), size: src.size, state: 'damaged' };
-  }
-  const createdAt = src.createdAt ? src.createdAt.toISOString() : null;
-  return {
-    id: src.id,
-    file: src.file,
-    size: src.size,
-    users: m ? m.users : null,
-    reason: m ? m.reason : 'legacy',
-    scope: m ? m.scope : src.kind === 'full' ? 'full' : null,
-    createdAt,
-    ageSeconds: src.createdAt ? Math.max(0, Math.round((now - src.createdAt.getTime()) / 1000)) : null,
-    gzip: src.gzip,
-    state: m ? (m.verifiedAt === null ? 'pending' : 'verified') : 'legacy',
-    kind: src.kind,
-  };
 }
 
 async function* fromArray(records: MemoryRecord[]): AsyncGenerator<MemoryRecord> {
@@ -501,7 +431,12 @@ export class Operations {
    * off-site listing that fails is a warning, and the local list is returned unmarked.
    */
   async listBackups(options: { offsite?: boolean } = {}): Promise<BackupInfo[]> {
-    const local = await this.listLocalBackups();
+    return (await this.listEntries(options)).map((e) => e.info);
+  }
+
+  // The listing with each local backup's source, opened once: verifying, pruning and recovering use it as is.
+  private async listEntries(options: { offsite?: boolean } = {}): Promise<CatalogEntry[]> {
+    const local = await listBackupDir(this.backupDir, this.legacyTimezone);
     if (!options.offsite || !this.offsite) return local;
     let remote: BackupInfo[];
     try {
@@ -511,85 +446,39 @@ export class Operations {
       return local;
     }
     const remoteIds = new Set(remote.map((r) => r.id));
-    const localIds = new Set(local.map((b) => b.id));
-    const merged = [
-      ...local.map((b) => ({ ...b, location: remoteIds.has(b.id) ? ('both' as const) : ('local' as const) })),
-      ...remote.filter((r) => !localIds.has(r.id)).map((r) => ({ ...r, location: 'offsite' as const })),
+    const localIds = new Set(local.map((e) => e.info.id));
+    const merged: CatalogEntry[] = [
+      ...local.map((e) => ({ ...e, info: { ...e.info, location: remoteIds.has(e.info.id) ? ('both' as const) : ('local' as const) } })),
+      ...remote.filter((r) => !localIds.has(r.id)).map((r) => ({ info: { ...r, location: 'offsite' as const }, source: null })),
     ];
-    return merged.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
+    const order = new Map(newestFirst(merged.map((e) => e.info)).map((info, i) => [info, i]));
+    return merged.sort((a, b) => (order.get(a.info) ?? 0) - (order.get(b.info) ?? 0));
   }
 
-  private async listLocalBackups(): Promise<BackupInfo[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.backupDir);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return [];
-      throw new BackupError('E_BACKUP_READ', `cannot list ${this.backupDir}: ${(err as Error).message}`, { cause: err });
-    }
-    const now = Date.now();
-    const infos: BackupInfo[] = [];
-    for (const name of names) {
-      if (!parseBackupName(name)) continue;
-      // One bad entry is reported as such; it must not hide the others.
-      try {
-        infos.push(backupInfo(await openBackup(this.backupDir, name, this.legacyTimezone), now));
-      } catch (err) {
-        if (!isChatmemError(err) || err.code === 'E_BACKUP_NOT_FOUND') continue;
-        infos.push(refusedInfo(this.backupDir, name, err));
-      }
-    }
-    return infos.sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? '') || compareIds(b.id, a.id));
+  /** When the newest backup was made (what `listBackups` would say first), opening only the newest few. */
+  newestBackupAt(): Promise<Date | null> {
+    return newestBackupDate(this.backupDir, this.legacyTimezone);
   }
 
   /** A backup's facts, and one user's record from it when asked (found without reading the whole file). */
-  async inspectBackup(id: string, options: { user?: string; sample?: number } = {}): Promise<{
-    backup: BackupInfo;
-    manifest: BackupManifest | null;
-    users: number;
-    sample: { user_id: string; name: string | null; messages: number }[];
-    record?: MemoryRecord | null;
-    verification: VerifyResult;
-  }> {
-    const src = await this.openOrFetch(id);
-    const backup = backupInfo(src, Date.now());
-    const verification = { id: src.id, ...(await verifySource(src)) };
-    // The content of a backup that failed verification is not shown as if it were the backup's.
-    if (!verification.ok) return { backup, manifest: src.manifest, users: -1, sample: [], verification };
-    if (options.user !== undefined) {
-      const record = await findBackupUser(src, validateUserId(options.user));
-      return { backup, manifest: src.manifest, users: src.manifest?.users ?? -1, sample: [], record, verification };
-    }
-    const limit = options.sample ?? 20;
-    const sample: { user_id: string; name: string | null; messages: number }[] = [];
-    let users = 0;
-    for await (const r of backupRecords(src)) {
-      if (sample.length < limit) sample.push({ user_id: r.user_id, name: r.name, messages: r.history.length });
-      users++;
-    }
-    return { backup, manifest: src.manifest, users, sample, verification };
+  async inspectBackup(id: string, options: { user?: string; sample?: number } = {}): Promise<BackupInspection> {
+    return inspectBackup(await this.openOrFetch(id), options);
   }
 
   /** Checks checksum and count (chatmem backups) or that the file parses (legacy backups). */
   async verifyBackups(id?: string): Promise<VerifyResult[]> {
-    const ids = id !== undefined ? [id] : (await this.listBackups()).map((b) => (b.state === 'refused' ? path.basename(b.file) : b.id));
-    const results: VerifyResult[] = [];
-    for (const one of ids) results.push(await this.verifyOne(one, id === undefined));
-    return results;
-  }
-
-  private async verifyOne(id: string, tolerant = false): Promise<VerifyResult> {
+    if (id === undefined) return verifyEntries(await this.listEntries());
     let src: BackupSource;
     try {
-      src = tolerant ? await openBackup(this.backupDir, id, this.legacyTimezone) : await this.openOrFetch(id);
+      src = await this.openOrFetch(id);
     } catch (err) {
-      // One bad entry is a failed check in a verify-all, not the end of it; a named missing one still throws.
-      if (isChatmemError(err) && (err.code === 'E_BACKUP_NOT_REGULAR' || (tolerant && err.code !== 'E_BACKUP_NOT_FOUND'))) {
-        return { id: parseBackupName(id)?.id ?? id, ok: false, legacy: false, users: null, error: { code: err.code, message: err.message } };
+      // A refused entry is a failed check; a named missing one throws.
+      if (isChatmemError(err) && err.code === 'E_BACKUP_NOT_REGULAR') {
+        return [{ id: parseBackupName(id)?.id ?? id, ok: false, legacy: false, users: null, error: { code: err.code, message: err.message } }];
       }
       throw err;
     }
-    return { id: src.id, ...(await verifySource(src)) };
+    return [await verifyBackup(src)];
   }
 
   private async sideRecords(side: DiffSide, users?: Set<string>): Promise<AsyncIterable<MemoryRecord>> {
@@ -894,10 +783,11 @@ export class Operations {
    */
   async prune(policy: RetentionPolicy, options: CallOptions & { dryRun?: boolean; only?: string[] } = {}): Promise<PruneResult> {
     // Off-site copies take part: one pruned here goes there too, and an off-site-only one is planned like any.
-    const listed = await this.listBackups({ offsite: true });
+    const entries = await this.listEntries({ offsite: true });
+    const listed = entries.map((e) => e.info);
     const damaged: PruneResult['damaged'] = [];
     const all: BackupInfo[] = [];
-    for (const b of listed) {
+    for (const { info: b, source } of entries) {
       // An off-site-only backup was verified before its manifest (the commit marker) was uploaded; one whose
       // manifest cannot be read (encrypted, no identity) is not counted and never removed.
       const v =
@@ -905,7 +795,7 @@ export class Operations {
           ? b.users !== null
             ? { ok: true }
             : { ok: false, error: { code: 'E_OFFSITE_KEY', message: 'its off-site manifest cannot be read (encrypted: configure offsiteIdentity)' } }
-          : b.problem ? { ok: false, error: b.problem } : await this.verifyOne(path.basename(b.file), true).catch(() => null);
+          : b.problem || !source ? { ok: false, error: b.problem } : await verifyBackup(source).catch(() => null);
       if (v?.ok) all.push(b);
       else damaged.push({ id: b.id, code: v?.error?.code ?? 'E_BACKUP_VERIFY', message: v?.error?.message ?? 'failed verification' });
     }
@@ -981,10 +871,9 @@ export class Operations {
     // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.
     const backupOfOp = new Map<string, BackupSource>();
     if (unfinished.length > 0) {
-      for (const b of await this.listBackups()) {
-        if (b.state !== 'verified' && b.state !== 'pending') continue;
-        const src = await openBackup(this.backupDir, path.basename(b.file), this.legacyTimezone).catch(() => null);
-        if (src?.manifest?.auditOp) backupOfOp.set(src.manifest.auditOp, src);
+      for (const { info, source } of await this.listEntries()) {
+        if (info.state !== 'verified' && info.state !== 'pending') continue;
+        if (source?.manifest?.auditOp) backupOfOp.set(source.manifest.auditOp, source);
       }
     }
     for (const entry of unfinished) {

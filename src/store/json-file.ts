@@ -3,34 +3,13 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoCode, RecordError, StoreError, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, fsyncDir, FILE_MODE, isTempName, tempNameFor } from '../fs-util.js';
-import { parseRecord, type MemoryRecord } from '../record.js';
-import { readJsonEntries } from '../backup/json-entries.js';
-import { compareIds } from '../backup/format.js';
-import { nestedDeeperThan, PRETTY_MAX_DEPTH, stringifyJson } from '../json-safe.js';
+import { compareIds, parseRecord, type MemoryRecord } from '../record.js';
+import { readJsonEntries } from '../format/json-entries.js';
+import { joinParts, partOf } from '../format/seed.js';
+import { stringifyJson } from '../json-safe.js';
 import { isProcessAlive } from './owner.js';
 import { isPrefixQuery, searchText } from './search-text.js';
-import { stringifyScan, summarize, type ExclusiveContext, type ExclusiveScope, type Page, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
-
-/**
- * One `"id": record` member of the file, indented as the seed writes it. A record nested deeper than the
- * record limits allow (only data older than them) is written on one line: indenting it would take space
- * quadratic in its depth. Never recurses on the record (stringifyJson is iterative).
- */
-function partOf(id: string, record: unknown): string {
-  const text = nestedDeeperThan(record, PRETTY_MAX_DEPTH) ? stringifyJson(record) : stringifyJson(record, 2).replace(/\n/g, '\n  ');
-  return `  ${JSON.stringify(id)}: ${text}`;
-}
-
-function joinParts(parts: string[]): string {
-  return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
-}
-
-/** Serialises like Python's `json.dump(indent=2, ensure_ascii=False)`, keeping the map's order. */
-export function serializeSeed(records: Iterable<[string, unknown]>): string {
-  const parts: string[] = [];
-  for (const [id, record] of records) parts.push(partOf(id, record));
-  return joinParts(parts);
-}
+import { stringifyScan, summarize, type DriverContext, type ExclusiveScope, type ScanOptions, type StoreDriver, type StoreStats, type UserSummary } from './types.js';
 
 /** What the driver saw of other programs writing its file (see {@link JsonFileDriver.report}). */
 export interface OutsideChange {
@@ -777,20 +756,25 @@ export class JsonFileDriver implements StoreDriver {
     return [...this.view.keys()].sort(compareIds);
   }
 
-  async list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>> {
+  async list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]> {
     const ids = this.sortedIds().filter((id) => options.cursor === null || compareIds(id, options.cursor) > 0);
-    const page = ids.slice(0, options.limit);
-    const items = page.map((id) => this.view.get(id)).filter((r): r is MemoryRecord => r !== undefined).map(summarize);
-    return { items, next: ids.length > options.limit ? (page[page.length - 1] ?? null) : null };
+    return ids.slice(0, options.limit).map((id) => this.view.get(id)).filter((r): r is MemoryRecord => r !== undefined).map(summarize);
   }
 
-  /** Records are replaced, never mutated, so holding the references taken here is a snapshot. */
+  /**
+   * Records are replaced, never mutated, so holding the references taken here is a snapshot. Kept beside
+   * scanJson as the core's fast path: the records are in memory already, parsed (see BENCHMARKS.md).
+   */
   async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
     const after = options.after;
     const snapshot = [...this.view.entries()]
       .filter(([id]) => after === undefined || compareIds(id, after) > 0)
       .sort((a, b) => compareIds(a[0], b[0]));
     for (const [, record] of snapshot) yield record;
+  }
+
+  scanJson(options: ScanOptions = {}): AsyncIterable<[string, string]> {
+    return stringifyScan(this.scan(options));
   }
 
   async stats(): Promise<StoreStats> {
@@ -819,7 +803,7 @@ export class JsonFileDriver implements StoreDriver {
     return out;
   }
 
-  async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+  async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T> {
     // One transaction: computed on a copy, so a change that throws (or a record that cannot be serialised) leaves nothing behind.
     const mutate = (change: (map: Map<string, MemoryRecord>) => number): Promise<number> =>
       this.enqueue((map) => {
@@ -829,10 +813,10 @@ export class JsonFileDriver implements StoreDriver {
         for (const [k, v] of copy) map.set(k, v);
         return n;
       });
-    const ctx: ExclusiveContext = {
+    const ctx: DriverContext = {
       getMany: async (ids) => ids.map((id) => this.view.get(id)).filter((r): r is MemoryRecord => r !== undefined),
       scan: (options) => this.scan(options),
-      scanJson: (options) => stringifyScan(this.scan(options)),
+      scanJson: (options) => this.scanJson(options),
       count: () => this.count(),
       delete: (ids) => mutate((m) => ids.reduce((n, id) => n + (m.delete(id) ? 1 : 0), 0)),
       clear: () =>

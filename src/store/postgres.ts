@@ -6,7 +6,7 @@ import type { MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
 import { isPrefixQuery, likeEscape, searchText } from './search-text.js';
 import { redactSecrets, redactUrl } from './url.js';
-import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 /** How to reach the database: a URL (the driver owns its pool) or a pool the caller owns. */
 export interface PostgresConnectOptions {
@@ -431,24 +431,17 @@ export class PostgresDriver implements StoreDriver {
     return Number((await this.read<CountRow>(this.sql.count, []))[0]?.n ?? 0);
   }
 
-  async list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>> {
-    const rows = await this.read<SummaryRow>(this.sql.list, [options.cursor ?? '', options.limit + 1]);
-    const items = rows.slice(0, options.limit);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > options.limit && last ? last.user_id : null };
+  async list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]> {
+    return this.read<SummaryRow>(this.sql.list, [options.cursor ?? '', options.limit]);
   }
 
   /**
    * Streams in user_id (byte) order from one REPEATABLE READ snapshot, through a server-side cursor
    * fetched {@link SCAN_BATCH} rows at a time: constant memory however large the store, while writes
    * continue. The snapshot is taken at the first `next()`. The connection is given back when the
-   * iteration ends, including an early `break`.
+   * iteration ends, including an early `break`. Yields the stored JSON text (what backups write)
+   * without parsing it; the core parses it for `scan`.
    */
-  async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
-    for await (const [, json] of this.scanJson(options)) yield JSON.parse(json) as MemoryRecord;
-  }
-
-  /** As {@link scan}, yielding the stored JSON text (what backups write) without parsing it. */
   async *scanJson(options: ScanOptions = {}): AsyncGenerator<[string, string]> {
     const lease = await this.checkout('E_STORE_READ');
     const { client } = lease;
@@ -491,7 +484,7 @@ export class PostgresDriver implements StoreDriver {
    * Holds the cluster-wide lock for `scope` on a dedicated connection while `fn` runs; see the class
    * comment. Waits (without a timeout) for a section held by another daemon to end.
    */
-  async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+  async exclusive<T>(scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T> {
     const lease = await this.checkout('E_STORE_WRITE');
     const { client } = lease;
     const section = new Section(this, client, this.sql);
@@ -571,7 +564,7 @@ export class PostgresDriver implements StoreDriver {
  * for this very section. Scans use their own connection and snapshot, as the driver's scan does, so
  * code may write while it iterates (deleting what it has backed up, for example).
  */
-class Section implements ExclusiveContext {
+class Section implements DriverContext {
   private tail: Promise<unknown> = Promise.resolve();
   private ended = false;
 
@@ -612,11 +605,6 @@ class Section implements ExclusiveContext {
       }
       return ids.map((id) => byId.get(id)).filter((r): r is MemoryRecord => r !== undefined);
     });
-  }
-
-  scan(options?: ScanOptions): AsyncIterable<MemoryRecord> {
-    if (this.ended) throw new StoreError('E_STORE_CLOSED', 'the exclusive section has ended');
-    return this.driver.scan(options);
   }
 
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]> {

@@ -1,6 +1,5 @@
 import type Database from 'better-sqlite3';
-import { compareIds } from '../backup/format.js';
-import type { MemoryRecord } from '../record.js';
+import { compareIds, type MemoryRecord } from '../record.js';
 import { isPrefixQuery, likeEscape, searchText } from './search-text.js';
 import type { UserSummary } from './types.js';
 

@@ -7,7 +7,7 @@ import type { MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
 import { profileText } from './search-text.js';
 import { SqliteSearch } from './sqlite-search.js';
-import type { ExclusiveContext, ExclusiveScope, Page, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 type Row = { data: string };
 type SummaryRow = { user_id: string; name: string | null; product: string | null; created_at: string; updated_at: string; messages: number };
@@ -297,19 +297,8 @@ export class SqliteDriver implements StoreDriver {
     return this.stmts.totals.get()?.users ?? 0;
   }
 
-  async list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>> {
-    const rows = this.stmts.list.all(options.cursor ?? '', options.limit + 1);
-    const items = rows.slice(0, options.limit);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > options.limit && last ? last.user_id : null };
-  }
-
-  /**
-   * Streams from a dedicated read connection inside one read transaction: a consistent snapshot
-   * in constant memory while the main connection keeps committing (WAL).
-   */
-  async *scan(options: ScanOptions = {}): AsyncGenerator<MemoryRecord> {
-    for await (const [, json] of this.scanJson(options)) yield JSON.parse(json) as MemoryRecord;
+  async list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]> {
+    return this.stmts.list.all(options.cursor ?? '', options.limit);
   }
 
   /**
@@ -359,12 +348,11 @@ export class SqliteDriver implements StoreDriver {
     return this.searcher.search(query, limit);
   }
 
-  async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+  async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T> {
     // One process owns a SQLite store (the daemon, or the CLI when no daemon runs); the core's
     // in-process gate is the whole lock. Each mutation below is still a single transaction.
-    const ctx: ExclusiveContext = {
+    const ctx: DriverContext = {
       getMany: async (ids) => ids.map((id) => this.readRecord(id)).filter((r): r is MemoryRecord => r !== null),
-      scan: (options) => this.scan(options),
       scanJson: (options) => this.scanJson(options),
       count: () => this.count(),
       delete: async (ids) =>

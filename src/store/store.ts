@@ -20,7 +20,7 @@ import {
 } from '../record.js';
 import { RecordError, StoreError } from '../errors.js';
 import { WriteGate } from './gate.js';
-import { stringifyScan } from './types.js';
+import { parseScan } from './types.js';
 import type {
   ExclusiveContext,
   ExclusiveScope,
@@ -99,8 +99,8 @@ class CoreStore implements Store {
     if (this.options.readOnly) throw new StoreError('E_STORE_READONLY', `store ${this.url} is open read-only`);
   }
 
+  // Every public method validates its user id once, before it comes here; the drivers rely on it.
   private async write(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
-    validateUserId(id);
     this.checkWritable();
     return this.gate.write(id, async () => {
       // Noted once the write has settled too: a tracker started while it was in flight must see it.
@@ -166,6 +166,7 @@ class CoreStore implements Store {
   }
 
   async refreshSessionToken(id: string): Promise<MemoryRecord> {
+    validateUserId(id);
     const token = newSessionToken();
     return this.write(id, (current) => ({ ...(current ?? newSeedRecord(id, token)), session_token: token, updated_at: nowIso() }));
   }
@@ -186,6 +187,7 @@ class CoreStore implements Store {
   }
 
   async clearFlag(id: string, key: string): Promise<MemoryRecord> {
+    validateUserId(id);
     return this.write(id, (current) => applyClearFlag(current, id, key));
   }
 
@@ -196,11 +198,11 @@ class CoreStore implements Store {
 
   async delete(ids: string[]): Promise<number> {
     ids.forEach(validateUserId);
-    return this.exclusive({ ids }, (ctx) => ctx.delete(ids));
+    return this.section({ ids }, (ctx) => ctx.delete(ids));
   }
 
   async clear(): Promise<number> {
-    return this.exclusive('all', (ctx) => ctx.clear());
+    return this.section('all', (ctx) => ctx.clear());
   }
 
   async count(): Promise<number> {
@@ -212,15 +214,18 @@ class CoreStore implements Store {
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
       throw new StoreError('E_STORE_ARG', `list limit must be an integer from 1 to 1000, got ${String(options.limit)}`);
     }
-    return this.driver.list({ cursor: options.cursor ?? null, limit });
+    // One row more than asked tells whether another page follows.
+    const rows = await this.driver.list({ cursor: options.cursor ?? null, limit: limit + 1 });
+    const items = rows.slice(0, limit);
+    return { items, next: rows.length > limit ? (items[items.length - 1]?.user_id ?? null) : null };
   }
 
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord> {
-    return this.driver.scan(options);
+    return this.driver.scan ? this.driver.scan(options) : parseScan(this.driver.scanJson(options));
   }
 
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]> {
-    return this.driver.scanJson ? this.driver.scanJson(options) : stringifyScan(this.driver.scan(options));
+    return this.driver.scanJson(options);
   }
 
   async stats(): Promise<StoreStats> {
@@ -236,6 +241,11 @@ class CoreStore implements Store {
   async exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
     this.checkWritable();
     if (scope !== 'all') scope.ids.forEach(validateUserId);
+    return this.section(scope, fn);
+  }
+
+  private async section<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T> {
+    this.checkWritable();
     // The sections' changes bypass write(): note them for the trackers running when they land (a tracker may
     // start while a section is open), before and after.
     const noted = <A extends unknown[], R>(f: (...a: A) => Promise<R>, note: (...a: A) => void) => async (...a: A): Promise<R> => {
@@ -251,6 +261,7 @@ class CoreStore implements Store {
         fn(
           // Object.create keeps a driver's prototype methods working.
           Object.assign(Object.create(ctx) as ExclusiveContext, {
+            scan: ctx.scan ? ctx.scan.bind(ctx) : (options?: ScanOptions) => parseScan(ctx.scanJson(options)),
             delete: noted(ctx.delete.bind(ctx), (ids) => ids.forEach((id) => this.noteWrite(id))),
             putMany: noted(ctx.putMany.bind(ctx), (records) => records.forEach((r) => this.noteWrite(r.user_id))),
             clear: noted(ctx.clear.bind(ctx), () => this.noteAll()),

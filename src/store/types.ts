@@ -76,6 +76,9 @@ export interface ExclusiveContext {
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
 }
 
+/** An exclusive section as a driver gives it: `scan` is optional there, as on {@link StoreDriver}. */
+export type DriverContext = Omit<ExclusiveContext, 'scan'> & Partial<Pick<ExclusiveContext, 'scan'>>;
+
 /**
  * The thin interface each backend implements (cf. unstorage drivers). Validation, merge rules
  * and in-process locking live in the core {@link Store}; drivers only persist.
@@ -91,13 +94,15 @@ export interface StoreDriver {
    */
   update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord>;
   count(): Promise<number>;
-  list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>>;
-  scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  /** At most `limit` summaries of the users after `cursor` (all when null), in user_id order. The core pages. */
+  list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]>;
+  /** All records as `[user_id, JSON.stringify(record)]` pairs, in user_id order, streaming: what backups write. */
+  scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   /**
-   * Optional: `[user_id, JSON.stringify(record)]` pairs straight from storage, without parsing, for
-   * backends that keep the JSON text. Without it the core stringifies `scan()`.
+   * Optional fast path for a backend that holds parsed records (the JSON file store): without it the
+   * core parses `scanJson`.
    */
-  scanJson?(options?: ScanOptions): AsyncIterable<[string, string]>;
+  scan?(options?: ScanOptions): AsyncIterable<MemoryRecord>;
   stats(): Promise<StoreStats>;
   /**
    * Users matching `query` (trimmed, non-empty, as the caller typed it), in user_id order, at most
@@ -108,7 +113,7 @@ export interface StoreDriver {
    * Runs `fn` while the backend-level lock for `scope` is held (a cluster-wide lock for
    * shared backends). Single-writer backends rely on the core's in-process lock alone.
    */
-  exclusive<T>(scope: ExclusiveScope, fn: (ctx: ExclusiveContext) => Promise<T>): Promise<T>;
+  exclusive<T>(scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T>;
   /**
    * Whether this process leads singleton jobs such as scheduled backups. Shared backends elect one
    * holder of a cluster-wide lock; without this method the single owning process always leads.
@@ -190,9 +195,14 @@ export interface WriteTracker {
   stop(): void;
 }
 
-/** `scanJson` for a driver that has only `scan`. */
+/** `scanJson` for a driver that holds parsed records. */
 export async function* stringifyScan(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, string]> {
   for await (const r of records) yield [r.user_id, stringifyJson(r)];
+}
+
+/** `scan` derived from `scanJson`: the stored text is `JSON.stringify` of a record already validated when written. */
+export async function* parseScan(pairs: AsyncIterable<[string, string]>): AsyncGenerator<MemoryRecord> {
+  for await (const [, json] of pairs) yield JSON.parse(json) as MemoryRecord;
 }
 
 export function summarize(record: MemoryRecord): UserSummary {

@@ -7,20 +7,11 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { FIXTURES } from '../helpers/tmp.js';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import {
-  BACKUP_PREFIX,
-  backupBaseName,
-  compareIds,
-  digestBackupFile,
-  entryLine,
-  findInLineBackup,
-  isLineFormat,
-  manifestName,
-  parseBackupName,
-  resolveBackupId,
-  writeBackupStream,
-} from '../../src/backup/format.js';
-import { readJsonEntries } from '../../src/backup/json-entries.js';
+import { BACKUP_PREFIX, backupBaseName, manifestName, parseBackupName, resolveBackupId } from '../../src/backup/format.js';
+import { digestBackupFile, findInLineBackup, isLineFormat } from '../../src/format/line-reader.js';
+import { entryLine, writeBackupStream } from '../../src/format/line-writer.js';
+import { compareIds } from '../../src/record.js';
+import { readJsonEntries } from '../../src/format/json-entries.js';
 import { BackupError, ChatmemError } from '../../src/errors.js';
 import { tempNameFor } from '../../src/fs-util.js';
 

@@ -5,11 +5,10 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { dropsMemory, Operations } from '../../src/ops/operations.js';
 import { parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
-import { createSchema, describePg } from '../helpers/pg.js';
+import { TEST_STORES } from '../helpers/stores.js';
 import { tempDir } from '../helpers/tmp.js';
 import { ADMIN_TOKEN, http, startApp, type TestServer } from '../server/helpers.js';
 
@@ -63,23 +62,16 @@ function putAllSuite(name: string, open: () => Promise<{ store: Store; done: () 
   });
 }
 
-putAllSuite('sqlite', async () => {
-  const t = await tempDir();
-  const store = createStore(await SqliteDriver.open(path.join(t.dir, 'm.db')));
-  return { store, done: async () => { await store.close(); await t.cleanup(); } };
-});
-putAllSuite('json', async () => {
-  const t = await tempDir();
-  const store = createStore(await JsonFileDriver.open(path.join(t.dir, 'm.json')));
-  return { store, done: async () => { await store.close(); await t.cleanup(); } };
-});
-describePg('putAll on PostgreSQL', () => {
-  putAllSuite('postgres', async () => {
-    const s = await createSchema();
-    const store = createStore(await PostgresDriver.connect({ connectionString: s.url }));
-    return { store, done: async () => { await store.close(); await s.drop(); } };
-  });
-});
+for (const entry of TEST_STORES) {
+  const suite = () =>
+    putAllSuite(entry.name === 'json-file' ? 'json' : entry.name, async () => {
+      const h = await entry.harness();
+      const store = await h.open();
+      return { store, done: async () => { await store.close(); await h.cleanup(); } };
+    });
+  if (entry.name === 'postgres') entry.describe('putAll on PostgreSQL', suite);
+  else suite();
+}
 
 describe('restore and import write no empty backup', () => {
   for (const kind of ['sqlite', 'json'] as const) {

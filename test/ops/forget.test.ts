@@ -7,7 +7,7 @@ import { writeBackup } from '../../src/backup/create.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { forgetKey, forgottenId } from '../../src/ops/forget.js';
 import { Operations } from '../../src/ops/operations.js';
-import { serializeSeed } from '../../src/store/json-file.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';

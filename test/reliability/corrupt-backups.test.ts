@@ -13,7 +13,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { buildApp } from '../../src/server/app.js';
 import { serve } from '../../src/server/serve.js';
-import { serializeSeed } from '../../src/store/json-file.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/types.js';
 import { cleanEnv, runCli } from '../cli/helpers.js';

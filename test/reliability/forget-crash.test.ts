@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
-import { serializeSeed } from '../../src/store/json-file.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { openStore } from '../../src/store/open.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { ROOT, tempDir } from '../helpers/tmp.js';

@@ -3,12 +3,13 @@ import { resolveConfig, type ResolvedConfig } from '../../src/config.js';
 import { openContext, type Context } from '../../src/context.js';
 import { buildApp } from '../../src/server/app.js';
 import type { Metrics } from '../../src/server/metrics.js';
+import { fileStoreUrl, type FileStoreKind } from '../helpers/stores.js';
 import { tempDir } from '../helpers/tmp.js';
 
 export const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
 export const API_TOKEN = 'api-token-for-tests-0123456789ab';
-export const KINDS = ['sqlite', 'json'] as const;
-export type Kind = (typeof KINDS)[number];
+export const KINDS: readonly FileStoreKind[] = ['sqlite', 'json'];
+export type Kind = FileStoreKind;
 
 export interface TestServer {
   url: string;
@@ -21,8 +22,7 @@ export interface TestServer {
 /** A config on a fresh temp dir; the environment is empty so the developer's CHATMEM_* never leak in. */
 export async function tempConfig(kind: Kind, env: NodeJS.ProcessEnv = {}): Promise<{ config: ResolvedConfig; dir: string; cleanup: () => Promise<void> }> {
   const { dir, cleanup } = await tempDir('chatmem-server-');
-  const file = path.join(dir, 'data', 'storage', kind === 'sqlite' ? 'memory.db' : 'memory.json');
-  const config = await resolveConfig({ cwd: dir, store: `${kind}:${file}`, env });
+  const config = await resolveConfig({ cwd: dir, store: fileStoreUrl(kind, path.join(dir, 'data', 'storage')), env });
   return { config, dir, cleanup };
 }
 

@@ -3,16 +3,18 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/store/types.js';
-import type { MemoryRecord } from '../../src/record.js';
-import { compareIds } from '../../src/backup/format.js';
+import { compareIds, type MemoryRecord } from '../../src/record.js';
+import type { StoreHarness } from '../helpers/stores.js';
 import { FIXTURES, ROOT } from '../helpers/tmp.js';
 
-/** A store under test. `open` may be called again after `close` to test persistence. */
-export interface StoreHarness {
-  open(options?: { historyCap?: number }): Promise<Store>;
-  /** A URL another process can open (crash tests), when the backend supports it. */
-  url?: string;
-  cleanup(): Promise<void>;
+export type { StoreHarness } from '../helpers/stores.js';
+
+/** What a driver's own tests see of the conformance suite's store, run with its `beforeEach` and `afterEach`. */
+export interface ConformanceContext {
+  /** The store opened for the running test (closed after it). */
+  store(): Store;
+  /** Its harness (e.g. to reopen the store, or its URL). */
+  harness(): StoreHarness;
 }
 
 export function loadFixture(): Record<string, MemoryRecord> {
@@ -22,8 +24,11 @@ export function loadFixture(): Record<string, MemoryRecord> {
 const ODD_IDS = ['628123456789', 'user "quoted"', 'with space', 'émoji 😀 user', 'محمد', 'a\\b', "o'neil", '%_like'];
 const BAD_IDS: unknown[] = ['', 'x'.repeat(257), 'line\nbreak', 'tab\there', 'nul\u0000', 42, null];
 
-/** The conformance suite every driver must pass. */
-export function testStore(name: string, factory: () => Promise<StoreHarness>): void {
+/**
+ * The conformance suite every driver must pass. `additionalTests` registers a driver's own tests in the
+ * same describe, on the same fresh store per test.
+ */
+export function testStore(name: string, factory: () => Promise<StoreHarness>, options: { additionalTests?: (ctx: ConformanceContext) => void } = {}): void {
   describe(`store conformance: ${name}`, () => {
     let h: StoreHarness;
     let store: Store;
@@ -426,5 +431,7 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>): v
         for (const t of texts) expect(have.has(t), `${id}: ${t}`).toBe(true);
       }
     });
+
+    options.additionalTests?.({ store: () => store, harness: () => h });
   });
 }

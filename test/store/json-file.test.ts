@@ -2,21 +2,15 @@ import * as path from 'node:path';
 import { copyFileSync, readFileSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { JsonFileDriver, serializeSeed } from '../../src/store/json-file.js';
+import { JsonFileDriver } from '../../src/store/json-file.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { createStore } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
 import { FIXTURES, tempDir } from '../helpers/tmp.js';
 import { loadFixture, testStore } from './conformance.js';
+import { testStoreEntry } from '../helpers/stores.js';
 
-testStore('json-file', async () => {
-  const t = await tempDir();
-  const file = path.join(t.dir, 'storage', 'memory.json');
-  return {
-    url: `json:${file}`,
-    open: async (options) => createStore(await JsonFileDriver.open(file), options),
-    cleanup: t.cleanup,
-  };
-});
+testStore('json-file', () => testStoreEntry('json-file').harness());
 
 describe('json-file driver specifics', () => {
   it('refuses memory.truncated.json with the file and position, and leaves it byte-identical', async () => {

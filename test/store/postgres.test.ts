@@ -5,7 +5,8 @@ import type { MemoryRecord } from '../../src/record.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
-import { testStore, type StoreHarness } from './conformance.js';
+import { testStore, type ConformanceContext } from './conformance.js';
+import { testStoreEntry } from '../helpers/stores.js';
 import { PG_URL, createSchema, describePg, pgUnreachable, urlWithSchema } from '../helpers/pg.js';
 
 /** First int of the driver's store-wide advisory lock keys ('chmc'). */
@@ -21,14 +22,28 @@ function adminPool(): pg.Pool {
   return admin;
 }
 
-/** The conformance harness: a fresh schema per call; `open` connects a new driver (a new pool) to it. */
-async function pgHarness(): Promise<StoreHarness> {
-  const { schema, drop } = await createSchema();
-  return {
-    url: urlWithSchema(schema),
-    open: async (options) => createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }), options),
-    cleanup: drop,
-  };
+/** PostgreSQL's own tests that need nothing but a fresh store: run on the conformance suite's. */
+function postgresOnFreshStore(t: ConformanceContext): void {
+  it('keeps records byte for byte (key order and unknown fields), which JSONB would not', async () => {
+    const store = t.store();
+    const saved = await store.put('k', { zeta: 1, alpha: { b: 2, a: 1 }, name: 'Z', nul: 'a\u0000b', emoji: '😀' });
+    const got = await store.get('k');
+    expect(JSON.stringify(got)).toBe(JSON.stringify(saved));
+    expect((await store.stats()).bytes).toBe(Buffer.byteLength(JSON.stringify(saved)));
+  });
+
+  it('replaceAll rolls back and rethrows the source error unchanged', async () => {
+    const store = t.store();
+    const kept = await store.put('kept', {});
+    const bad = new Error('corrupt backup');
+    async function* source(): AsyncGenerator<MemoryRecord> {
+      for (let i = 0; i < 700; i++) yield { ...kept, user_id: `r${i}` };
+      throw bad;
+    }
+    await expect(store.exclusive('all', (ctx) => ctx.replaceAll(source()))).rejects.toBe(bad);
+    expect(await store.count()).toBe(1);
+    expect(await store.get('kept')).toEqual(kept);
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,7 +68,7 @@ async function waitingAdvisoryLocks(): Promise<number> {
 }
 
 describePg('postgres', () => {
-  testStore('postgres', pgHarness);
+  testStore('postgres', () => testStoreEntry('postgres').harness(), { additionalTests: postgresOnFreshStore });
 
   describe('postgres driver specifics', () => {
     it('elects exactly one leader among daemons, and another takes over when it closes', async () => {
@@ -344,20 +359,6 @@ describePg('postgres', () => {
       expect(err?.message).not.toContain(secret);
     });
 
-    it('keeps records byte for byte (key order and unknown fields), which JSONB would not', async () => {
-      const { schema, drop } = await createSchema();
-      const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema });
-      try {
-        const store = createStore(driver);
-        const saved = await store.put('k', { zeta: 1, alpha: { b: 2, a: 1 }, name: 'Z', nul: 'a\u0000b', emoji: '😀' });
-        const got = await store.get('k');
-        expect(JSON.stringify(got)).toBe(JSON.stringify(saved));
-        expect((await store.stats()).bytes).toBe(Buffer.byteLength(JSON.stringify(saved)));
-      } finally {
-        await driver.close();
-        await drop();
-      }
-    });
 
     it('a failing update function writes nothing, releases its locks and rethrows the same error', async () => {
       const { schema, drop } = await createSchema();
@@ -379,23 +380,5 @@ describePg('postgres', () => {
       }
     });
 
-    it('replaceAll rolls back and rethrows the source error unchanged', async () => {
-      const { schema, drop } = await createSchema();
-      const store = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }));
-      try {
-        const kept = await store.put('kept', {});
-        const bad = new Error('corrupt backup');
-        async function* source(): AsyncGenerator<MemoryRecord> {
-          for (let i = 0; i < 700; i++) yield { ...kept, user_id: `r${i}` };
-          throw bad;
-        }
-        await expect(store.exclusive('all', (ctx) => ctx.replaceAll(source()))).rejects.toBe(bad);
-        expect(await store.count()).toBe(1);
-        expect(await store.get('kept')).toEqual(kept);
-      } finally {
-        await store.close();
-        await drop();
-      }
-    });
   });
 });

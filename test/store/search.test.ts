@@ -1,8 +1,7 @@
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compareIds } from '../../src/backup/format.js';
-import { parseRecord, type MemoryRecord } from '../../src/record.js';
+import { compareIds, parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
 import { PostgresDriver } from '../../src/store/postgres.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';

@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compareIds } from '../../src/backup/format.js';
+import { compareIds } from '../../src/record.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { SqliteSearch, walkPattern } from '../../src/store/sqlite-search.js';

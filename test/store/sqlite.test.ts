@@ -1,22 +1,13 @@
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { SqliteDriver } from '../../src/store/sqlite.js';
-import { createStore } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
 import { newRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
 import { testStore } from './conformance.js';
+import { testStoreEntry } from '../helpers/stores.js';
 
-testStore('sqlite', async () => {
-  const t = await tempDir();
-  const file = path.join(t.dir, 'storage', 'memory.db');
-  return {
-    url: `sqlite:${file}`,
-    open: async (options) => createStore(await SqliteDriver.open(file), options),
-    cleanup: t.cleanup,
-  };
-});
+testStore('sqlite', () => testStoreEntry('sqlite').harness());
 
 describe('sqlite driver specifics', () => {
   it('creates the data directory 0700 and the database 0600', async () => {

@@ -44,8 +44,8 @@ export async function statusRoutes(app: FastifyInstance, { ctx, metrics }: Statu
       };
     }
     if (!backupSample || now - backupSample.at > 30_000) {
-      // Newest first; legacy files without a date sort last.
-      backupSample = { at: now, value: ctx.ops.listBackups().then((list) => list.find((b) => b.createdAt)?.createdAt ?? null, () => null) };
+      // Read from the names, opening only the newest backups' manifests: not every backup on each scrape.
+      backupSample = { at: now, value: ctx.ops.newestBackupAt().then((d) => d?.toISOString() ?? null, () => null) };
     }
     const listed = await backupSample.value;
     if (listed) metrics.noteBackup(new Date(listed));

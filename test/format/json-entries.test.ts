@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { FIXTURES } from '../helpers/tmp.js';
 import { gzipSync } from 'node:zlib';
-import { readJsonEntries, locateJsonError, type JsonEntry } from '../../src/backup/json-entries.js';
+import { readJsonEntries, locateJsonError, type JsonEntry } from '../../src/format/json-entries.js';
 import { BackupError } from '../../src/errors.js';
 
 const SEED = FIXTURES + '/';

@@ -4,8 +4,10 @@ import { createWriteStream, promises as fsp } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { compareIds, digestBackupFile, findInLineBackup, isLineFormat, RawJson, writeBackupStream } from '../../src/backup/format.js';
-import { readJsonEntries } from '../../src/backup/json-entries.js';
+import { digestBackupFile, findInLineBackup, isLineFormat } from '../../src/format/line-reader.js';
+import { RawJson, writeBackupStream } from '../../src/format/line-writer.js';
+import { compareIds } from '../../src/record.js';
+import { readJsonEntries } from '../../src/format/json-entries.js';
 
 let dir: string;
 let n = 0;

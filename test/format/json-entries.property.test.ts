@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { readJsonEntries } from '../../src/backup/json-entries.js';
+import { readJsonEntries } from '../../src/format/json-entries.js';
 
 let dir: string;
 let n = 0;
