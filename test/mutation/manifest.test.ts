@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKUP_REASONS, readManifest, writeManifest, type BackupManifest } from '../../src/backup/manifest.js';
-import { tempDir } from '../helpers/tmp.js';
+import { ROOT, tempDir } from '../helpers/tmp.js';
 
 // A manifest is what every reader trusts about a backup (its digest, count, whether it was verified):
 // one that lacks a field is refused as damaged, naming the field, never trusted half-way.
@@ -54,11 +54,27 @@ describe('readManifest', () => {
   it('reads back exactly what writeManifest wrote, for a .json and a .json.gz backup', async () => {
     await writeManifest(dir, good);
     expect(await readManifest(dir, good.file)).toEqual(good);
+    // A text file an operator may cat or append to: it ends with a newline.
+    expect(await fsp.readFile(path.join(dir, 'memory-2026-11-30T09-00-00Z-manual.meta.json'), 'utf8')).toMatch(/\}\n$/);
     const gz = { ...good, file: 'memory-2026-11-30T10-00-00Z-clear-all.json.gz', gzip: true, reason: 'clear-all' as const, scope: ['u1', 'u2'], verifiedAt: null, writer: { pid: 42, host: 'h' } };
     await writeManifest(dir, gz);
     expect(await fsp.readdir(dir)).toContain('memory-2026-11-30T10-00-00Z-clear-all.meta.json');
     expect(await readManifest(dir, gz.file)).toEqual(gz);
     expect(BACKUP_REASONS).toContain(gz.reason);
+  });
+
+  it('README names exactly the reasons a manifest may carry (the API accepts these for a backup)', async () => {
+    const readme = await fsp.readFile(path.join(ROOT, 'README.md'), 'utf8');
+    const line = /`reason` \(([^)]*)\)/.exec(readme)?.[1] ?? '';
+    expect(line.split(', ').map((r) => r.replaceAll('`', ''))).toEqual([...BACKUP_REASONS]);
+  });
+
+  it('does not hold a descriptor open per read (the daemon reads manifests on every listing)', async () => {
+    await writeManifest(dir, good);
+    const fds = async () => (await fsp.readdir('/proc/self/fd')).length;
+    const before = await fds();
+    for (let i = 0; i < 50; i++) await readManifest(dir, good.file);
+    expect(await fds()).toBeLessThan(before + 10);
   });
 
   it('answers null for a backup without a manifest (a legacy file), but not for one it cannot read', async () => {
@@ -112,6 +128,7 @@ describe('readManifest', () => {
     ['an upper-case sha256', { ...good, sha256: 'A'.repeat(64) }, '"sha256" is not a SHA-256 hex digest'],
     ['a sha256 with a prefix', { ...good, sha256: `x${'a'.repeat(64)}` }, '"sha256" is not a SHA-256 hex digest'],
     ['a sha256 with a suffix', { ...good, sha256: `${'a'.repeat(64)}x` }, '"sha256" is not a SHA-256 hex digest'],
+    ['a sha256 in a list', { ...good, sha256: ['a'.repeat(64)] }, '"sha256" is not a SHA-256 hex digest'],
     ['a fractional user count', { ...good, users: 1.5 }, '"users" is not a count'],
     ['a negative user count', { ...good, users: -1 }, '"users" is not a count'],
     ['a textual user count', { ...good, users: '3' }, '"users" is not a count'],
@@ -121,6 +138,7 @@ describe('readManifest', () => {
     ['gzip as text', { ...good, gzip: 'false' }, '"gzip" is not a boolean'],
     ['no created_at', { ...good, created_at: undefined }, '"created_at" is not a date'],
     ['a created_at that is no date', { ...good, created_at: 'yesterday' }, '"created_at" is not a date'],
+    ['a numeric created_at', { ...good, created_at: 0 }, '"created_at" is not a date'],
     ['a scope that is a word', { ...good, scope: 'some' }, '"scope" is neither "full" nor a list of user ids'],
     ['a scope with a number', { ...good, scope: ['u1', 2] }, '"scope" is neither "full" nor a list of user ids'],
     ['a numeric verifiedAt', { ...good, verifiedAt: 1 }, '"verifiedAt" is not a date'],
