@@ -218,7 +218,7 @@ describe('applyPatch', () => {
   });
 
   it('refuses bad field types and over-limit values, naming them', () => {
-    expect(failure(() => applyPatch(base(), 'u', { name: 7 }, T1)).message).toMatch(/^invalid patch: name: /);
+    expect(failure(() => applyPatch(base(), 'u', { name: 7 }, T1))).toMatchObject({ code: 'E_RECORD', message: expect.stringMatching(/^invalid patch: name: /) as unknown });
     expect(failure(() => applyPatch(base(), 'u', { name: 'x'.repeat(70_000) }, T1)).message).toBe('patch: field "name" has a string longer than 65536 bytes');
     // flags: null is no object either.
     expect(failure(() => applyPatch(base(), 'u', { flags: null }, T1)).message).toBe('invalid patch: flags must be an object');
@@ -239,6 +239,10 @@ describe('applyPatch', () => {
     const rec = { ...newRecord('u', T0), flags: { ...full }, slots: { ...full } };
     expect(failure(() => applyPatch(rec, 'u', { flags: { more: 1 } }, T1))).toMatchObject({ code: 'E_RECORD', message: 'flags would hold 10001 keys; the limit is 10000' });
     expect(failure(() => applyPatch(rec, 'u', { slots: { more: 1 } }, T1))).toMatchObject({ code: 'E_RECORD', message: 'slots would hold 10001 keys; the limit is 10000' });
+    // Growing to exactly the limit is allowed.
+    const almost = { ...newRecord('u', T0), flags: Object.fromEntries(Array.from({ length: 9_999 }, (_, i) => [`k${i}`, 1])) };
+    expect(Object.keys(applyPatch(almost, 'u', { flags: { last: 1 } }, T1).flags)).toHaveLength(10_000);
+    expect(Object.keys(applySetKey(almost, 'u', 'flags', 'last', 1, T1).flags)).toHaveLength(10_000);
     // Replacing a key keeps the count at the limit.
     expect(Object.keys(applyPatch(rec, 'u', { flags: { k0: 2 } }, T1).flags)).toHaveLength(10_000);
     const over = { ...newRecord('u', T0), flags: { ...full, x1: 1, x2: 2 } };
@@ -262,7 +266,7 @@ describe('history', () => {
     for (const v of [null, [], 'hi']) {
       expect(failure(() => parseHistoryInput(v))).toMatchObject({ code: 'E_RECORD', message: 'history entry must be a JSON object with role and text' });
     }
-    expect(failure(() => parseHistoryInput({ role: '', text: 'x' })).message).toMatch(/^invalid history entry: role: /);
+    expect(failure(() => parseHistoryInput({ role: '', text: 'x' }))).toMatchObject({ code: 'E_RECORD', message: expect.stringMatching(/^invalid history entry: role: /) as unknown });
     expect(failure(() => parseHistoryInput({ role: 'user' })).message).toMatch(/^invalid history entry: text: /);
     expect(failure(() => parseHistoryInput({ role: 'user', text: 'x', id: '' })).message).toMatch(/^invalid history entry: id: /);
     expect(failure(() => parseHistoryInput({ role: 'user', text: 'x', id: 'i'.repeat(257) })).message).toMatch(/^invalid history entry: id: /);
@@ -387,6 +391,9 @@ describe('applyContext', () => {
     expect(applyContext({ ...rec(), serial: ' F57A,, X1 ,' }, 'u', { serials: ['A0'] }, T1).serial).toBe('A0, F57A, X1');
     expect(applyContext({ ...rec(), serial: null }, 'u', { serials: ['Z9', 'A0'] }, T1).serial).toBe('A0, Z9');
     expect(applyContext(rec(), 'u', { serials: [] }, T1).serial).toBe('F57A, X1');
+    // No serials given: the stored value is left exactly as it was, even an untidy one or none.
+    expect(applyContext({ ...rec(), serial: 'X1,F57A ' }, 'u', { serials: [] }, T1).serial).toBe('X1,F57A ');
+    expect(applyContext({ ...rec(), serial: null }, 'u', { serials: [] }, T1).serial).toBeNull();
     expect(applyContext(null, 'n', { serials: ['Q'] }, T1)).toEqual({ ...newRecord('n', T1), serial: 'Q' });
   });
 });
@@ -404,6 +411,10 @@ describe('applyFillSlots, applySetKey, applyClearFlag', () => {
     expect(r).toEqual({ ...newRecord('u', T1), flags: { k: { v: 1 } } });
     expect(applySetKey(r, 'u', 'slots', 'k', null, T1).slots).toEqual({ k: null });
     expect(failure(() => applySetKey(null, 'u', 'flags', '', 1))).toMatchObject({ code: 'E_RECORD', message: 'flags key must be a non-empty string' });
+    // JSON callers can send any type as the key.
+    for (const key of [5, null, ['k']]) {
+      expect(failure(() => applySetKey(null, 'u', 'slots', key as never, 1))).toMatchObject({ code: 'E_RECORD', message: 'slots key must be a non-empty string' });
+    }
     expect(failure(() => applySetKey(null, 'u', 'slots', 'k', undefined))).toMatchObject({ code: 'E_RECORD', message: 'slots.k: a value is required' });
     expect(failure(() => applySetKey(null, 'u', 'flags', 'k'.repeat(70_000), 1))).toMatchObject({ code: 'E_RECORD', message: 'flags key is longer than 65536 bytes' });
     const longKey = 'q'.repeat(70);
