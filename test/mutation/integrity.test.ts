@@ -119,6 +119,36 @@ describe('verifySource and verificationError', () => {
     expect(v.error?.code).toMatch(/^E_BACKUP_/);
   });
 
+  it('verifies a gzip backup through its uncompressed text, and refuses a damaged one', async () => {
+    const b = await writeBackup(dir, users(3), { reason: 'manual', scope: 'full', source: 'test', gzip: true });
+    expect(await verifySource(await openBackup(dir, b.id))).toEqual({ ok: true, legacy: false, users: 3, sha256: b.manifest.sha256 });
+    const bytes = readFileSync(b.file);
+    bytes[bytes.length - 12] = bytes[bytes.length - 12]! ^ 0xff;
+    writeFileSync(b.file, bytes);
+    expect((await verifySource(await openBackup(dir, b.id))).ok).toBe(false);
+  });
+
+  it('a legacy backup swapped for a directory is refused as not a regular file', async () => {
+    const legacy = path.join(dir, 'memory_backup_20250101_000000.json');
+    writeFileSync(legacy, JSON.stringify({ a: { user_id: 'a' } }));
+    const src = await openBackup(dir, 'memory_backup_20250101_000000');
+    await fsp.rm(legacy);
+    await fsp.mkdir(legacy);
+    expect(await verifySource(src)).toEqual({ ok: false, legacy: true, users: null, error: { code: 'E_BACKUP_NOT_REGULAR', message: `refusing ${src.fileName}: not a regular file` } });
+  });
+
+  it('does not hold a descriptor open per verification', async () => {
+    const b = await writeBackup(dir, users(2), { reason: 'manual', scope: 'full', source: 'test' });
+    const src = await openBackup(dir, b.id);
+    const fds = async () => (await fsp.readdir('/proc/self/fd')).length;
+    const before = await fds();
+    for (let i = 0; i < 40; i++) {
+      clearVerifyCache();
+      expect((await verifySource(src)).ok).toBe(true);
+    }
+    expect(await fds()).toBeLessThan(before + 10);
+  });
+
   it('caches a success per file identity (one hash pass for repeated checks), and never a failure', async () => {
     const b = await writeBackup(dir, users(2), { reason: 'manual', scope: 'full', source: 'test' });
     const src = await openBackup(dir, b.id);
@@ -186,7 +216,11 @@ describe('finishLeftovers and finishStoreTemps', () => {
     expect(await finishLeftovers(path.join(dir, 'none'))).toEqual({ removedTemp: [], removedOrphans: [], completed: [], removedIncomplete: [] });
     const file = path.join(dir, 'plain');
     writeFileSync(file, 'x');
-    await expect(finishLeftovers(file)).rejects.toMatchObject({ code: 'E_BACKUP_READ', message: expect.stringMatching(/^cannot list .*plain: ENOTDIR/) as unknown });
+    await expect(finishLeftovers(file)).rejects.toMatchObject({
+      code: 'E_BACKUP_READ',
+      message: expect.stringMatching(/^cannot list .*plain: ENOTDIR/) as unknown,
+      cause: expect.objectContaining({ code: 'ENOTDIR' }) as unknown,
+    });
   });
 
   it("removes dead writers' temp files (only under the prefix), keeps live ones and other files", async () => {
@@ -207,6 +241,50 @@ describe('finishLeftovers and finishStoreTemps', () => {
     expect(report.removedTemp).toEqual([names.otherPrefix]);
     expect(existsSync(path.join(dir, names.live))).toBe(true);
     expect(existsSync(path.join(dir, names.notTemp))).toBe(true);
+  });
+
+  it("a store's temp cleanup touches nothing but the store's temp files", async () => {
+    const b = await writeBackup(dir, users(1), { reason: 'manual', scope: 'full', source: 'test' });
+    await fsp.rm(b.file);
+    pending(b, deadPid());
+    expect(await finishStoreTemps(path.join(dir, 'memory.json'))).toEqual([]);
+    expect(existsSync(meta(b))).toBe(true);
+  });
+
+  it("never removes an operator's file that only looks like a backup's name", async () => {
+    const b = await writeBackup(dir, users(1), { reason: 'manual', scope: 'full', source: 'test' });
+    // An operator's copy of the backup whose suffix is as long as ".meta.json", then the backup goes.
+    const copy = `${b.file}.copy`;
+    await fsp.copyFile(b.file, copy);
+    await fsp.rm(b.file);
+    const report = await finishLeftovers(dir);
+    expect(report.removedOrphans).toEqual([path.basename(meta(b))]);
+    expect(existsSync(copy)).toBe(true);
+  });
+
+  it('completes a pending manifest that names no writer (written before writers were recorded)', async () => {
+    const b = await writeBackup(dir, users(2), { reason: 'manual', scope: 'full', source: 'test' });
+    const { writer: _w, ...m } = readMeta(b);
+    writeFileSync(meta(b), JSON.stringify({ ...m, verifiedAt: null }));
+    const report = await finishLeftovers(dir);
+    expect(report.completed).toEqual([path.basename(b.file)]);
+    expect(typeof readMeta(b).verifiedAt).toBe('string');
+  });
+
+  it("removes a dead writer's backup whose content differs at equal size and count, or does not decompress", async () => {
+    const dead = deadPid();
+    let t = 0;
+    const now = () => new Date(Date.UTC(2026, 0, 3, 0, 0, t++));
+    const same = await writeBackup(dir, users(3), { reason: 'manual', scope: 'full', source: 'test', now });
+    writeFileSync(same.file, readFileSync(same.file, 'utf8').replace('"n1"', '"m1"'));
+    pending(same, dead);
+    const gz = await writeBackup(dir, users(3), { reason: 'manual', scope: 'full', source: 'test', gzip: true, now });
+    writeFileSync(gz.file, 'not gzip at all');
+    pending(gz, dead);
+    const report = await finishLeftovers(dir);
+    expect(report.removedIncomplete.sort()).toEqual([path.basename(same.file), path.basename(gz.file)].sort());
+    expect(report.completed).toEqual([]);
+    for (const b of [same, gz]) expect([existsSync(b.file), existsSync(meta(b))]).toEqual([false, false]);
   });
 
   it('with tempOnly, touches only temp files', async () => {
