@@ -66,7 +66,11 @@ describe('the file', () => {
     const file = adminTokensFile({ dataDir });
     expect(await readAdminTokens(file)).toEqual([]);
     await fsp.mkdir(file, { recursive: true });
-    await expect(readAdminTokens(file)).rejects.toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(/^cannot read .*admin-tokens\.json: EISDIR/) as unknown });
+    await expect(readAdminTokens(file)).rejects.toMatchObject({
+      code: 'E_CONFIG',
+      message: expect.stringMatching(/^cannot read .*admin-tokens\.json: EISDIR/) as unknown,
+      cause: expect.objectContaining({ code: 'EISDIR' }) as unknown,
+    });
     await fsp.rmdir(file);
     const shapes = [
       'null',
@@ -81,6 +85,7 @@ describe('the file', () => {
       `{"tokens": [{"name": "n", "sha256": "${'A'.repeat(64)}", "created": "c"}]}`,
       `{"tokens": [{"name": "n", "sha256": "x${'a'.repeat(64)}", "created": "c"}]}`,
       `{"tokens": [{"name": "n", "sha256": "${'a'.repeat(64)}x", "created": "c"}]}`,
+      `{"tokens": [{"name": "n", "sha256": ["${'a'.repeat(64)}"], "created": "c"}]}`,
       `{"tokens": [{"name": "n", "sha256": "${'a'.repeat(64)}"}]}`,
       `{"tokens": [{"name": "n", "sha256": "${'a'.repeat(64)}", "created": "c"}, {"name": "m"}]}`,
     ];
@@ -94,7 +99,11 @@ describe('the file', () => {
       expect(await fsp.readFile(file, 'utf8')).toBe(text);
     }
     await fsp.writeFile(file, '{"tokens": [');
-    await expect(readAdminTokens(file)).rejects.toMatchObject({ code: 'E_CONFIG', message: expect.stringMatching(/ is not valid JSON; fix or remove it \(it is never overwritten\): /) as unknown });
+    await expect(readAdminTokens(file)).rejects.toMatchObject({
+      code: 'E_CONFIG',
+      message: expect.stringMatching(/ is not valid JSON; fix or remove it \(it is never overwritten\): /) as unknown,
+      cause: expect.any(SyntaxError) as unknown,
+    });
     await fsp.writeFile(file, `{"tokens": [{"name": "n", "sha256": "${'a'.repeat(64)}", "created": "c", "extra": 1}]}`);
     expect(await readAdminTokens(file)).toHaveLength(1);
     await fsp.writeFile(file, '{"tokens": []}');
