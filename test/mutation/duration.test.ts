@@ -72,6 +72,10 @@ describe('parseIntervalMs', () => {
     expect(parseIntervalMs('45s', 'backup.every')).toBe(45_000);
   });
 
+  it('a text that is no duration at all is refused naming the setting', () => {
+    expect(failure(() => parseIntervalMs('soon', 'backup.every'))).toMatchObject({ code: 'E_CONFIG', message: 'invalid backup.every duration "soon": expected a number at "soon"' });
+  });
+
   it('refuses months with a hint to write min, and years, naming the setting', () => {
     expect(failure(() => parseIntervalMs(' 30m ', 'backup.every'))).toMatchObject({
       code: 'E_CONFIG',
