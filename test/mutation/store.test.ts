@@ -86,6 +86,9 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     expect(await rejection(store.appendHistory('u', { role: 'user', text: 'x' }))).toMatchObject({ code: 'E_STORE_READONLY' });
     expect((await store.get('u'))?.name).toBe('Ana');
     expect(await store.count()).toBe(1);
+    // ensure of a known user is a read, so a read-only store answers it.
+    expect((await store.ensure('u')).name).toBe('Ana');
+    expect(await rejection(store.ensure('new-user'))).toMatchObject({ code: 'E_STORE_READONLY' });
   });
 
   it('checks a write fully before it reaches the driver', async () => {
@@ -93,8 +96,9 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     expect(await rejection(store.patch('u', { flags: [] }))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.addContext('u', { maxItems: 0 }))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.fillSlots('u', [] as never))).toMatchObject({ code: 'E_RECORD' });
-    expect(await rejection(store.setFlag('u', '', 1))).toMatchObject({ code: 'E_RECORD' });
-    expect(await rejection(store.setSlot('u', 'k', undefined))).toMatchObject({ code: 'E_RECORD' });
+    expect(await rejection(store.setFlag('u', '', 1))).toMatchObject({ code: 'E_RECORD', message: 'flags key must be a non-empty string' });
+    expect(await rejection(store.setSlot('u', '', 1))).toMatchObject({ code: 'E_RECORD', message: 'slots key must be a non-empty string' });
+    expect(await rejection(store.setSlot('u', 'k', undefined))).toMatchObject({ code: 'E_RECORD', message: 'slots.k: a value is required' });
     expect(await rejection(store.appendHistory('u', { role: '', text: 'x' }))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.appendHistoryMany('u', []))).toMatchObject({ code: 'E_RECORD', message: 'give at least one history entry' });
     expect(await rejection(store.appendHistoryMany('u', 'x' as never))).toMatchObject({ code: 'E_RECORD', message: 'give at least one history entry' });
@@ -175,6 +179,32 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     expect(await store.isLeader()).toBe(true);
   });
 
+  it('every write lands under its own field, and delete answers how many users it removed', async () => {
+    await store.addContext('u', { text: 'ctx', product: 'P' });
+    await store.fillSlots('u', { a: 1 });
+    await store.setSlot('u', 'b', 2);
+    await store.setFlag('u', 'f', true);
+    const r = await store.get('u');
+    expect(r).toMatchObject({ summary_context: ['ctx'], product: 'P', slots: { a: 1, b: 2 }, flags: { f: true } });
+    expect(Object.keys(r ?? {})).not.toContain('');
+    expect(await store.delete(['u', 'nobody'])).toBe(1);
+    expect(await store.get('u')).toBeNull();
+    let rows = 0;
+    for await (const _ of store.scan()) rows++;
+    expect(rows).toBe(0);
+    expect((await store.stats()).users).toBe(0);
+  });
+
+  it('a tracker sees the users a section deletes, even users written before it started', async () => {
+    await store.put('pre', {});
+    await store.put('pre2', {});
+    const t = store.trackWrites();
+    await store.exclusive({ ids: ['pre'] }, (ctx) => ctx.delete(['pre']));
+    await store.delete(['pre2']);
+    expect([...(t?.ids ?? [])].sort()).toEqual(['pre', 'pre2']);
+    t?.stop();
+  });
+
   it('a write tracker reports every user written while it runs, and nothing after stop()', async () => {
     await store.put('before', {});
     const t = store.trackWrites();
@@ -213,6 +243,39 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     expect(t2?.overflow).toBe(true);
     t2?.stop();
     expect(await store.count()).toBe(1);
+  });
+
+  it('a tracker started while a section deletes still sees that delete', async () => {
+    await store.put('w', {});
+    await store.close();
+    const file = path.join(dir, kind === 'sqlite' ? 'memory.db' : 'memory.json');
+    const real = kind === 'sqlite' ? await SqliteDriver.open(file) : await JsonFileDriver.open(file);
+    let entered!: () => void;
+    const inFlight = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    // The real driver, except that the test holds a section's delete between its start and its commit.
+    const driver = Object.create(real) as StoreDriver;
+    driver.exclusive = (scope, fn) =>
+      real.exclusive(scope, (ctx) =>
+        fn(
+          Object.assign(Object.create(ctx) as typeof ctx, {
+            delete: async (ids: string[]) => {
+              entered();
+              await held;
+              return ctx.delete(ids);
+            },
+          }),
+        ),
+      );
+    store = createStore(driver);
+    const deleting = store.delete(['w']);
+    await inFlight;
+    const t = store.trackWrites();
+    release();
+    expect(await deleting).toBe(1);
+    expect(t?.ids.has('w')).toBe(true);
+    t?.stop();
   });
 
   it('a tracker started while a write is in flight still sees that write', async () => {
