@@ -284,13 +284,16 @@ describe('finishLeftovers and finishStoreTemps', () => {
     const same = await writeBackup(dir, users(3), { reason: 'manual', scope: 'full', source: 'test', now });
     writeFileSync(same.file, readFileSync(same.file, 'utf8').replace('"n1"', '"m1"'));
     pending(same, dead);
+    // A manifest whose count disagrees with the content it hashes does not describe that file.
+    const miscounted = await writeBackup(dir, users(2), { reason: 'manual', scope: 'full', source: 'test', now });
+    pending(miscounted, dead, hostname(), { users: 3 });
     const gz = await writeBackup(dir, users(3), { reason: 'manual', scope: 'full', source: 'test', gzip: true, now });
     writeFileSync(gz.file, 'not gzip at all');
     pending(gz, dead);
     const report = await finishLeftovers(dir);
-    expect(report.removedIncomplete.sort()).toEqual([path.basename(same.file), path.basename(gz.file)].sort());
+    expect(report.removedIncomplete.sort()).toEqual([path.basename(same.file), path.basename(miscounted.file), path.basename(gz.file)].sort());
     expect(report.completed).toEqual([]);
-    for (const b of [same, gz]) expect([existsSync(b.file), existsSync(meta(b))]).toEqual([false, false]);
+    for (const b of [same, miscounted, gz]) expect([existsSync(b.file), existsSync(meta(b))]).toEqual([false, false]);
   });
 
   it('with tempOnly, touches only temp files', async () => {
