@@ -1,9 +1,11 @@
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JsonFileDriver } from '../../src/store/json-file.js';
+import { PostgresDriver } from '../../src/store/postgres.js';
 import { SqliteDriver } from '../../src/store/sqlite.js';
 import { applyPut, createStore } from '../../src/store/store.js';
 import type { Store, StoreDriver } from '../../src/store/types.js';
+import { PG_URL, createSchema, describePg } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
 
 // The store core's promises, on real SQLite and JSON files: its configuration and argument checks,
@@ -301,5 +303,27 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     await write;
     expect(t?.ids.has('w')).toBe(true);
     t?.stop();
+  });
+});
+
+describePg('store core over PostgreSQL', () => {
+  it('gives no write tracker: another process may write the same store, which an in-process set would miss', async () => {
+    const { schema, drop } = await createSchema();
+    const store = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }));
+    try {
+      expect(store.kind).toBe('postgres');
+      expect(store.trackWrites()).toBeNull();
+      // Local stores do track.
+      const t = await tempDir();
+      const local = createStore(await SqliteDriver.open(path.join(t.dir, 'memory.db')));
+      const tracker = local.trackWrites();
+      expect(tracker).not.toBeNull();
+      tracker?.stop();
+      await local.close();
+      await t.cleanup();
+    } finally {
+      await store.close();
+      await drop();
+    }
   });
 });
