@@ -94,7 +94,7 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
   });
 
   it('checks a write fully before it reaches the driver', async () => {
-    expect(await rejection(store.put('u', { name: 5 }))).toMatchObject({ code: 'E_RECORD' });
+    expect(await rejection(store.put('u', { name: 5 } as never))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.patch('u', { flags: [] }))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.addContext('u', { maxItems: 0 }))).toMatchObject({ code: 'E_RECORD' });
     expect(await rejection(store.fillSlots('u', [] as never))).toMatchObject({ code: 'E_RECORD' });
@@ -241,7 +241,9 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
     expect(t1?.ids.size).toBe(0);
     t1?.stop();
     const t2 = store.trackWrites();
-    await store.exclusive('all', (ctx) => ctx.replaceAll([applyPut(null, 'c', {})]));
+    await store.exclusive('all', (ctx) => ctx.replaceAll((async function* () {
+      yield applyPut(null, 'c', {});
+    })()));
     expect(t2?.overflow).toBe(true);
     t2?.stop();
     expect(await store.count()).toBe(1);
