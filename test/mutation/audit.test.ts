@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, type Actor, type AuditEntry } from '../../src/ops/audit.js';
+import { AUDIT_ACTIONS, AuditLog, queryAudit, resolveAuditAction, type Actor, type AuditEntry } from '../../src/ops/audit.js';
 import { OpsError } from '../../src/errors.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -339,5 +339,115 @@ describe('rewrite (forget)', () => {
     const entries = await log.read();
     expect(entries.map((x) => x.action)).toEqual(['delete-users', 'forget']);
     expect(entries[1]).toEqual(e);
+  });
+});
+
+describe('resolveAuditAction and queryAudit', () => {
+  it('takes the CLI name or the stored name, in any case and with spaces, and lists every name when it refuses', () => {
+    for (const { name, stored } of AUDIT_ACTIONS) {
+      expect(resolveAuditAction(name)).toBe(stored);
+      expect(resolveAuditAction(stored)).toBe(stored);
+      expect(resolveAuditAction(`  ${name.toUpperCase()} `)).toBe(stored);
+    }
+    expect(AUDIT_ACTIONS.map((a) => `${a.name}=${a.stored}`)).toEqual([
+      'delete=delete-users', 'clear=clear-all', 'restore=restore', 'import=import', 'backup=backup', 'prune=prune',
+      'auth-failed=auth-failed', 'truncate=truncate-history', 'reset=reset-user', 'forget=forget', 'expire=expire', 'merge=merge',
+    ]);
+    let err: (OpsError & { details?: Record<string, unknown> }) | undefined;
+    try {
+      resolveAuditAction('remove');
+    } catch (e) {
+      err = e as OpsError & { details?: Record<string, unknown> };
+    }
+    expect(err).toMatchObject({
+      code: 'E_OPS_ARG',
+      message:
+        'unknown audit action "remove"; valid actions: delete (delete-users), clear (clear-all), restore, import, backup, prune, auth-failed, truncate (truncate-history), reset (reset-user), forget, expire, merge',
+      details: { action: 'remove', valid: AUDIT_ACTIONS.map((a) => a.name) },
+    });
+  });
+
+  /** Which users each backup holds: what Operations answers from the real backup files. */
+  const holdsFrom = (backups: Record<string, string[]>) => {
+    const asked: string[] = [];
+    const holds = async (id: string, user: string) => {
+      asked.push(id);
+      return (backups[id] ?? []).includes(user);
+    };
+    return { holds, asked };
+  };
+
+  it('without a user it is a plain read (with the action resolved)', async () => {
+    const log = new AuditLog(file);
+    const d = await log.append({ actor: alice, action: 'delete-users', userIds: ['u1'], outcome: 'done' });
+    await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    const { holds, asked } = holdsFrom({});
+    expect(await queryAudit(log, { action: 'delete' }, holds)).toEqual([d]);
+    expect(await queryAudit(log, { action: 'delete', userOps: new Set(['x']) }, holds)).toEqual([d]);
+    expect(asked).toEqual([]);
+    await expect(queryAudit(log, { action: 'nope' }, holds)).rejects.toMatchObject({ code: 'E_OPS_ARG' });
+  });
+
+  it('finds a user in the backup of a clear, an import and a replace restore, and in a restore\'s source', async () => {
+    const log = new AuditLog(file);
+    const clear = await log.append({ actor: alice, action: 'clear-all', backup: 'b-clear', outcome: 'done' });
+    const imp = await log.append({ actor: alice, action: 'import', backup: 'b-import', outcome: 'done' });
+    const restore = await log.append({ actor: alice, action: 'restore', backup: 'b-restore', details: { from: 'b-src' }, outcome: 'done' });
+    const merge = await log.append({ actor: alice, action: 'restore', backup: 'b-merge', details: { from: 'b-msrc', mode: 'merge' }, outcome: 'done' });
+    const listed = await log.append({ actor: alice, action: 'clear-all', userIds: ['someone'], backup: 'b-clear', outcome: 'done' });
+    const noBackup = await log.append({ actor: alice, action: 'clear-all', outcome: 'refused' });
+    const del = await log.append({ actor: alice, action: 'delete-users', userIds: ['u1'], backup: 'b-del', outcome: 'done' });
+    const { holds, asked } = holdsFrom({ 'b-clear': ['u1'], 'b-import': ['u1'], 'b-restore': [], 'b-src': ['u1'], 'b-merge': ['u1'], 'b-msrc': [] });
+
+    const got = await queryAudit(log, { user: 'u1' }, holds);
+    expect(got).toEqual([
+      { ...clear, foundInBackup: 'b-clear' },
+      { ...imp, foundInBackup: 'b-import' },
+      { ...restore, foundInBackup: 'b-src' },
+      del,
+    ]);
+    // The merge restore left u1 alone (not in its source), though its own backup holds u1.
+    expect(got.map((e) => e.op)).not.toContain(merge.op);
+    expect(got.map((e) => e.op)).not.toContain(listed.op);
+    expect(got.map((e) => e.op)).not.toContain(noBackup.op);
+    // Each backup is asked about once, however many entries name it.
+    expect(asked.filter((id) => id === 'b-clear')).toHaveLength(1);
+    expect(new Set(asked).size).toBe(asked.length);
+  });
+
+  it('a merge restore counts when its source holds the user; an operation is found once, by its first hit', async () => {
+    const log = new AuditLog(file);
+    const merge = await log.append({ actor: alice, action: 'restore', backup: 'b-merge', details: { from: 'b-msrc', mode: 'merge' }, outcome: 'started' });
+    const mergeDone = await log.append({ op: merge.op, actor: alice, action: 'restore', backup: 'b-merge', details: { from: 'b-msrc', mode: 'merge' }, outcome: 'done' });
+    const { holds } = holdsFrom({ 'b-merge': [], 'b-msrc': ['u2'] });
+    expect(await queryAudit(log, { user: 'u2' }, holds)).toEqual([
+      { ...merge, foundInBackup: 'b-msrc' },
+      { ...mergeDone, foundInBackup: 'b-msrc' },
+    ]);
+    // A restore whose `from` is not text does not count its source.
+    const odd = new AuditLog(path.join(dir, 'odd.log'));
+    await odd.append({ actor: alice, action: 'restore', backup: 'b-none', details: { from: 7 }, outcome: 'done' });
+    expect(await queryAudit(odd, { user: 'u2' }, holdsFrom({ 'b-none': [], '7': ['u2'] }).holds)).toEqual([]);
+  });
+
+  it('an action filter limits the backups asked to that action, and since and op are kept', async () => {
+    const log = new AuditLog(file);
+    const early = await log.append({ time: '2026-01-01T00:00:00.000Z', actor: alice, action: 'clear-all', backup: 'b1', outcome: 'done' });
+    const late = await log.append({ time: '2026-02-01T00:00:00.000Z', actor: alice, action: 'clear-all', backup: 'b2', outcome: 'done' });
+    const imp = await log.append({ time: '2026-02-02T00:00:00.000Z', actor: alice, action: 'import', backup: 'b3', outcome: 'done' });
+    const all = { b1: ['u'], b2: ['u'], b3: ['u'] };
+    const a = holdsFrom(all);
+    expect((await queryAudit(log, { user: 'u', action: 'clear' }, a.holds)).map((e) => e.op)).toEqual([early.op, late.op]);
+    expect(a.asked.sort()).toEqual(['b1', 'b2']);
+    const b = holdsFrom(all);
+    expect((await queryAudit(log, { user: 'u', since: new Date('2026-01-15T00:00:00.000Z') }, b.holds)).map((e) => e.op)).toEqual([late.op, imp.op]);
+    expect(b.asked.sort()).toEqual(['b2', 'b3']);
+    const c = holdsFrom(all);
+    expect((await queryAudit(log, { user: 'u', op: imp.op }, c.holds)).map((e) => e.op)).toEqual([imp.op]);
+    expect(c.asked).toEqual(['b3']);
+    // A user the entry lists is not marked as found in a backup.
+    const listed = await log.append({ actor: alice, action: 'delete-users', userIds: ['u'], backup: 'b1', outcome: 'done' });
+    const got = await queryAudit(log, { user: 'u', action: 'delete' }, holdsFrom(all).holds);
+    expect(got).toEqual([listed]);
   });
 });
