@@ -49,8 +49,7 @@ const CI_TESTS = {
 /**
  * Used when CI has no base to diff against (a shallow clone): the functions behind promises that
  * hand mutations broke before (issue 16), the record limits and the manifest checks; about 170
- * mutants. Named by
- * function, not line, so the sample follows the code.
+ * mutants. Named by function, not line, so the sample follows the code.
  */
 const SAMPLE = [
   ['src/server/tokens.ts', 'tokenMatches'],
