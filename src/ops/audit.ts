@@ -472,6 +472,9 @@ export class AuditLog {
       if (streamError !== undefined) throw this.readError(streamError);
       // Only an unterminated final line can be a write still in flight or cut short by a crash.
       if (pending && lastByte === NEWLINE) throw this.parseError(pending.line, pending.reason);
+    } catch (err) {
+      // Node 20's readline rejects its iterator with the input's own error (EISDIR for a directory).
+      throw err instanceof OpsError ? err : this.readError(err);
     } finally {
       rl.close();
       stream.destroy();
