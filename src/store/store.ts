@@ -255,6 +255,12 @@ class CoreStore implements Store {
             putMany: noted(ctx.putMany.bind(ctx), (records) => records.forEach((r) => this.noteWrite(r.user_id))),
             clear: noted(ctx.clear.bind(ctx), () => this.noteAll()),
             replaceAll: noted(ctx.replaceAll.bind(ctx), (_records) => this.noteAll()),
+            // A stream's ids are known only as it is read: a tracker running then gives up (imports are rare).
+            putAll: noted(ctx.putAll.bind(ctx), (_records) => this.noteAll()),
+            ...(ctx.putAndDelete
+              ? { putAndDelete: noted(ctx.putAndDelete.bind(ctx), (records: MemoryRecord[], ids: string[]) => [...records.map((r) => r.user_id), ...ids].forEach((id) => this.noteWrite(id))) }
+              : {}),
+            ...(ctx.forget ? { forget: noted(ctx.forget.bind(ctx), (ids: string[]) => ids.forEach((id) => this.noteWrite(id))) } : {}),
           }),
         ),
       ),

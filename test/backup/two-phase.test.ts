@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { copySnapshot, mergeChanges } from '../../src/backup/two-phase.js';
+import { PartsWriter } from '../../src/backup/two-phase.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
@@ -26,8 +26,10 @@ describe('two-phase merge', () => {
     try {
       // Enough lines to cross the 1 MiB read chunk, so lines split between chunks are joined.
       const ids = Array.from({ length: 30_000 }, (_, i) => `b${String(i).padStart(6, '0')}`);
-      const snap = await copySnapshot(t.dir, pairs(ids));
-      expect(snap.users).toBe(ids.length);
+      const parts = new PartsWriter(t.dir, 'op-merge', { reason: 'clear-all', source: 'test' });
+      await parts.snapshot(pairs(ids));
+      // A round while writes go on, then the seal: the seal's value wins for a user in both.
+      await parts.delta(new Map([['b000500', '{"round":1}'], ['b000777', '{"round":1}'], ['b000000', '{"round":1}']]));
       const changes = new Map<string, string | null>([
         ['a-first', '{"new":1}'],
         ['b000000', null],
@@ -37,7 +39,9 @@ describe('two-phase merge', () => {
         ['c-last', '{"new":2}'],
         ['zz-gone-before', null],
       ]);
-      const out = await collect(mergeChanges(snap.file, changes));
+      await parts.seal(changes);
+      const out = await collect(parts.sealed().entries());
+      expect(out.find(([id]) => id === 'b000777')?.[1]).toBe('{"round":1}');
       expect(out.length).toBe(ids.length - 2 + 3);
       expect(out[0]).toEqual(['a-first', '{"new":1}']);
       expect(out[1]?.[0]).toBe('b000001');
@@ -68,7 +72,7 @@ describe('two-phase merge', () => {
       expect(sizes).toEqual([0, 500]);
       expect([a.deleted, b.deleted].sort((x, y) => x - y)).toEqual([0, 500]);
       // No snapshot copy is left behind.
-      expect((await readdir(path.join(t.dir, 'backups'))).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+      expect((await readdir(path.join(t.dir, 'backups'))).filter((n) => n.endsWith('.tmp') || n.startsWith('.parts-'))).toEqual([]);
     } finally {
       await store.close();
       await t.cleanup();
