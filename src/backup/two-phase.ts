@@ -242,7 +242,7 @@ export class PartsWriter {
   ) {}
 
   private async writeManifest(m: PartsManifest): Promise<void> {
-    await writeFileAtomic(path.join(this.dir, partName(this.op, 'json')), JSON.stringify(m, null, 2) + '\n');
+    await durable(path.join(this.dir, partName(this.op, 'json')), JSON.stringify(m, null, 2) + '\n');
     this.manifest = m;
   }
 
@@ -292,7 +292,7 @@ export class PartsWriter {
       bytes: body.length,
       sha256: createHash('sha256').update(body).digest('hex'),
     };
-    await writeFileAtomic(path.join(this.dir, partName(this.op, 'sealed')), Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), body]));
+    await durable(path.join(this.dir, partName(this.op, 'sealed')), Buffer.concat([Buffer.from(JSON.stringify(header) + '\n'), body]));
     const back = await readSeal(this.dir, m);
     if (!back) throw new BackupError('E_BACKUP_VERIFY', `backup parts of ${this.op}: the seal is not on disk after writing it`);
     this.sealLines = back.lines;
@@ -314,6 +314,14 @@ export class PartsWriter {
   private need(): PartsManifest & { snapshot: PartInfo } {
     if (!this.manifest?.snapshot) throw new BackupError('E_BACKUP_WRITE', `backup parts of ${this.op}: no snapshot yet`);
     return this.manifest as PartsManifest & { snapshot: PartInfo };
+  }
+}
+
+async function durable(file: string, data: string | Buffer): Promise<void> {
+  try {
+    await writeFileAtomic(file, data);
+  } catch (err) {
+    throw new BackupError('E_BACKUP_WRITE', `cannot write backup part ${file}: ${(err as Error).message}`, { cause: err });
   }
 }
 

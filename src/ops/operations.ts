@@ -442,7 +442,6 @@ export class Operations {
       const { inSection: done, ...rest } = result;
       if (done) return rest as T & { backup: BackupResult | null };
       const backup = await this.publishParts(parts, op);
-      await this.at('backup-published', action);
       return { ...(rest as T), backup };
     } finally {
       tracker?.stop();
@@ -478,6 +477,7 @@ export class Operations {
       try {
         const backup = await this.writeVerified({ json: sealed.entries() }, this.backupOptions(sealed.manifest.reason, 'full', op, {}));
         op.setBackup(backup.id);
+        await this.at('backup-published', sealed.manifest.reason);
         await parts.remove().catch(() => undefined);
         return backup;
       } catch (err) {
