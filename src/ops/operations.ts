@@ -795,12 +795,24 @@ export class Operations {
     const diff = mode === 'merge' ? { ...fullDiff, removed: [] } : fullDiff;
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
     return this.guarded('restore', options, undefined, async (op) => {
-      // An empty store leaves nothing to back up: an empty file would only pose as the latest backup.
-      // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
-      const r = await this.twoPhase(op, 'restore', options, async (ctx) => (await ctx.count()) > 0, async (ctx) => ({
-        written: mode === 'replace' ? await ctx.replaceAll(sortedBackupRecords(src)) : await ctx.putAll(sortedBackupRecords(src)),
-      }));
-      return { dryRun: false, diff, backup: r.backup?.id ?? null, written: r.written, removed: mode === 'replace' ? diff.removed.length : 0 };
+      // A replace copies the backup's rows into the store's scratch space first, while writes go on
+      // (SQLite); the section then only swaps them in.
+      const staged = mode === 'replace' ? await this.store.stage(sortedBackupRecords(src)) : null;
+      try {
+        // An empty store leaves nothing to back up: an empty file would only pose as the latest backup.
+        // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
+        const r = await this.twoPhase(op, 'restore', options, async (ctx) => (await ctx.count()) > 0, async (ctx) => ({
+          written:
+            mode === 'merge'
+              ? await ctx.putAll(sortedBackupRecords(src))
+              : staged && ctx.replaceStaged
+                ? await ctx.replaceStaged(staged)
+                : await ctx.replaceAll(sortedBackupRecords(src)),
+        }));
+        return { dryRun: false, diff, backup: r.backup?.id ?? null, written: r.written, removed: mode === 'replace' ? diff.removed.length : 0 };
+      } finally {
+        await staged?.release().catch(() => undefined);
+      }
     }, { from: src.id, mode });
   }
 

@@ -74,6 +74,16 @@ export interface ExclusiveContext {
   putAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
   /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
+  /** Optional: `replaceAll` of rows staged before the section ({@link Store.stage}); only the swap runs here. */
+  replaceStaged?(staged: StagedRecords): Promise<number>;
+}
+
+/** Records copied into the store's own scratch space outside any section, for a later `replaceStaged`. */
+export interface StagedRecords {
+  /** How many records were read. */
+  readonly read: number;
+  /** Drops the scratch copy (after the swap, or when it is not used). */
+  release(): Promise<void>;
 }
 
 /**
@@ -93,6 +103,11 @@ export interface StoreDriver {
   count(): Promise<number>;
   list(options: { cursor: string | null; limit: number }): Promise<Page<UserSummary>>;
   scan(options?: ScanOptions): AsyncIterable<MemoryRecord>;
+  /**
+   * Optional: copies `records` into scratch space (SQLite: a temp table) without taking any lock, so a
+   * whole-store replace later holds its section only for the swap (`ExclusiveContext.replaceStaged`).
+   */
+  stageAll?(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords>;
   /**
    * Optional: `[user_id, JSON.stringify(record)]` pairs straight from storage, without parsing, for
    * backends that keep the JSON text. Without it the core stringifies `scan()`.
@@ -176,6 +191,8 @@ export interface Store {
    * only the exclusive section's own copy is exact.
    */
   trackWrites(): WriteTracker | null;
+  /** Stages records for a later `ctx.replaceStaged` outside any section; null where the driver cannot. */
+  stage(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords | null>;
   close(): Promise<void>;
 }
 
