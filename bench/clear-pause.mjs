@@ -17,7 +17,8 @@ import { pathToFileURL } from 'node:url';
 import { chatMessage, envInt, envInts, latencyStats, machineInfo, makeRecord, rng, round, ROOT, userId } from './lib.mjs';
 
 const USERS = envInts('BENCH_PAUSE_USERS', [100_000]);
-const OPS = (process.env.BENCH_PAUSE_OPS ?? 'clear,restore').split(',');
+// 'none': only build the cached store.
+const OPS = (process.env.BENCH_PAUSE_OPS ?? 'clear,restore').split(',').filter((o) => o !== 'none' && o !== '');
 const WRITERS = envInt('BENCH_PAUSE_WRITERS', 8);
 const ROUNDS = envInt('BENCH_PAUSE_ROUNDS', 1);
 const CACHE = process.env.BENCH_PAUSE_CACHE ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'chatmem-pause-cache-')));
