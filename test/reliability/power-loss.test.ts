@@ -14,7 +14,7 @@ import { resetFsIo } from '../../src/fsio.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations, type OpsPoint } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
-import type { ExclusiveContext, Store } from '../../src/store/types.js';
+import type { ExclusiveContext, StagedRecords, Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
 import { loadFixture } from '../store/conformance.js';
@@ -51,6 +51,8 @@ function instrument(store: Store, before: () => void): void {
         clear: () => (before(), ctx.clear()),
         putMany: (records) => (before(), ctx.putMany(records)),
         replaceAll: (records) => (before(), ctx.replaceAll(records)),
+        // A full restore's swap of the rows it staged before its section.
+        ...(ctx.replaceStaged ? { replaceStaged: (staged: StagedRecords) => (before(), (ctx.replaceStaged as NonNullable<ExclusiveContext['replaceStaged']>)(staged)) } : {}),
       };
       return fn(wrapped);
     });
