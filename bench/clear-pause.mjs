@@ -1,84 +1,163 @@
-// The longest write pause of a clear-all under load: `BENCH_CLEAR_WRITERS` callers append to random users
-// through the library while `Operations.clearAll` runs on a store of N users; prints the longest append,
-// how many appends were acknowledged during the clear, and how long the clear took.
-// Knobs: BENCH_CLEAR_USERS (20000,100000), BENCH_CLEAR_WRITERS (8).
+// The longest write pause of a clear-all and of a full restore under load, side by side with a baseline
+// build, in one run. `BENCH_PAUSE_WRITERS` callers append to random users through the library while
+// `Operations.clearAll()` or `Operations.restore(<full backup>, {wholeStore: true})` runs on a SQLite
+// store of N users. Per run: the longest append (the pause), p99, the whole-store section's span, how
+// many appends were acknowledged during the operation, failed appends, and lost acknowledged appends
+// (an acknowledged append that is neither in the store afterwards nor in the operation's backup).
+//
+// Knobs: BENCH_PAUSE_USERS (100000), BENCH_PAUSE_OPS (clear,restore), BENCH_PAUSE_WRITERS (8),
+// BENCH_PAUSE_ROUNDS (1), BENCH_PAUSE_BASE (a baseline build's dist/ directory, e.g. the previous commit
+// built aside; without it only this tree runs), BENCH_PAUSE_CACHE (where the N-user store and its full
+// backup are built once and reused; default a temp dir), BENCH_PAUSE_WORK (where each run's copy goes).
+// Prints one line per run, a table, then `JSON {…}`.
+import { copyFileSync, existsSync, mkdirSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
-import { chatMessage, envInt, envInts, latencyStats, loadUsers, machineInfo, makeOps, openStoreAt, rmDir, rng, round, tmpDir, userId } from './lib.mjs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { chatMessage, envInt, envInts, latencyStats, machineInfo, makeRecord, rng, round, ROOT, userId } from './lib.mjs';
 
-const USERS = envInts('BENCH_CLEAR_USERS', [20_000, 100_000]);
-const WRITERS = envInt('BENCH_CLEAR_WRITERS', 8);
+const USERS = envInts('BENCH_PAUSE_USERS', [100_000]);
+// 'none': only build the cached store.
+const OPS = (process.env.BENCH_PAUSE_OPS ?? 'clear,restore').split(',').filter((o) => o !== 'none' && o !== '');
+const WRITERS = envInt('BENCH_PAUSE_WRITERS', 8);
+const ROUNDS = envInt('BENCH_PAUSE_ROUNDS', 1);
+const CACHE = process.env.BENCH_PAUSE_CACHE ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'chatmem-pause-cache-')));
+const WORK = process.env.BENCH_PAUSE_WORK ?? CACHE;
+const trees = [...(process.env.BENCH_PAUSE_BASE ? [['base', path.resolve(process.env.BENCH_PAUSE_BASE)]] : []), ['this', path.join(ROOT, 'dist')]];
+
+async function lib(dist) {
+  const url = (p) => pathToFileURL(path.join(dist, p)).href;
+  const [{ openStore }, { Operations }, { AuditLog }] = await Promise.all([import(url('store/open.js')), import(url('ops/operations.js')), import(url('ops/audit.js'))]);
+  return { openStore, Operations, AuditLog };
+}
+
+async function* generated(n) {
+  for (let i = 0; i < n; i++) yield makeRecord(i);
+}
+
+/** The N-user store and a full backup of it, built once with this tree (staged bulk write: fastest path). */
+async function cached(n) {
+  const dir = path.join(CACHE, `pause-${n}`);
+  const db = path.join(dir, 'memory.db');
+  const backups = path.join(dir, 'backups');
+  if (existsSync(path.join(dir, 'ready.json'))) return { db, backups, source: JSON.parse(await fsp.readFile(path.join(dir, 'ready.json'), 'utf8')).source };
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { openStore, Operations, AuditLog } = await lib(path.join(ROOT, 'dist'));
+  const t0 = performance.now();
+  const store = await openStore(`sqlite:${db}`);
+  await store.exclusive('all', (ctx) => ctx.replaceAll(generated(n)));
+  process.stderr.write(`  built ${n} users in ${round((performance.now() - t0) / 1000, 0)} s\n`);
+  const ops = new Operations({ store, backupDir: backups, audit: new AuditLog(path.join(dir, 'audit.log')), actor: { kind: 'os', name: 'bench' } });
+  const source = (await ops.createBackup()).id;
+  await store.close();
+  await fsp.writeFile(path.join(dir, 'ready.json'), JSON.stringify({ source }));
+  return { db, backups, source };
+}
+
+async function runOne(tree, dist, n, op, c) {
+  const run = path.join(WORK, `run-${tree}-${op}-${n}`);
+  await fsp.rm(run, { recursive: true, force: true });
+  mkdirSync(path.join(run, 'backups'), { recursive: true, mode: 0o700 });
+  copyFileSync(c.db, path.join(run, 'memory.db'));
+  for (const f of [`${c.source}.json`, `${c.source}.meta.json`]) copyFileSync(path.join(c.backups, f), path.join(run, 'backups', f));
+  const { openStore, Operations, AuditLog } = await lib(dist);
+  const store = await openStore(`sqlite:${path.join(run, 'memory.db')}`);
+  const ops = new Operations({ store, backupDir: path.join(run, 'backups'), audit: new AuditLog(path.join(run, 'audit.log')), actor: { kind: 'os', name: 'bench' } });
+  const sections = [];
+  const changes = [];
+  const exclusive = store.exclusive.bind(store);
+  // The section's span, and inside it the store's change itself (the DELETE, or the restore's swap).
+  const timed = (f) => async (...a) => {
+    const t = performance.now();
+    try {
+      return await f(...a);
+    } finally {
+      changes.push(performance.now() - t);
+    }
+  };
+  store.exclusive = (scope, fn) =>
+    exclusive(scope, async (ctx) => {
+      const t = performance.now();
+      try {
+        const wrapped = Object.assign(Object.create(ctx), { clear: timed(ctx.clear.bind(ctx)), replaceAll: timed(ctx.replaceAll.bind(ctx)) });
+        if (ctx.replaceStaged) wrapped.replaceStaged = timed(ctx.replaceStaged.bind(ctx));
+        return await fn(scope === 'all' ? wrapped : ctx);
+      } finally {
+        if (scope === 'all') sections.push(performance.now() - t);
+      }
+    });
+  const rand = rng(n + op.length);
+  let stop = false;
+  let k = 0;
+  let failed = 0;
+  let opStart = Infinity;
+  let opEnd = Infinity;
+  const during = [];
+  const acks = [];
+  const writer = async () => {
+    while (!stop) {
+      const user = userId(Math.floor(rand() * n));
+      const msg = chatMessage(k++);
+      const t0 = performance.now();
+      try {
+        await store.appendHistory(user, msg);
+        const t1 = performance.now();
+        acks.push([user, msg.text]);
+        if (t1 >= opStart && t0 <= opEnd) during.push(t1 - t0);
+      } catch {
+        failed++;
+      }
+    }
+  };
+  const writers = Array.from({ length: WRITERS }, writer);
+  await new Promise((r) => setTimeout(r, 1000));
+  opStart = performance.now();
+  const res = op === 'clear' ? await ops.clearAll() : await ops.restore(c.source, { wholeStore: true });
+  opEnd = performance.now();
+  await new Promise((r) => setTimeout(r, 500));
+  stop = true;
+  await Promise.all(writers);
+  const s = latencyStats(during);
+  process.stderr.write(`  timing: ${JSON.stringify({ tree, op, n, opMs: round(opEnd - opStart, 0), sectionMs: round(sections.reduce((a, b) => a + b, 0), 0), maxWriteMs: round(s.max, 1) })}\n`);
+  // Every acknowledged append is in the store now or in the operation's backup (read in one pass:
+  // a lookup per user took tens of minutes at 1M).
+  const byUser = new Map();
+  for (const [u, t] of acks) byUser.set(u, [...(byUser.get(u) ?? []), t]);
+  const inBackup = new Map();
+  if (res.backup) {
+    const { readJsonEntries } = await import(pathToFileURL(path.join(dist, 'backup/json-entries.js')).href);
+    for await (const e of readJsonEntries(path.join(run, 'backups', `${res.backup}.json`))) {
+      if (byUser.has(e.key)) inBackup.set(e.key, new Set(e.value.history.map((h) => h.text)));
+    }
+  }
+  let lost = 0;
+  for (const [u, texts] of byUser) {
+    const now = new Set((await store.get(u))?.history.map((h) => h.text) ?? []);
+    for (const t of texts) if (!now.has(t) && !inBackup.get(u)?.has(t)) lost++;
+  }
+  await store.close();
+  await fsp.rm(run, { recursive: true, force: true });
+  return {
+    users: n, op, tree, load1: round(os.loadavg()[0], 2), opMs: round(opEnd - opStart, 0), sectionMs: round(sections.reduce((a, b) => a + b, 0), 0), changeMs: round(changes.reduce((a, b) => a + b, 0), 0),
+    maxWriteMs: round(s.max, 1), p99Ms: round(s.p99, 1), appendsDuring: during.length, failed, lost, acked: acks.length,
+  };
+}
+
 const results = [];
 for (const n of USERS) {
-  const dir = await tmpDir('clear');
-  try {
-    const store = await openStoreAt(`sqlite:${dir}/memory.db`);
-    await loadUsers(store, n, { label: `load ${n}` });
-    const ops = await makeOps(store, dir);
-    // The whole-store section's span: a write that overlaps it waited for it.
-    const sections = [];
-    const clearDelete = [];
-    const exclusive = store.exclusive.bind(store);
-    store.exclusive = (scope, fn) =>
-      exclusive(scope, async (ctx) => {
-        const t = performance.now();
-        try {
-          return await fn(
-            Object.assign(Object.create(ctx), {
-              clear: async () => {
-                const c0 = performance.now();
-                try {
-                  return await ctx.clear();
-                } finally {
-                  clearDelete.push(performance.now() - c0);
-                }
-              },
-            }),
-          );
-        } finally {
-          if (scope === 'all') sections.push([t, performance.now()]);
-        }
-      });
-    const rand = rng(n);
-    let stop = false;
-    let k = 0;
-    const lat = [];
-    const inSection = [];
-    const outside = [];
-    let failed = 0;
-    const writer = async () => {
-      while (!stop) {
-        const t0 = performance.now();
-        try {
-          await store.appendHistory(userId(Math.floor(rand() * n)), chatMessage(k++));
-          const t1 = performance.now();
-          lat.push(t1 - t0);
-          if (sections.some(([a, b]) => t1 >= a && t0 <= b)) inSection.push(t1 - t0);
-          else outside.push(t1 - t0);
-        } catch {
-          failed++;
-        }
+  const c = await cached(n);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const op of OPS) {
+      // Interleaved: base, this, base, this…
+      for (const [tree, dist] of trees) {
+        const row = await runOne(tree, dist, n, op, c);
+        process.stderr.write(`  ${JSON.stringify(row)}\n`);
+        results.push(row);
       }
-    };
-    const writers = Array.from({ length: WRITERS }, writer);
-    await new Promise((r) => setTimeout(r, 1000));
-    const before = lat.length;
-    lat.length = 0;
-    outside.length = 0;
-    const t0 = performance.now();
-    const res = await ops.clearAll();
-    const clearMs = performance.now() - t0;
-    const during = lat.length;
-    await new Promise((r) => setTimeout(r, 500));
-    stop = true;
-    await Promise.all(writers);
-    const s = latencyStats(lat);
-    const row = { users: n, load1: round(os.loadavg()[0], 2), clearMs: round(clearMs, 0), backupUsers: res.deleted, appendsBefore1s: before, appendsDuringClear: during, failed, writeMaxMs: round(s.max, 1), writeP99Ms: round(s.p99, 1),
-      sectionMs: round(sections.reduce((a, [x, y]) => a + y - x, 0), 0), maxWaitedForSectionMs: round(Math.max(0, ...inSection), 1), maxOutsideSectionMs: round(Math.max(0, ...outside), 1), deleteMs: round(clearDelete.reduce((a, b) => a + b, 0), 0) };
-    process.stderr.write(`  ${JSON.stringify(row)}\n`);
-    results.push(row);
-    await store.close();
-  } finally {
-    await rmDir(dir);
+    }
   }
 }
-console.log(`JSON ${JSON.stringify({ bench: 'clear-pause', date: new Date().toISOString(), machine: machineInfo(), writers: WRITERS, results })}`);
+console.log('| users | op | tree | load1 | op total ms | whole-store section ms | of it the change ms | longest write ms | p99 ms | appends acked during | failed | lost |');
+console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+for (const r of results) console.log(`| ${r.users} | ${r.op} | ${r.tree} | ${r.load1} | ${r.opMs} | ${r.sectionMs} | ${r.changeMs} | ${r.maxWriteMs} | ${r.p99Ms} | ${r.appendsDuring} | ${r.failed} | ${r.lost} |`);
+console.log(`JSON ${JSON.stringify({ bench: 'clear-pause', date: new Date().toISOString(), machine: machineInfo(), writers: WRITERS, trees: Object.fromEntries(trees), results })}`);

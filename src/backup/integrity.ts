@@ -8,6 +8,8 @@ import { digestBackupFile } from '../format/line-reader.js';
 import { readManifest, writeManifest, type BackupManifest } from './manifest.js';
 import { backupRecords, type BackupSource } from './source.js';
 import { finishRewrites } from './rewrite.js';
+import { finishParts, type PartsReport } from './two-phase.js';
+import { writeBackup } from './create.js';
 
 /** The outcome of checking one backup's content against its manifest (or parsing a legacy file). */
 export interface Verification {
@@ -128,6 +130,18 @@ export interface LeftoverReport {
   removedIncomplete: string[];
   /** Backups a killed forget had already replaced by their rewrite: manifest completed (see `finishRewrites`). */
   completedRewrites?: string[];
+  /** Two-phase backups (clear, full restore) a killed writer left in parts: finished or removed (see two-phase.ts). */
+  parts?: PartsReport;
+}
+
+/** Whether a verified backup of audit operation `op` is in `dir`. */
+async function publishedFor(dir: string, op: string): Promise<boolean> {
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.meta.json')) continue;
+    const m = await readManifest(dir, `${name.slice(0, -'.meta.json'.length)}.json`).catch(() => null);
+    if (m?.auditOp === op && m.verifiedAt !== null) return true;
+  }
+  return false;
 }
 
 /**
@@ -196,5 +210,11 @@ export async function finishLeftovers(dir: string, options: { tempPrefix?: strin
       report.removedIncomplete.push(dataName);
     }
   }
+  // After the pending backups above: a final backup a killed writer had linked is completed first, and
+  // its parts then only need removing.
+  report.parts = await finishParts(dir, writerAlive, (op) => publishedFor(dir, op), async (parts) => {
+    const m = parts.manifest;
+    return (await writeBackup(dir, { json: parts.entries() }, { reason: m.reason, scope: 'full', source: m.source, auditOp: m.op })).id;
+  });
   return report;
 }

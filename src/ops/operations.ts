@@ -4,9 +4,10 @@ import { BackupError, errnoCode, isChatmemError, OpsError, StoreError, type Chat
 import { FILE_MODE, fsyncDir } from '../fs-util.js';
 import { applyPatch, compareIds, nowIso, parseRecord, validateUserId, type MemoryRecord, type RecordInput, type RecordPatch } from '../record.js';
 import { applyPut } from '../store/store.js';
-import type { ExclusiveContext, Store } from '../store/types.js';
+import type { ExclusiveContext, Store, WriteTracker } from '../store/types.js';
 import { writeBackup, type BackupResult } from '../backup/create.js';
-import { copySnapshot, mergeChanges } from '../backup/two-phase.js';
+import { PartsWriter } from '../backup/two-phase.js';
+import { stringifyJson } from '../json-safe.js';
 import { diffRecords, type DiffResult } from '../backup/diff.js';
 import { manifestName, parseBackupName } from '../backup/format.js';
 import { readJsonEntries } from '../format/json-entries.js';
@@ -39,10 +40,18 @@ export interface OpsOptions {
 }
 
 /**
- * Steps of a guarded operation, in order: the audit intent is durable; the exclusive section is held; the
- * backup is written and verified; the store is changed; the audit outcome is durable.
+ * Steps of a guarded operation, in order: the audit intent is durable; (clear and full restore: the
+ * snapshot and rounds of changed users are copied into verified parts); the exclusive section is held;
+ * the backup is written and verified (clear and full restore: the parts are sealed, so the pre-image is on
+ * disk and checked); the store is changed; (clear and full restore: after the section, the final backup
+ * is published); the audit outcome is durable.
  */
-export type OpsPoint = 'intent-written' | 'section-entered' | 'backup-verified' | 'changed' | 'outcome-written';
+export type OpsPoint = 'intent-written' | 'snapshot-copied' | 'section-entered' | 'backup-verified' | 'changed' | 'backup-published' | 'outcome-written';
+
+/** Rounds of changed users copied after the snapshot, while writes go on, before the exclusive section. */
+const DELTA_ROUNDS = 6;
+/** At most this many changed users are left for the exclusive section to read (measured: well under 100 ms). */
+const SECTION_USERS = 200;
 
 export interface OpsHooks {
   at(point: OpsPoint, action: string): Promise<void>;
@@ -199,7 +208,9 @@ export class Operations {
       await this.at('intent-written', action);
       result = await run(op);
     } catch (err) {
-      await op.fail(err).catch(() => undefined);
+      // A change that committed without its backup finished is not a failure: its intent stays open, and
+      // the next start finishes the backup from its parts and the entry (recover()).
+      if (!(isChatmemError(err) && err.details?.committed === true)) await op.fail(err).catch(() => undefined);
       throw err;
     }
     // The change has committed: a failure from here on must not turn it into a reported failure
@@ -265,56 +276,149 @@ export class Operations {
 
   /**
    * Full backup, verified, then clear, atomically against concurrent writers. The backup is taken in two
-   * phases so that chat does not wait for the whole copy: a snapshot is copied while writes go on, then
-   * the exclusive section re-reads only the users changed since and writes the backup from both.
+   * phases so that chat does not wait for the whole copy (see {@link twoPhase}).
    */
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
-    return this.guarded('clear-all', options, undefined, (op) =>
-      this.twoPhase(async (json) => {
-        await this.at('section-entered', 'clear-all');
-        const backup = await this.writeVerified({ json }, this.backupOptions('clear-all', 'full', op, options));
-        op.setBackup(backup.id);
-        await this.at('backup-verified', 'clear-all');
-        return backup;
-      }, async (ctx, backup) => {
-        const deleted = await ctx.clear();
-        await this.at('changed', 'clear-all');
-        return { deleted, userIds: [], backup: backup.id, backupFile: backup.file };
-      }),
-    );
+    return this.guarded('clear-all', options, undefined, async (op) => {
+      const r = await this.twoPhase(op, 'clear-all', options, async () => true, async (ctx) => ({ deleted: await ctx.clear() }));
+      // A clear always has its backup (an empty store gives an empty one, as it always did).
+      return { deleted: r.deleted, userIds: [], backup: r.backup?.id ?? '', backupFile: r.backup?.file ?? '' };
+    });
   }
 
   /**
-   * Runs `backup` over the whole store's `[user_id, JSON]` entries as they are in the exclusive section,
-   * then `change`, in that section. Where the store can track its writes, most of the entries come from a
-   * snapshot copied before the section (see two-phase.ts); otherwise the section copies everything itself.
+   * A verified backup of the whole store as it is at the moment of `change`, then `change`, in one
+   * whole-store exclusive section that holds writes back only briefly. Where the store tracks its
+   * writes (SQLite, JSON file: one process), the backup is built in parts (backup/two-phase.ts): a
+   * snapshot and rounds of changed users are copied and fsynced while writes go on; the section reads
+   * only the users changed since, seals them with a checksum (fsync file + dir), and commits `change`;
+   * the final backup is merged, written, verified and published after the section. The pre-image is
+   * on disk and checked before the change commits, and a kill after the seal is finished at the next
+   * start (`finishLeftovers`). Otherwise (PostgreSQL: other daemons write too; or a tracker that gave
+   * up) the section writes the whole backup itself. `needsBackup` false (read in the section): no backup.
    */
-  private async twoPhase<B, T>(
-    backup: (json: AsyncIterable<[string, string]>, ctx: ExclusiveContext) => Promise<B>,
-    change: (ctx: ExclusiveContext, backup: B) => Promise<T>,
-  ): Promise<T> {
+  private async twoPhase<T>(
+    op: AuditOperation,
+    action: 'clear-all' | 'restore',
+    opts: CallOptions,
+    needsBackup: (ctx: ExclusiveContext) => Promise<boolean>,
+    change: (ctx: ExclusiveContext) => Promise<T>,
+  ): Promise<T & { backup: BackupResult | null }> {
+    const reason: BackupReason = action;
     // Started before the snapshot, so that every write the snapshot may miss is in it.
-    const tracker = this.store.trackWrites();
-    let snapshot: string | null = null;
+    let tracker = this.store.trackWrites();
+    const parts = tracker ? new PartsWriter(this.backupDir, op.op, { reason, source: this.store.url }) : null;
+    let sealed = false;
+    let keepParts = false;
+    const inSection = async (ctx: ExclusiveContext): Promise<T & { backup: BackupResult | null }> => {
+      let backup: BackupResult | null = null;
+      if (await needsBackup(ctx)) {
+        backup = await this.writeVerified({ json: ctx.scanJson() }, this.backupOptions(reason, 'full', op, opts));
+        op.setBackup(backup.id);
+      }
+      await this.at('backup-verified', action);
+      const result = await change(ctx);
+      await this.at('changed', action);
+      return { ...result, backup };
+    };
     try {
-      if (tracker) snapshot = (await copySnapshot(this.backupDir, this.store.scanJson())).file;
-      return await this.store.exclusive('all', async (ctx) => {
-        let json: AsyncIterable<[string, string]>;
-        if (tracker && snapshot !== null && !tracker.overflow) {
-          const ids = [...tracker.ids];
-          tracker.stop();
-          const now = new Map<string, string | null>(ids.map((id) => [id, null]));
-          for (const r of await ctx.getMany(ids)) now.set(r.user_id, JSON.stringify(r));
-          json = mergeChanges(snapshot, now);
-        } else {
-          json = ctx.scanJson();
-        }
-        return change(ctx, await backup(json, ctx));
+      if (!tracker || !parts) return await this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', action);
+        return inSection(ctx);
       });
+      await parts.snapshot(this.store.scanJson());
+      // Rounds of "changed since", while writes go on, until what is left is small enough for the section.
+      for (let round = 0; round < DELTA_ROUNDS && !tracker.overflow && tracker.ids.size > SECTION_USERS; round++) {
+        const next = this.store.trackWrites() as WriteTracker;
+        const ids = [...tracker.ids];
+        tracker.stop();
+        tracker = next;
+        await parts.delta(await this.currentJson(ids));
+      }
+      await this.at('snapshot-copied', action);
+      const t = tracker;
+      const result = await this.store.exclusive('all', async (ctx) => {
+        await this.at('section-entered', action);
+        // Another whole-store change ran since the snapshot, or too many users changed: copy it all here.
+        if (t.overflow) return { ...(await inSection(ctx)), inSection: true };
+        const ids = [...t.ids];
+        t.stop();
+        if (!(await needsBackup(ctx))) {
+          await this.at('backup-verified', action);
+          const r = await change(ctx);
+          await this.at('changed', action);
+          return { ...r, backup: null, inSection: true };
+        }
+        const changes = new Map<string, string | null>(ids.map((id) => [id, null]));
+        for (const r of await ctx.getMany(ids)) changes.set(r.user_id, stringifyJson(r));
+        await parts.seal(changes);
+        sealed = true;
+        await this.at('backup-verified', action);
+        let r: T;
+        try {
+          r = await change(ctx);
+        } catch (err) {
+          // Not committed; the sealed backup is still a true backup of this moment: published after the section.
+          keepParts = true;
+          throw err;
+        }
+        keepParts = true;
+        await this.at('changed', action);
+        return { ...r, backup: null, inSection: false };
+      }).catch(async (err: unknown) => {
+        if (keepParts) await this.publishParts(parts, op).catch(() => undefined);
+        throw err;
+      });
+      const { inSection: done, ...rest } = result;
+      if (done) return rest as T & { backup: BackupResult | null };
+      const backup = await this.publishParts(parts, op);
+      return { ...(rest as T), backup };
     } finally {
       tracker?.stop();
-      if (snapshot !== null) await fsp.rm(snapshot, { force: true });
+      // Sealed parts whose change committed stay until their final backup is published (publishParts
+      // removes them); anything else never had a change depend on it.
+      if (parts && !(sealed && keepParts)) await parts.remove().catch(() => undefined);
     }
+  }
+
+  /** The current JSON of `ids` (null: gone), read outside any section in batches, so writes go on between. */
+  private async currentJson(ids: string[]): Promise<Map<string, string | null>> {
+    const out = new Map<string, string | null>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const batch = ids.slice(i, i + 500);
+      const records = await Promise.all(batch.map((id) => this.store.get(id)));
+      batch.forEach((id, k) => {
+        const r = records[k];
+        out.set(id, r ? stringifyJson(r) : null);
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return out;
+  }
+
+  /**
+   * Writes the final backup from sealed parts, verified, and removes the parts. The change has
+   * committed by now: a failure keeps the parts (the next start finishes them) and says so.
+   */
+  private async publishParts(parts: PartsWriter, op: AuditOperation): Promise<BackupResult> {
+    const sealed = parts.sealed();
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const backup = await this.writeVerified({ json: sealed.entries() }, this.backupOptions(sealed.manifest.reason, 'full', op, {}));
+        op.setBackup(backup.id);
+        await this.at('backup-published', sealed.manifest.reason);
+        await parts.remove().catch(() => undefined);
+        return backup;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw new BackupError(
+      isChatmemError(lastErr) ? lastErr.code : 'E_BACKUP_WRITE',
+      `the change committed, but its backup could not be finished (${(lastErr as Error).message}); its verified parts are kept in ${this.backupDir} and the backup is finished at the next start`,
+      { cause: lastErr, details: { committed: true, auditOp: op.op } },
+    );
   }
 
   /**
@@ -579,25 +683,26 @@ export class Operations {
     const fullDiff = await diffRecords(this.store.scan(), sortedBackupRecords(src));
     const diff = mode === 'merge' ? { ...fullDiff, removed: [] } : fullDiff;
     if (options.dryRun) return { dryRun: true, diff, written: 0, removed: 0 };
-    return this.guarded('restore', options, undefined, (op) =>
-      this.twoPhase(async (json, ctx) => {
-        await this.at('section-entered', 'restore');
+    return this.guarded('restore', options, undefined, async (op) => {
+      // A replace copies the backup's rows into the store's scratch space first, while writes go on
+      // (SQLite); the section then only swaps them in.
+      const staged = mode === 'replace' ? await this.store.stage(sortedBackupRecords(src)) : null;
+      try {
         // An empty store leaves nothing to back up: an empty file would only pose as the latest backup.
-        let backup: string | null = null;
-        if ((await ctx.count()) > 0) {
-          backup = (await this.writeVerified({ json }, this.backupOptions('restore', 'full', op, options))).id;
-          op.setBackup(backup);
-        }
-        await this.at('backup-verified', 'restore');
-        return backup;
-      }, async (ctx, backup) => {
         // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
-        const written = mode === 'replace' ? await ctx.replaceAll(sortedBackupRecords(src)) : await ctx.putAll(sortedBackupRecords(src));
-        await this.at('changed', 'restore');
-        return { dryRun: false, diff, backup, written, removed: mode === 'replace' ? diff.removed.length : 0 };
-      }),
-      { from: src.id, mode },
-    );
+        const r = await this.twoPhase(op, 'restore', options, async (ctx) => (await ctx.count()) > 0, async (ctx) => ({
+          written:
+            mode === 'merge'
+              ? await ctx.putAll(sortedBackupRecords(src))
+              : staged && ctx.replaceStaged
+                ? await ctx.replaceStaged(staged)
+                : await ctx.replaceAll(sortedBackupRecords(src)),
+        }));
+        return { dryRun: false, diff, backup: r.backup?.id ?? null, written: r.written, removed: mode === 'replace' ? diff.removed.length : 0 };
+      } finally {
+        await staged?.release().catch(() => undefined);
+      }
+    }, { from: src.id, mode });
   }
 
   /**
@@ -866,6 +971,8 @@ export class Operations {
     interrupted: { entry: AuditEntry; backup: string | null; applied: boolean | null }[];
   }> {
     const leftovers = options.leftovers ?? (await finishLeftovers(this.backupDir));
+    // A two-phase backup finished from its parts is verified like any other: off-site copying is queued.
+    for (const id of leftovers.parts?.finished ?? []) this.offsite?.backupVerified(`${id}.json`, new Date().toISOString());
     const interrupted = [];
     const unfinished = await this.audit.unfinished();
     // Which backup belongs to which operation: read each manifest once, not once per interrupted entry.

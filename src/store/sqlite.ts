@@ -7,7 +7,7 @@ import type { MemoryRecord } from '../record.js';
 import { stringifyJson } from '../json-safe.js';
 import { profileText } from './search-text.js';
 import { SqliteSearch } from './sqlite-search.js';
-import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary } from './types.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StagedRecords, StoreDriver, StoreStats, UserSummary } from './types.js';
 
 type Row = { data: string };
 type SummaryRow = { user_id: string; name: string | null; product: string | null; created_at: string; updated_at: string; messages: number };
@@ -375,6 +375,7 @@ export class SqliteDriver implements StoreDriver {
         this.db.transaction(() => this.writeRecords(records))();
       },
       replaceAll: (records) => this.bulk('restore', () => this.replaceAll(records)),
+      replaceStaged: (staged) => this.bulk('restore', async () => this.swapIn(this.stagedTable(staged))),
       putAll: (records) => this.bulk('write', () => this.putAll(records)),
     };
     return fn(ctx);
@@ -492,16 +493,40 @@ export class SqliteDriver implements StoreDriver {
   private async replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
     const { table } = await this.stage(records, true);
     try {
-      return this.db.transaction(() => {
-        this.truncate();
-        // Staging rowids follow history order per user, so they serve as document ids as they are.
-        this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs ORDER BY rowid`);
-        bulkIndex(this.db, () => this.db.exec(`INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM ${table}_docs ORDER BY rowid`));
-        return this.db.prepare(`INSERT INTO main.users SELECT * FROM ${table}`).run().changes;
-      })();
+      return this.swapIn(table);
     } finally {
       this.dropStaged(table);
     }
+  }
+
+  private readonly stagedTables = new WeakMap<StagedRecords, string>();
+
+  /**
+   * A whole-store replace's staging, done before its section (a full restore): only the swap then holds
+   * writes back. Staging runs in short transactions, so hot-path commits go on meanwhile.
+   */
+  async stageAll(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords> {
+    const { table, read } = await this.bulk('restore', () => this.stage(records, true));
+    const staged: StagedRecords = { read, release: async () => this.dropStaged(table) };
+    this.stagedTables.set(staged, table);
+    return staged;
+  }
+
+  private stagedTable(staged: StagedRecords): string {
+    const table = this.stagedTables.get(staged);
+    if (!table) throw new StoreError('E_STORE_ARG', 'these records were not staged by this store');
+    return table;
+  }
+
+  /** Empties the store and moves `table` (and its search documents) in, in one transaction. */
+  private swapIn(table: string): number {
+    return this.db.transaction(() => {
+      this.truncate();
+      // Staging rowids follow history order per user, so they serve as document ids as they are.
+      this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs ORDER BY rowid`);
+      bulkIndex(this.db, () => this.db.exec(`INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM ${table}_docs ORDER BY rowid`));
+      return this.db.prepare(`INSERT INTO main.users SELECT * FROM ${table}`).run().changes;
+    })();
   }
 
   /**

@@ -30,6 +30,7 @@ import type {
   Store,
   StoreDriver,
   StoreStats,
+  StagedRecords,
   UserSummary,
   WriteTracker,
 } from './types.js';
@@ -119,6 +120,11 @@ class CoreStore implements Store {
 
   private noteAll(): void {
     for (const t of this.trackers) t.giveUp();
+  }
+
+  async stage(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords | null> {
+    this.checkWritable();
+    return this.driver.stageAll ? this.driver.stageAll(records) : null;
   }
 
   trackWrites(): WriteTracker | null {
@@ -266,6 +272,13 @@ class CoreStore implements Store {
             putMany: noted(ctx.putMany.bind(ctx), (records) => records.forEach((r) => this.noteWrite(r.user_id))),
             clear: noted(ctx.clear.bind(ctx), () => this.noteAll()),
             replaceAll: noted(ctx.replaceAll.bind(ctx), (_records) => this.noteAll()),
+            ...(ctx.replaceStaged ? { replaceStaged: noted(ctx.replaceStaged.bind(ctx), (_staged: StagedRecords) => this.noteAll()) } : {}),
+            // A stream's ids are known only as it is read: a tracker running then gives up (imports are rare).
+            putAll: noted(ctx.putAll.bind(ctx), (_records) => this.noteAll()),
+            ...(ctx.putAndDelete
+              ? { putAndDelete: noted(ctx.putAndDelete.bind(ctx), (records: MemoryRecord[], ids: string[]) => [...records.map((r) => r.user_id), ...ids].forEach((id) => this.noteWrite(id))) }
+              : {}),
+            ...(ctx.forget ? { forget: noted(ctx.forget.bind(ctx), (ids: string[]) => ids.forEach((id) => this.noteWrite(id))) } : {}),
           }),
         ),
       ),

@@ -74,6 +74,16 @@ export interface ExclusiveContext {
   putAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
   /** Makes the store hold exactly `records` (streamed), atomically. Returns how many were written. */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number>;
+  /** Optional: `replaceAll` of rows staged before the section ({@link Store.stage}); only the swap runs here. */
+  replaceStaged?(staged: StagedRecords): Promise<number>;
+}
+
+/** Records copied into the store's own scratch space outside any section, for a later `replaceStaged`. */
+export interface StagedRecords {
+  /** How many records were read. */
+  readonly read: number;
+  /** Drops the scratch copy (after the swap, or when it is not used). */
+  release(): Promise<void>;
 }
 
 /** An exclusive section as a driver gives it: `scan` is optional there, as on {@link StoreDriver}. */
@@ -98,6 +108,11 @@ export interface StoreDriver {
   list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]>;
   /** All records as `[user_id, JSON.stringify(record)]` pairs, in user_id order, streaming: what backups write. */
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
+  /**
+   * Optional: copies `records` into scratch space (SQLite: a temp table) without taking any lock, so a
+   * whole-store replace later holds its section only for the swap (`ExclusiveContext.replaceStaged`).
+   */
+  stageAll?(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords>;
   /**
    * Optional fast path for a backend that holds parsed records (the JSON file store): without it the
    * core parses `scanJson`.
@@ -181,6 +196,8 @@ export interface Store {
    * only the exclusive section's own copy is exact.
    */
   trackWrites(): WriteTracker | null;
+  /** Stages records for a later `ctx.replaceStaged` outside any section; null where the driver cannot. */
+  stage(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords | null>;
   close(): Promise<void>;
 }
 

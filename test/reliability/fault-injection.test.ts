@@ -3,6 +3,11 @@
 // refused with a ChatmemError, the store is untouched, no half-written backup is left, and the earlier
 // backups still verify. A failure after the change committed (the audit outcome) must not lose the
 // backup of what changed. Each case checks that its fault fired.
+// Clear and full restore take their backup in two phases (src/backup/two-phase.ts): verified parts are
+// written and sealed before the change, the final backup after it. A failure in the parts refuses the
+// operation as above; a failure in the final backup comes after the change committed, so the promise is
+// that the operation still publishes a verified backup holding the before state (it retries), and
+// leaves no parts behind.
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isTempName } from '../../src/fs-util.js';
@@ -27,26 +32,42 @@ interface Step {
   kinds: FaultKind[];
   /** The failure comes after the store changed (the audit outcome). */
   afterChange?: boolean;
+  /** In clear and full restore, this step belongs to the final backup, written after the change (two-phase). */
+  finalBackup?: boolean;
+  /** Only these operations take this step. */
+  ops?: Op[];
 }
 
 const inDir = (dir: string) => (f: string) => path.dirname(f) === dir;
 const backupTemp = (dir: string) => (f: string) => inDir(dir)(f) && isTempName(path.basename(f)) && !path.basename(f).includes('.meta.json');
 const manifestTemp = (dir: string) => (f: string) => inDir(dir)(f) && isTempName(path.basename(f)) && path.basename(f).includes('.meta.json');
+const partFile = (dir: string) => (f: string) => inDir(dir)(f) && path.basename(f).startsWith('.parts-') && !isTempName(path.basename(f));
+const sealTemp = (dir: string) => (f: string) => inDir(dir)(f) && isTempName(path.basename(f)) && path.basename(f).includes('.sealed.');
+const TWO_PHASE: Op[] = ['clear', 'restore'];
 
 const STEPS: Step[] = [
-  { name: 'backup temp file create', rule: (b) => ({ call: 'stream-open', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
-  { name: 'backup write', rule: (b) => ({ call: 'stream-write', match: backupTemp(b) }), kinds: ['EIO', 'short'] },
+  { name: 'backup temp file create', rule: (b) => ({ call: 'stream-open', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'], finalBackup: true },
+  { name: 'backup write', rule: (b) => ({ call: 'stream-write', match: backupTemp(b) }), kinds: ['EIO', 'short'], finalBackup: true },
   { name: 'backup fsync', rule: (b) => ({ call: 'sync', match: backupTemp(b) }), kinds: ['EIO'] },
-  { name: 'pending manifest write', rule: (b) => ({ call: 'writeFile', match: manifestTemp(b) }), kinds: ['EIO', 'short'] },
-  { name: 'pending manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 1 }), kinds: ['EIO'] },
-  { name: 'pending manifest link (name claim)', rule: (b) => ({ call: 'link', match: manifestTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
-  { name: 'backup link to its final name', rule: (b) => ({ call: 'link', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'] },
+  { name: 'pending manifest write', rule: (b) => ({ call: 'writeFile', match: manifestTemp(b) }), kinds: ['EIO', 'short'], finalBackup: true },
+  { name: 'pending manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 1 }), kinds: ['EIO'], finalBackup: true },
+  { name: 'pending manifest link (name claim)', rule: (b) => ({ call: 'link', match: manifestTemp(b) }), kinds: ['EIO', 'ENOSPC'], finalBackup: true },
+  { name: 'backup link to its final name', rule: (b) => ({ call: 'link', match: backupTemp(b) }), kinds: ['EIO', 'ENOSPC'], finalBackup: true },
   { name: 'backup directory fsync', rule: (b) => ({ call: 'fsyncDir', match: (d) => d === b, nth: 1 }), kinds: ['EIO'] },
-  { name: 'verified manifest temp create', rule: (b) => ({ call: 'open', match: (f, flags) => manifestTemp(b)(f) && flags === 'wx' }), kinds: ['EIO', 'ENOSPC'] },
-  { name: 'verified manifest write', rule: (b) => ({ call: 'writeAll', match: manifestTemp(b) }), kinds: ['EIO', 'short'] },
-  { name: 'verified manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 2 }), kinds: ['EIO'] },
-  { name: 'verified manifest rename', rule: (b) => ({ call: 'rename', match: manifestTemp(b) }), kinds: ['EIO'] },
+  { name: 'verified manifest temp create', rule: (b) => ({ call: 'open', match: (f, flags) => manifestTemp(b)(f) && flags === 'wx' }), kinds: ['EIO', 'ENOSPC'], finalBackup: true },
+  { name: 'verified manifest write', rule: (b) => ({ call: 'writeAll', match: manifestTemp(b) }), kinds: ['EIO', 'short'], finalBackup: true },
+  { name: 'verified manifest fsync', rule: (b) => ({ call: 'sync', match: manifestTemp(b), nth: 2 }), kinds: ['EIO'], finalBackup: true },
+  { name: 'verified manifest rename', rule: (b) => ({ call: 'rename', match: manifestTemp(b) }), kinds: ['EIO'], finalBackup: true },
   { name: 'verified manifest directory fsync', rule: (b) => ({ call: 'fsyncDir', match: (d) => d === b, nth: 2 }), kinds: ['EIO'] },
+  // The parts of a two-phase backup, all before the change.
+  { name: 'backup part create', rule: (b) => ({ call: 'stream-open', match: partFile(b) }), kinds: ['EIO', 'ENOSPC'], ops: TWO_PHASE },
+  { name: 'backup part write', rule: (b) => ({ call: 'stream-write', match: partFile(b) }), kinds: ['EIO', 'short'], ops: TWO_PHASE },
+  { name: 'backup part fsync', rule: (b) => ({ call: 'sync', match: partFile(b) }), kinds: ['EIO'], ops: TWO_PHASE },
+  { name: 'seal write', rule: (b) => ({ call: 'writeAll', match: sealTemp(b) }), kinds: ['EIO', 'short'], ops: TWO_PHASE },
+  { name: 'seal fsync', rule: (b) => ({ call: 'sync', match: sealTemp(b) }), kinds: ['EIO'], ops: TWO_PHASE },
+  { name: 'seal rename', rule: (b) => ({ call: 'rename', match: sealTemp(b) }), kinds: ['EIO'], ops: TWO_PHASE },
+  // Parts manifest, parts manifest with the snapshot, seal: the third fsync of the directory.
+  { name: 'seal directory fsync', rule: (b) => ({ call: 'fsyncDir', match: (d) => d === b, nth: 3 }), kinds: ['EIO'], ops: TWO_PHASE },
   { name: 'audit intent write', rule: (_b, a) => ({ call: 'writeSome', match: (f) => f === a, nth: 1 }), kinds: ['EIO', 'short'] },
   { name: 'audit intent fsync', rule: (_b, a) => ({ call: 'sync', match: (f) => f === a, nth: 1 }), kinds: ['EIO'] },
   { name: 'audit outcome write', rule: (_b, a) => ({ call: 'writeSome', match: (f) => f === a, nth: 2 }), kinds: ['EIO', 'short'], afterChange: true },
@@ -106,9 +127,11 @@ for (const kind of ['sqlite', 'json'] as const) {
       });
       afterAll(async () => shared.cleanup());
       for (const step of STEPS) {
+        if (step.ops && !step.ops.includes(op)) continue;
+        const finalAfterChange = step.finalBackup === true && TWO_PHASE.includes(op);
         for (const fault of step.kinds) {
           it(`${step.name}: ${fault}`, async () => {
-            const f = step.afterChange ? await setup(kind) : { ...shared, ops: new Operations({ store: shared.store, backupDir: shared.backupDir, audit: new AuditLog(shared.audit), actor: ACTOR }) };
+            const f = step.afterChange || finalAfterChange ? await setup(kind) : { ...shared, ops: new Operations({ store: shared.store, backupDir: shared.backupDir, audit: new AuditLog(shared.audit), actor: ACTOR }) };
             try {
               const before = await snapshot(f.store);
               const filesBefore = await listFiles(f.backupDir);
@@ -129,7 +152,13 @@ for (const kind of ['sqlite', 'json'] as const) {
               for (const v of verify) expect(v, `backup ${v.id} verifies`).toMatchObject({ ok: true });
               expect(verify.map((v) => v.id)).toContain(f.earlier);
 
-              if (!step.afterChange) {
+              if (finalAfterChange) {
+                // The change committed with its pre-image sealed; the final backup's write failed once and
+                // was retried: the operation answers, with its backup verified, and no part is left.
+                expect(outcome.ok, outcome.ok ? '' : String((outcome as { err: unknown }).err)).toBe(true);
+                expect(after).not.toEqual(before);
+                expect((await listFiles(f.backupDir)).filter((n) => n.startsWith('.parts-') || isTempName(n))).toEqual([]);
+              } else if (!step.afterChange) {
                 expect(outcome.ok, 'the operation is refused').toBe(false);
                 if (!outcome.ok) {
                   expect(isChatmemError(outcome.err), String(outcome.err)).toBe(true);
@@ -142,8 +171,10 @@ for (const kind of ['sqlite', 'json'] as const) {
               }
               // The change committed before the outcome could be audited: the operation either answers
               // with a warning or fails with E_AUDIT_WRITE; both ways the before state is in a verified backup.
-              if (outcome.ok) expect(outcome.value).toHaveProperty('warnings');
-              else expect(outcome.err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+              if (step.afterChange) {
+                if (outcome.ok) expect(outcome.value).toHaveProperty('warnings');
+                else expect(outcome.err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+              }
               expect(after).not.toEqual(before);
               const newer = verify.filter((v) => !filesBefore.includes(`${v.id}.json`));
               expect(newer).toHaveLength(1);
@@ -157,7 +188,7 @@ for (const kind of ['sqlite', 'json'] as const) {
               }
               expect(held.removed.length + held.changed.length).toBeGreaterThan(0);
             } finally {
-              if (step.afterChange) await f.cleanup();
+              if (step.afterChange || finalAfterChange) await f.cleanup();
             }
           });
         }
