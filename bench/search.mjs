@@ -29,7 +29,7 @@ process.env.BENCH_FIXTURE ??= path.join(here, '../test/fixtures/seed-format/memo
 const { envInt, envInts, latencyStats, machineInfo, openStoreAt, Reporter, rmDir, round, runAppends, tmpDir, dirBytes, MB, userId, restoreUsers } =
   await import('./lib.mjs');
 const { searchText } = await import('../dist/store/search-text.js');
-const { compareIds } = await import('../dist/backup/format.js');
+const { compareIds } = await import('../dist/record.js');
 const Database = createRequire(import.meta.url)('better-sqlite3');
 
 const sizes = envInts('BENCH_SEARCH_SIZES', [10_000, 100_000, 1_000_000]);
