@@ -4,7 +4,9 @@
 // interleaved A B C A B C, so that the shared machine's load hits each one alike: compare ratios per round.
 // Knobs: BENCH_HTTP_USERS (10000,100000), BENCH_HTTP_SECONDS (10), BENCH_HTTP_ROUNDS (2),
 // BENCH_CONCURRENCY (64), BENCH_HTTP_MINIMAL (0: 1 sends `Prefer: return=minimal` to chatmem),
-// BENCH_HTTP_PROFILE (a directory: the daemon runs with --cpu-prof and writes its profile there on exit).
+// BENCH_HTTP_PROFILE (a directory: the daemon runs with --cpu-prof and writes its profile there on exit),
+// BENCH_HTTP_KEEP (a directory: the N-user SQLite store and Redis AOF are built there once, marked
+// `ready-N`, and reused by later runs instead of being loaded again; appends of earlier runs stay in them).
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -21,6 +23,7 @@ const SECONDS = envInt('BENCH_HTTP_SECONDS', 10);
 const ROUNDS = envInt('BENCH_HTTP_ROUNDS', 2);
 const CONNECTIONS = envInt('BENCH_CONCURRENCY', 64);
 const MINIMAL = envInt('BENCH_HTTP_MINIMAL', 0) === 1;
+const KEEP = process.env.BENCH_HTTP_KEEP ? path.resolve(process.env.BENCH_HTTP_KEEP) : null;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -120,13 +123,22 @@ for (const n of USERS) {
   const dir = await tmpDir('http');
   const procs = [];
   try {
-    const storeFile = path.join(dir, 'data', 'memory.db');
-    const store = await openStoreAt(`sqlite:${storeFile}`);
-    const loadS = await loadUsers(store, n, { label: `load ${n}` });
-    await store.close();
+    // With BENCH_HTTP_KEEP the stores live there (built once, reused); otherwise in the temp dir.
+    const base = KEEP ? path.join(KEEP, String(n)) : dir;
+    const ready = path.join(base, 'ready');
+    const reuse = KEEP !== null && (await fsp.stat(ready).then(() => true, () => false));
+    const storeFile = path.join(base, 'data', 'memory.db');
+    const redisDir = path.join(base, 'redis');
+    let loadS = 0;
+    if (!reuse) {
+      if (KEEP) await rmDir(base);
+      const store = await openStoreAt(`sqlite:${storeFile}`);
+      loadS = await loadUsers(store, n, { label: `load ${n}` });
+      await store.close();
+    }
     const [pDaemon, pNoop, pPeer, pRedis] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    await fsp.mkdir(path.join(dir, 'redis'), { recursive: true });
-    procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', path.join(dir, 'redis')]));
+    await fsp.mkdir(redisDir, { recursive: true });
+    procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', redisDir]));
     await waitFor(async () => {
       const r = new Redis({ port: pRedis, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
       r.on('error', () => undefined);
@@ -136,10 +148,13 @@ for (const n of USERS) {
       } finally {
         r.disconnect();
       }
-    }, 'redis-server');
+    }, 'redis-server', 600_000);
     const tR = performance.now();
-    await loadRedis(pRedis, n);
-    process.stderr.write(`  [${n}] sqlite load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s\n`);
+    if (!reuse) {
+      await loadRedis(pRedis, n);
+      if (KEEP) await fsp.writeFile(ready, `${new Date().toISOString()}\n`);
+    }
+    process.stderr.write(`  [${n}] ${reuse ? `reusing ${base}` : `sqlite load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s`}\n`);
     const log = openSync(path.join(dir, 'daemon.log'), 'a');
     const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
     const daemon = start(process.execPath, [...profile, path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {

@@ -1,0 +1,62 @@
+// CPU time per append, all threads of the process, through the library (no HTTP): what an append costs
+// when the machine's cores are the limit. Each tree runs in its own child process, alternating A B A B.
+// Usage: node bench/append-cpu.mjs [BASELINE_DIST]  (the baseline is another tree's built dist, e.g. a
+// copy of main's; without it only this tree runs). Knobs: BENCH_CPU_USERS (10000), BENCH_CPU_APPENDS
+// (20000), BENCH_CONCURRENCY (64), BENCH_CPU_ROUNDS (2).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chatMessage, envInt, machineInfo, makeRecord, rng, round, userId } from './lib.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const USERS = envInt('BENCH_CPU_USERS', 10_000);
+const APPENDS = envInt('BENCH_CPU_APPENDS', 20_000);
+const CONCURRENCY = envInt('BENCH_CONCURRENCY', 64);
+const ROUNDS = envInt('BENCH_CPU_ROUNDS', 2);
+
+if (process.argv[2] === '--child') {
+  const { openStore } = await import(path.join(process.argv[3], 'store/open.js'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'chatmem-cpu-'));
+  try {
+    const store = await openStore(`sqlite:${path.join(dir, 'memory.db')}`);
+    for (let i = 0; i < USERS; i += 1000) {
+      const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => makeRecord(i + j));
+      await store.exclusive('all', (ctx) => ctx.putMany(batch));
+    }
+    const rand = rng(7);
+    let k = 0;
+    const cpu0 = process.cpuUsage();
+    const elu0 = performance.eventLoopUtilization();
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (k < APPENDS) await store.appendHistory(userId(Math.floor(rand() * USERS)), chatMessage(k++));
+      }),
+    );
+    const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    const elu = performance.eventLoopUtilization(elu0);
+    await store.close();
+    console.log(JSON.stringify({ cpuUsPerAppend: round((cpu.user + cpu.system) / APPENDS, 1), eventLoopBusyUsPerAppend: round((elu.active * 1000) / APPENDS, 1), appendsPerS: Math.round((APPENDS / ms) * 1000) }));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+} else {
+  const trees = [['this tree', path.join(here, '..', 'dist')]];
+  if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
+  const results = [];
+  for (let r = 1; r <= ROUNDS; r++) {
+    for (const [name, dist] of trees) {
+      const load1 = round(os.loadavg()[0], 2);
+      const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', dist], { encoding: 'utf8' });
+      const row = { tree: name, round: r, load1, ...JSON.parse(out.trim().split('\n').at(-1)) };
+      results.push(row);
+      process.stderr.write(`  ${JSON.stringify(row)}\n`);
+    }
+  }
+  console.log('tree        round  load1 | cpu µs/append  event-loop busy µs/append  appends/s');
+  for (const r of results) console.log(`${r.tree.padEnd(11)} ${String(r.round).padStart(5)} ${String(r.load1).padStart(6)} | ${String(r.cpuUsPerAppend).padStart(13)} ${String(r.eventLoopBusyUsPerAppend).padStart(26)} ${String(r.appendsPerS).padStart(10)}`);
+  console.log(`JSON ${JSON.stringify({ bench: 'append-cpu', date: new Date().toISOString(), machine: machineInfo(), users: USERS, appends: APPENDS, concurrency: CONCURRENCY, results })}`);
+}
