@@ -6,7 +6,7 @@
 //   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files
 //   node scripts/mutate.mjs changed [base]                     CI: the mutants on the lines changed
 //                                                              since base (default: merge-base with
-//                                                              origin/main, else HEAD~1), capped;
+//                                                              origin/main), capped; on main itself or
 //                                                              with no base, the fixed sample below
 //   node scripts/mutate.mjs sample                             the fixed sample only
 //
@@ -75,15 +75,16 @@ function git(...args) {
 }
 
 function baseCommit(given) {
-  for (const candidate of [given, 'origin/main', 'HEAD~1']) {
-    if (!candidate) continue;
-    try {
-      return candidate === 'origin/main' ? git('merge-base', 'HEAD', candidate) : git('rev-parse', '--verify', `${candidate}^{commit}`);
-    } catch {
-      // Not in this clone (shallow, or no such remote): try the next one.
-    }
+  if (given) return git('rev-parse', '--verify', `${given}^{commit}`);
+  try {
+    const base = git('merge-base', 'HEAD', 'origin/main');
+    // On main itself (CI's clean clone) nothing differs from origin/main: the last commit is no measure
+    // of a change (a merge brings hundreds of lines, a docs commit none), so the fixed sample runs.
+    return base === git('rev-parse', 'HEAD') ? null : base;
+  } catch {
+    // No origin/main in this clone (shallow, or no such remote): the fixed sample.
+    return null;
   }
-  return null;
 }
 
 /** `file:start-end` ranges of the lines added or changed since `base`, in files that have tests here. */
