@@ -141,6 +141,16 @@ function summary(res) {
   };
 }
 
+// Ctrl-C or a kill still stops the servers and drops the schema (the loop's finally does it).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    process.stderr.write(`  ${sig}: stopping after cleanup\n`);
+    for (const c of cleanups) void c().finally(() => process.exit(130));
+    if (cleanups.size === 0) process.exit(130);
+  });
+}
+const cleanups = new Set();
+
 const results = [];
 const dateUtc = new Date().toISOString();
 process.stderr.write(`http-load: ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
@@ -149,6 +159,17 @@ for (const n of USERS) {
   const procs = [];
   let admin = null;
   let schema = null;
+  let cleaning = null;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await Promise.all(procs.map((p) => p.stop()));
+      if (admin) {
+        if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
+        await admin.end();
+      }
+      await rmDir(dir);
+    })());
+  cleanups.add(cleanup);
   try {
     const storeFile = path.join(dir, 'data', 'memory.db');
     let storeUrl = `sqlite:${storeFile}`;
@@ -213,20 +234,20 @@ for (const n of USERS) {
     for (const p of [...pDaemons, pNoop, pPeer]) {
       await waitFor(async () => (await globalThis.fetch(`http://127.0.0.1:${p}/v1/users/${userId(0)}/history`, { method: 'OPTIONS' })).status > 0, `port ${p}`);
     }
-    /** Pids whose CPU counts as the chatmem side: the daemons, and on PostgreSQL their backends. */
+    /** [pid, is a database process] of the chatmem side: the daemons, and on PostgreSQL their backends. */
     const chatmemPids = async () => {
-      const pids = daemons.map((d) => d.child.pid);
+      const pids = daemons.map((d) => [d.child.pid, false]);
       if (admin) {
         const { rows } = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [appName]);
-        pids.push(...rows.map((r) => r.pid));
+        pids.push(...rows.map((r) => [r.pid, true]));
       }
       return pids;
     };
     const redisServer = procs[0];
     const targets = [
       ['chatmem', pDaemons.map((p) => `http://127.0.0.1:${p}`), MINIMAL ? { prefer: 'return=minimal' } : {}, chatmemPids],
-      ['noop', `http://127.0.0.1:${pNoop}`, {}, async () => [noop.child.pid]],
-      ['redis', `http://127.0.0.1:${pPeer}`, {}, async () => [peer.child.pid, redisServer.child.pid]],
+      ['noop', `http://127.0.0.1:${pNoop}`, {}, async () => [[noop.child.pid, false]]],
+      ['redis', `http://127.0.0.1:${pPeer}`, {}, async () => [[peer.child.pid, false], [redisServer.child.pid, true]]],
     ];
     let acked = 0;
     for (let round_ = 1; round_ <= ROUNDS; round_++) {
@@ -235,16 +256,22 @@ for (const n of USERS) {
         // Backends appear as the pools open connections, so the pids are read again after the run; one
         // that exists only after started within the run, and all its CPU belongs to it.
         const pids0 = await pidsOf();
-        const cpu0 = new Map(await Promise.all(pids0.map(async (p) => [p, await cpuSeconds(p)])));
+        const cpu0 = new Map(await Promise.all(pids0.map(async ([p]) => [p, await cpuSeconds(p)])));
         const gen0 = process.cpuUsage();
         const res = await drive(url, n, round_ * 7 + name.length, headers);
         const gen = process.cpuUsage(gen0);
-        const pids1 = [...new Set([...pids0, ...(await pidsOf())])];
+        const pids1 = new Map([...pids0, ...(await pidsOf())]);
         let serverCpu = 0;
-        for (const p of pids1) serverCpu += (await cpuSeconds(p)) - (cpu0.get(p) ?? 0);
+        let dbCpu = 0;
+        for (const [p, db] of pids1) {
+          const used = (await cpuSeconds(p)) - (cpu0.get(p) ?? 0);
+          serverCpu += used;
+          if (db) dbCpu += used;
+        }
         row[name] = summary(res);
         const perK = 1000 / Math.max(1, res['2xx']);
         row[name].serverCpuMsPerK = round(serverCpu * 1000 * perK, 0);
+        row[name].dbCpuMsPerK = round(dbCpu * 1000 * perK, 0);
         row[name].genCpuMsPerK = round(((gen.user + gen.system) / 1000) * perK, 0);
         if (name === 'chatmem') acked += res['2xx'];
         process.stderr.write(`  [${n} r${round_}] ${name.padEnd(8)} ${JSON.stringify(row[name])}\n`);
@@ -264,23 +291,19 @@ for (const n of USERS) {
     results.push({ users: n, store: STORE, daemonPeakRssMB: rss, loadSeconds: round(loadS, 1), ackedAppends: acked, messagesAdded: added, missing: Math.max(0, acked - added) });
     process.stderr.write(`  [${n}] daemon peak RSS ${rss.join(', ')} MB; acked ${acked}, messages added ${added}\n`);
   } finally {
-    await Promise.all(procs.map((p) => p.stop()));
-    if (admin) {
-      if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
-      await admin.end();
-    }
-    await rmDir(dir);
+    await cleanup();
+    cleanups.delete(cleanup);
   }
 }
 
 console.log('');
 for (const r of results) if (!r.chatmem) console.log(`users ${r.users}: daemon peak RSS ${r.daemonPeakRssMB.join(', ')} MB; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
 console.log(`store ${STORE}${DAEMONS > 1 ? ` (${DAEMONS} daemons, connections split between them)` : ''}; server CPU = CPU ms per 1,000 acked appends`);
-console.log('users  round  load1 | chatmem rps  p99  max  fail  cpu | noop rps  p99  cpu | redis rps  p99  max  fail  cpu | chatmem/redis chatmem/noop');
+console.log('users  round  load1 | chatmem rps  p99  max  fail  cpu (db) | noop rps  p99  cpu | redis rps  p99  max  fail  cpu (db) | chatmem/redis chatmem/noop');
 for (const r of results) {
   if (!r.chatmem) continue;
   console.log(
-    `${String(r.users).padStart(7)} ${String(r.round).padStart(3)} ${String(r.load1).padStart(7)} | ${String(r.chatmem.rps).padStart(8)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.max).padStart(5)} ${String(r.chatmem.failed).padStart(4)} ${String(r.chatmem.serverCpuMsPerK).padStart(5)} | ${String(r.noop.rps).padStart(7)} ${String(r.noop.p99).padStart(5)} ${String(r.noop.serverCpuMsPerK).padStart(5)} | ${String(r.redis.rps).padStart(8)} ${String(r.redis.p99).padStart(5)} ${String(r.redis.max).padStart(5)} ${String(r.redis.failed).padStart(4)} ${String(r.redis.serverCpuMsPerK).padStart(5)} | ${String(r.chatmemVsRedis).padStart(6)} ${String(r.chatmemVsNoop).padStart(6)}`,
+    `${String(r.users).padStart(7)} ${String(r.round).padStart(3)} ${String(r.load1).padStart(7)} | ${String(r.chatmem.rps).padStart(8)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.max).padStart(5)} ${String(r.chatmem.failed).padStart(4)} ${String(r.chatmem.serverCpuMsPerK).padStart(5)} (${r.chatmem.dbCpuMsPerK}) | ${String(r.noop.rps).padStart(7)} ${String(r.noop.p99).padStart(5)} ${String(r.noop.serverCpuMsPerK).padStart(5)} | ${String(r.redis.rps).padStart(8)} ${String(r.redis.p99).padStart(5)} ${String(r.redis.max).padStart(5)} ${String(r.redis.failed).padStart(4)} ${String(r.redis.serverCpuMsPerK).padStart(5)} (${r.redis.dbCpuMsPerK}) | ${String(r.chatmemVsRedis).padStart(6)} ${String(r.chatmemVsNoop).padStart(6)}`,
   );
 }
 console.log(`JSON ${JSON.stringify({ bench: 'http-load', store: STORE, daemons: DAEMONS, date: dateUtc, machine: machineInfo(), connections: CONNECTIONS, seconds: SECONDS, minimal: MINIMAL, results })}`);
