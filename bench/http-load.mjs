@@ -4,9 +4,14 @@
 // interleaved A B C A B C, so that the shared machine's load hits each one alike: compare ratios per round.
 // Knobs: BENCH_HTTP_USERS (10000,100000), BENCH_HTTP_SECONDS (10), BENCH_HTTP_ROUNDS (2),
 // BENCH_CONCURRENCY (64), BENCH_HTTP_MINIMAL (0: 1 sends `Prefer: return=minimal` to chatmem),
-// BENCH_HTTP_PROFILE (a directory: the daemon runs with --cpu-prof and writes its profile there on exit),
-// BENCH_HTTP_KEEP (a directory: the N-user SQLite store and Redis AOF are built there once, marked
-// `ready-N`, and reused by later runs instead of being loaded again; appends of earlier runs stay in them).
+// BENCH_HTTP_PROFILE (a directory: the daemon runs with --cpu-prof and writes its profile there on exit).
+// BENCH_HTTP_STORE=postgres: chatmem is TWO daemons on one PostgreSQL database (CHATMEM_TEST_PG, default
+// postgres://postgres@127.0.0.1:5432/test; a fresh schema per size, dropped after), and the one load
+// generator's connections alternate between them (autocannon's url list: connection i goes to daemon
+// i mod 2, so 32 + 32 of 64, one latency histogram). With BENCH_HTTP_PROFILE only the first daemon is profiled.
+// Every run also reports the CPU seconds its server side used (daemons + their PostgreSQL backends, the
+// peer + its redis-server) and the load generator's, per 1,000 acknowledged appends: a figure the
+// machine's load stretches much less than req/s.
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -15,6 +20,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { chatMessage, envInt, envInts, loadUsers, machineInfo, makeRecord, openStoreAt, rmDir, rng, round, tmpDir, userId } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -23,7 +29,26 @@ const SECONDS = envInt('BENCH_HTTP_SECONDS', 10);
 const ROUNDS = envInt('BENCH_HTTP_ROUNDS', 2);
 const CONNECTIONS = envInt('BENCH_CONCURRENCY', 64);
 const MINIMAL = envInt('BENCH_HTTP_MINIMAL', 0) === 1;
-const KEEP = process.env.BENCH_HTTP_KEEP ? path.resolve(process.env.BENCH_HTTP_KEEP) : null;
+const STORE = process.env.BENCH_HTTP_STORE ?? 'sqlite';
+if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error(`BENCH_HTTP_STORE must be sqlite or postgres, got ${STORE}`);
+const PG = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const DAEMONS = STORE === 'postgres' ? 2 : 1;
+
+/** CPU seconds (user + system) a process has used so far, from /proc; 0 once it is gone. */
+async function cpuSeconds(pid) {
+  try {
+    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15: utime, stime
+  } catch {
+    return 0;
+  }
+}
+const CLK_TCK = 100; // USER_HZ on Linux x86-64
+
+async function vmHwmMB(pid) {
+  return fsp.readFile(`/proc/${pid}/status`, 'utf8').then((s) => round(Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024, 0), () => null);
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -57,7 +82,7 @@ function start(cmd, args, opts) {
     stop: () =>
       new Promise((resolve) => {
         child.stopping = true;
-        if (child.exitCode !== null) return resolve();
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),
@@ -116,29 +141,59 @@ function summary(res) {
   };
 }
 
+// Ctrl-C or a kill still stops the servers and drops the schema (the loop's finally does it).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    process.stderr.write(`  ${sig}: stopping after cleanup\n`);
+    for (const c of cleanups) void c().finally(() => process.exit(130));
+    if (cleanups.size === 0) process.exit(130);
+  });
+}
+const cleanups = new Set();
+
 const results = [];
 const dateUtc = new Date().toISOString();
 process.stderr.write(`http-load: ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
 for (const n of USERS) {
   const dir = await tmpDir('http');
   const procs = [];
+  let admin = null;
+  let schema = null;
+  let cleaning = null;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await Promise.all(procs.map((p) => p.stop()));
+      if (admin) {
+        if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
+        await admin.end();
+      }
+      await rmDir(dir);
+    })());
+  cleanups.add(cleanup);
   try {
-    // With BENCH_HTTP_KEEP the stores live there (built once, reused); otherwise in the temp dir.
-    const base = KEEP ? path.join(KEEP, String(n)) : dir;
-    const ready = path.join(base, 'ready');
-    const reuse = KEEP !== null && (await fsp.stat(ready).then(() => true, () => false));
-    const storeFile = path.join(base, 'data', 'memory.db');
-    const redisDir = path.join(base, 'redis');
-    let loadS = 0;
-    if (!reuse) {
-      if (KEEP) await rmDir(base);
-      const store = await openStoreAt(`sqlite:${storeFile}`);
-      loadS = await loadUsers(store, n, { label: `load ${n}` });
-      await store.close();
+    const storeFile = path.join(dir, 'data', 'memory.db');
+    let storeUrl = `sqlite:${storeFile}`;
+    let appName = null;
+    if (STORE === 'postgres') {
+      // A schema of its own per size, and an application_name to find the daemons' backends (the URL's
+      // parameters win over the driver's own application_name).
+      schema = `chatmem_bench_http_${process.pid}_${n}`;
+      appName = schema;
+      admin = new pg.Client({ connectionString: PG });
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA ${schema}`);
+      const u = new URL(PG);
+      u.searchParams.set('options', `-c search_path=${schema}`);
+      u.searchParams.set('application_name', appName);
+      storeUrl = u.toString();
     }
-    const [pDaemon, pNoop, pPeer, pRedis] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    await fsp.mkdir(redisDir, { recursive: true });
-    procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', redisDir]));
+    const store = await openStoreAt(storeUrl);
+    const loadS = await loadUsers(store, n, { label: `load ${n}` });
+    const before = await store.stats();
+    await store.close();
+    const [pNoop, pPeer, pRedis, ...pDaemons] = await Promise.all([freePort(), freePort(), freePort(), ...Array.from({ length: DAEMONS }, freePort)]);
+    await fsp.mkdir(path.join(dir, 'redis'), { recursive: true });
+    procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', path.join(dir, 'redis')]));
     await waitFor(async () => {
       const r = new Redis({ port: pRedis, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
       r.on('error', () => undefined);
@@ -148,55 +203,107 @@ for (const n of USERS) {
       } finally {
         r.disconnect();
       }
-    }, 'redis-server', 600_000);
+    }, 'redis-server');
     const tR = performance.now();
-    if (!reuse) {
-      await loadRedis(pRedis, n);
-      if (KEEP) await fsp.writeFile(ready, `${new Date().toISOString()}\n`);
-    }
-    process.stderr.write(`  [${n}] ${reuse ? `reusing ${base}` : `sqlite load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s`}\n`);
-    const log = openSync(path.join(dir, 'daemon.log'), 'a');
+    await loadRedis(pRedis, n);
+    process.stderr.write(`  [${n}] ${STORE} load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s\n`);
     const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
-    const daemon = start(process.execPath, [...profile, path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {
-      cwd: dir,
-      env: { ...process.env, CHATMEM_STORE: `sqlite:${storeFile}`, CHATMEM_PORT: String(pDaemon), CHATMEM_DATA_DIR: path.join(dir, 'data') },
-      stdio: ['ignore', log, 'pipe'],
+    const daemons = pDaemons.map((port, i) => {
+      // Each daemon has its own pid/log/token directory; backups and the audit log are shared, as on
+      // app servers with one shared volume (README, Scaling out).
+      const dataDir = path.join(dir, i === 0 ? 'data' : `data${i + 1}`);
+      const log = openSync(path.join(dir, `daemon${i + 1}.log`), 'a');
+      const d = start(process.execPath, [...(i === 0 ? profile : []), path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {
+        cwd: dir,
+        env: {
+          ...process.env,
+          CHATMEM_STORE: storeUrl,
+          CHATMEM_PORT: String(port),
+          CHATMEM_DATA_DIR: dataDir,
+          CHATMEM_BACKUP_DIR: path.join(dir, 'backups'),
+          CHATMEM_AUDIT_LOG: path.join(dir, 'audit.log'),
+        },
+        stdio: ['ignore', log, 'pipe'],
+      });
+      procs.push(d);
+      return d;
     });
-    procs.push(daemon);
-    procs.push(start(process.execPath, [path.join(here, 'http-peers.mjs'), 'noop', String(pNoop)]));
-    procs.push(start(process.execPath, [path.join(here, 'http-peers.mjs'), 'redis', String(pPeer), String(pRedis)]));
-    for (const p of [pDaemon, pNoop, pPeer]) {
+    const noop = start(process.execPath, [path.join(here, 'http-peers.mjs'), 'noop', String(pNoop)]);
+    const peer = start(process.execPath, [path.join(here, 'http-peers.mjs'), 'redis', String(pPeer), String(pRedis)]);
+    procs.push(noop, peer);
+    for (const p of [...pDaemons, pNoop, pPeer]) {
       await waitFor(async () => (await globalThis.fetch(`http://127.0.0.1:${p}/v1/users/${userId(0)}/history`, { method: 'OPTIONS' })).status > 0, `port ${p}`);
     }
+    /** [pid, is a database process] of the chatmem side: the daemons, and on PostgreSQL their backends. */
+    const chatmemPids = async () => {
+      const pids = daemons.map((d) => [d.child.pid, false]);
+      if (admin) {
+        const { rows } = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [appName]);
+        pids.push(...rows.map((r) => [r.pid, true]));
+      }
+      return pids;
+    };
+    const redisServer = procs[0];
     const targets = [
-      ['chatmem', `http://127.0.0.1:${pDaemon}`, MINIMAL ? { prefer: 'return=minimal' } : {}],
-      ['noop', `http://127.0.0.1:${pNoop}`, {}],
-      ['redis', `http://127.0.0.1:${pPeer}`, {}],
+      ['chatmem', pDaemons.map((p) => `http://127.0.0.1:${p}`), MINIMAL ? { prefer: 'return=minimal' } : {}, chatmemPids],
+      ['noop', `http://127.0.0.1:${pNoop}`, {}, async () => [[noop.child.pid, false]]],
+      ['redis', `http://127.0.0.1:${pPeer}`, {}, async () => [[peer.child.pid, false], [redisServer.child.pid, true]]],
     ];
+    let acked = 0;
     for (let round_ = 1; round_ <= ROUNDS; round_++) {
       const row = { users: n, round: round_, load1: round(os.loadavg()[0], 2) };
-      for (const [name, url, headers] of targets) {
-        row[name] = summary(await drive(url, n, round_ * 7 + name.length, headers));
+      for (const [name, url, headers, pidsOf] of targets) {
+        // Backends appear as the pools open connections, so the pids are read again after the run; one
+        // that exists only after started within the run, and all its CPU belongs to it.
+        const pids0 = await pidsOf();
+        const cpu0 = new Map(await Promise.all(pids0.map(async ([p]) => [p, await cpuSeconds(p)])));
+        const gen0 = process.cpuUsage();
+        const res = await drive(url, n, round_ * 7 + name.length, headers);
+        const gen = process.cpuUsage(gen0);
+        const pids1 = new Map([...pids0, ...(await pidsOf())]);
+        let serverCpu = 0;
+        let dbCpu = 0;
+        for (const [p, db] of pids1) {
+          const used = (await cpuSeconds(p)) - (cpu0.get(p) ?? 0);
+          serverCpu += used;
+          if (db) dbCpu += used;
+        }
+        row[name] = summary(res);
+        const perK = 1000 / Math.max(1, res['2xx']);
+        row[name].serverCpuMsPerK = round(serverCpu * 1000 * perK, 0);
+        row[name].dbCpuMsPerK = round(dbCpu * 1000 * perK, 0);
+        row[name].genCpuMsPerK = round(((gen.user + gen.system) / 1000) * perK, 0);
+        if (name === 'chatmem') acked += res['2xx'];
         process.stderr.write(`  [${n} r${round_}] ${name.padEnd(8)} ${JSON.stringify(row[name])}\n`);
       }
       row.chatmemVsRedis = round(row.chatmem.rps / row.redis.rps, 2);
       row.chatmemVsNoop = round(row.chatmem.rps / row.noop.rps, 2);
       results.push(row);
     }
-    const rss = await fsp.readFile(`/proc/${daemon.child.pid}/status`, 'utf8').then((s) => Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) * 1024, () => null);
-    results.push({ users: n, daemonPeakRssMB: rss === null ? null : round(rss / 1024 / 1024, 0) });
+    const rss = await Promise.all(daemons.map((d) => vmHwmMB(d.child.pid)));
+    await Promise.all(daemons.map((d) => d.stop()));
+    // Acknowledged appends must all be in the store: messages after = before + acked, unless a user
+    // reached the history cap (50) or a request the client gave up on (timeout) was committed anyway.
+    const check = await openStoreAt(storeUrl);
+    const after = await check.stats();
+    await check.close();
+    const added = after.messages - before.messages;
+    results.push({ users: n, store: STORE, daemonPeakRssMB: rss, loadSeconds: round(loadS, 1), ackedAppends: acked, messagesAdded: added, missing: Math.max(0, acked - added) });
+    process.stderr.write(`  [${n}] daemon peak RSS ${rss.join(', ')} MB; acked ${acked}, messages added ${added}\n`);
   } finally {
-    await Promise.all(procs.map((p) => p.stop()));
-    await rmDir(dir);
+    await cleanup();
+    cleanups.delete(cleanup);
   }
 }
 
 console.log('');
-console.log('users  round  load1 | chatmem rps  p99  max  fail | noop rps  p99 | redis rps  p99  max  fail | chatmem/redis chatmem/noop');
+for (const r of results) if (!r.chatmem) console.log(`users ${r.users}: daemon peak RSS ${r.daemonPeakRssMB.join(', ')} MB; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
+console.log(`store ${STORE}${DAEMONS > 1 ? ` (${DAEMONS} daemons, connections split between them)` : ''}; server CPU = CPU ms per 1,000 acked appends`);
+console.log('users  round  load1 | chatmem rps  p99  max  fail  cpu (db) | noop rps  p99  cpu | redis rps  p99  max  fail  cpu (db) | chatmem/redis chatmem/noop');
 for (const r of results) {
   if (!r.chatmem) continue;
   console.log(
-    `${String(r.users).padStart(7)} ${String(r.round).padStart(3)} ${String(r.load1).padStart(7)} | ${String(r.chatmem.rps).padStart(8)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.max).padStart(5)} ${String(r.chatmem.failed).padStart(4)} | ${String(r.noop.rps).padStart(7)} ${String(r.noop.p99).padStart(5)} | ${String(r.redis.rps).padStart(8)} ${String(r.redis.p99).padStart(5)} ${String(r.redis.max).padStart(5)} ${String(r.redis.failed).padStart(4)} | ${String(r.chatmemVsRedis).padStart(6)} ${String(r.chatmemVsNoop).padStart(6)}`,
+    `${String(r.users).padStart(7)} ${String(r.round).padStart(3)} ${String(r.load1).padStart(7)} | ${String(r.chatmem.rps).padStart(8)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.max).padStart(5)} ${String(r.chatmem.failed).padStart(4)} ${String(r.chatmem.serverCpuMsPerK).padStart(5)} (${r.chatmem.dbCpuMsPerK}) | ${String(r.noop.rps).padStart(7)} ${String(r.noop.p99).padStart(5)} ${String(r.noop.serverCpuMsPerK).padStart(5)} | ${String(r.redis.rps).padStart(8)} ${String(r.redis.p99).padStart(5)} ${String(r.redis.max).padStart(5)} ${String(r.redis.failed).padStart(4)} ${String(r.redis.serverCpuMsPerK).padStart(5)} (${r.redis.dbCpuMsPerK}) | ${String(r.chatmemVsRedis).padStart(6)} ${String(r.chatmemVsNoop).padStart(6)}`,
   );
 }
-console.log(`JSON ${JSON.stringify({ bench: 'http-load', date: dateUtc, machine: machineInfo(), connections: CONNECTIONS, seconds: SECONDS, minimal: MINIMAL, results })}`);
+console.log(`JSON ${JSON.stringify({ bench: 'http-load', store: STORE, daemons: DAEMONS, date: dateUtc, machine: machineInfo(), connections: CONNECTIONS, seconds: SECONDS, minimal: MINIMAL, results })}`);
