@@ -8,7 +8,7 @@ export type * from './store/types.js';
 export { createStore, type StoreOptions } from './store/store.js';
 export { openStore, openDriver, type OpenStoreOptions } from './store/open.js';
 export { parseStoreUrl, redactUrl, DEFAULT_STORE_URL, type ParsedStoreUrl } from './store/url.js';
-export { SqliteDriver } from './store/sqlite.js';
+export { SqliteDriver } from './store/sqlite/index.js';
 export { JsonFileDriver } from './store/json-file.js';
 export { serializeSeed } from './format/seed.js';
 export { resolveConfig, type ResolvedConfig, type ConfigOverrides } from './config.js';

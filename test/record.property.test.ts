@@ -16,7 +16,7 @@ import {
   type MemoryRecord,
 } from '../src/record.js';
 import { JsonFileDriver } from '../src/store/json-file.js';
-import { SqliteDriver } from '../src/store/sqlite.js';
+import { SqliteDriver } from '../src/store/sqlite/index.js';
 import { createStore } from '../src/store/store.js';
 import type { Store } from '../src/store/types.js';
 import { tempDir } from './helpers/tmp.js';

@@ -12,7 +12,7 @@ export async function openDriver(url: string | ParsedStoreUrl, cwd?: string, opt
   const parsed = typeof url === 'string' ? parseStoreUrl(url, cwd) : url;
   switch (parsed.kind) {
     case 'sqlite': {
-      const { SqliteDriver } = await import('./sqlite.js');
+      const { SqliteDriver } = await import('./sqlite/index.js');
       return SqliteDriver.open(parsed.file ?? '', options);
     }
     case 'json': {

@@ -6,7 +6,7 @@ import { io } from '../../src/fsio.js';
 import { writeBackup } from '../../src/backup/create.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { loadFixture } from '../store/conformance.js';

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { ExclusiveScope, Store, StoreDriver } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';

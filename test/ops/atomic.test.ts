@@ -5,7 +5,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { dropsMemory, Operations } from '../../src/ops/operations.js';
 import { parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { TEST_STORES } from '../helpers/stores.js';

@@ -8,7 +8,7 @@ import ts from 'typescript';
 import { AUDIT_ACTIONS, AuditLog, currentOsActor, resolveAuditAction, type Actor, type AuditEntry } from '../../src/ops/audit.js';
 import { OpsError } from '../../src/errors.js';
 import { Operations } from '../../src/ops/operations.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { FIXTURES } from '../helpers/tmp.js';

@@ -8,7 +8,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { forgetKey, forgottenId } from '../../src/ops/forget.js';
 import { Operations } from '../../src/ops/operations.js';
 import { serializeSeed } from '../../src/format/seed.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';

@@ -6,7 +6,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { writeBackup } from '../../src/backup/create.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import type { MemoryRecord } from '../../src/record.js';

@@ -5,7 +5,7 @@ import { AuditLog, type AuditEntry } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { parseRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { cleanEnv, sandbox } from '../cli/helpers.js';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareIds, parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
 import { PostgresDriver } from '../../src/store/postgres.js';
-import { SqliteDriver } from '../../src/store/sqlite.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { PG_URL, createSchema, describePg } from '../helpers/pg.js';

@@ -1,13 +1,13 @@
 import Database from 'better-sqlite3';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { isChatmemError, StoreError } from '../errors.js';
-import { ensurePrivateDir } from '../fs-util.js';
-import type { MemoryRecord } from '../record.js';
-import { stringifyJson } from '../json-safe.js';
-import { profileText } from './search-text.js';
-import { SqliteSearch } from './sqlite-search.js';
-import type { DriverContext, ExclusiveScope, ScanOptions, StagedRecords, StoreDriver, StoreStats, UserSummary } from './types.js';
+import { isChatmemError, StoreError } from '../../errors.js';
+import { ensurePrivateDir } from '../../fs-util.js';
+import type { MemoryRecord } from '../../record.js';
+import { stringifyJson } from '../../json-safe.js';
+import { profileText } from '../search-text.js';
+import { SqliteSearch } from './search.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StagedRecords, StoreDriver, StoreStats, UserSummary } from '../types.js';
 
 type Row = { data: string };
 type SummaryRow = { user_id: string; name: string | null; product: string | null; created_at: string; updated_at: string; messages: number };

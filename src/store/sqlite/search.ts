@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
-import { compareIds, type MemoryRecord } from '../record.js';
-import { isPrefixQuery, likeEscape, searchText } from './search-text.js';
-import type { UserSummary } from './types.js';
+import { compareIds, type MemoryRecord } from '../../record.js';
+import { isPrefixQuery, likeEscape, searchText } from '../search-text.js';
+import type { UserSummary } from '../types.js';
 
 /** How long a search works between two turns of the event loop, and how it starts its walk. */
 export interface SearchTurns {

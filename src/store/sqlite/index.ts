@@ -1,0 +1,1 @@
+export { SqliteDriver } from './driver.js';
