@@ -20,7 +20,7 @@ export async function openDriver(url: string | ParsedStoreUrl, cwd?: string, opt
       return JsonFileDriver.open(parsed.file ?? '');
     }
     case 'postgres': {
-      const { PostgresDriver } = await import('./postgres.js');
+      const { PostgresDriver } = await import('./postgres/index.js');
       return PostgresDriver.connect({ connectionString: parsed.connectionString ?? '' });
     }
     default:

@@ -7,7 +7,7 @@ import { openBackup, sortedBackupRecords } from '../../src/backup/source.js';
 import { jsonEqual, stringifyJson } from '../../src/json-safe.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
+import { PostgresDriver } from '../../src/store/postgres/index.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store, StoreDriver } from '../../src/store/types.js';

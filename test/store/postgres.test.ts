@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { MemoryRecord } from '../../src/record.js';
-import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres.js';
+import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { testStore, type ConformanceContext } from './conformance.js';
