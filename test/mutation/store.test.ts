@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { PostgresDriver } from '../../src/store/postgres.js';
+import { PostgresDriver } from '../../src/store/postgres/index.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { applyPut, createStore } from '../../src/store/store.js';
 import type { Store, StoreDriver } from '../../src/store/types.js';
