@@ -34,6 +34,7 @@ const TESTS = {
   'src/store/gate.ts': ['test/mutation/gate.test.ts', 'test/mutation/store.test.ts'],
   'src/store/search-text.ts': ['test/store/search.test.ts', 'test/mutation/search-text.test.ts'],
   'src/json-safe.ts': ['test/mutation/json-safe.test.ts'],
+  'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
 };
 
 /**

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AUDIT_ACTIONS, AuditLog, queryAudit, resolveAuditAction, type Actor, type AuditEntry } from '../../src/ops/audit.js';
 import { OpsError } from '../../src/errors.js';
+import { defaultFsIo, setFsIo } from '../../src/fsio.js';
 import { tempDir } from '../helpers/tmp.js';
 
 // The audit log's promises beyond test/ops/audit.test.ts: no secret reaches the file, every line it
@@ -449,5 +450,258 @@ describe('resolveAuditAction and queryAudit', () => {
     const listed = await log.append({ actor: alice, action: 'delete-users', userIds: ['u'], backup: 'b1', outcome: 'done' });
     const got = await queryAudit(log, { user: 'u', action: 'delete' }, holdsFrom(all).holds);
     expect(got).toEqual([listed]);
+  });
+});
+
+// Survivors of the mutation run of 2026-11-30 (RELIABILITY.md, "Mutation testing"), each test a promise.
+describe('queryAudit: each operation and backup looked at once, and only where the user may be', () => {
+  const holdsFrom = (backups: Record<string, string[]>) => {
+    const asked: string[] = [];
+    const holds = async (id: string, user: string) => {
+      if (typeof id !== 'string' || typeof user !== 'string') throw new Error(`asked about ${String(id)} / ${String(user)}`);
+      asked.push(id);
+      return (backups[id] ?? []).includes(user);
+    };
+    return { holds, asked };
+  };
+
+  it('without a user no backup is asked, even when every backup would answer yes', async () => {
+    const log = new AuditLog(file);
+    const clear = await log.append({ actor: alice, action: 'clear-all', backup: 'b', outcome: 'done' });
+    const asked: string[] = [];
+    const got = await queryAudit(log, {}, async (id) => {
+      asked.push(id);
+      return true;
+    });
+    expect(got).toStrictEqual([clear]);
+    expect(asked).toEqual([]);
+  });
+
+  it('asks about a backup once however many entries name it, and keeps an operation\'s first hit', async () => {
+    const log = new AuditLog(file);
+    const s = await log.append({ actor: alice, action: 'clear-all', backup: 'b-same', outcome: 'started' });
+    const d = await log.append({ op: s.op, actor: alice, action: 'clear-all', backup: 'b-same', outcome: 'done' });
+    const other = await log.append({ actor: alice, action: 'import', backup: 'b-same', outcome: 'done' });
+    // One restore operation: its first entry is found through its source, a later one names a backup
+    // that holds the user too; the first hit stays.
+    const r1 = await log.append({ actor: alice, action: 'restore', backup: 'b-own1', details: { from: 'b-src' }, outcome: 'started' });
+    const r2 = await log.append({ op: r1.op, actor: alice, action: 'restore', backup: 'b-own2', outcome: 'done' });
+    const { holds, asked } = holdsFrom({ 'b-same': ['u'], 'b-own1': [], 'b-src': ['u'], 'b-own2': ['u'] });
+    const got = await queryAudit(log, { user: 'u' }, holds);
+    expect(got).toStrictEqual([
+      { ...s, foundInBackup: 'b-same' },
+      { ...d, foundInBackup: 'b-same' },
+      { ...other, foundInBackup: 'b-same' },
+      { ...r1, foundInBackup: 'b-src' },
+      { ...r2, foundInBackup: 'b-src' },
+    ]);
+    expect(asked.filter((id) => id === 'b-same')).toHaveLength(1);
+  });
+
+  it('a restore without details counts its own backup; a clear\'s "from" or "mode" changes nothing', async () => {
+    const log = new AuditLog(file);
+    const bare = await log.append({ actor: alice, action: 'restore', backup: 'b-bare', outcome: 'done' });
+    const clearFrom = await log.append({ actor: alice, action: 'clear-all', backup: 'b-clear', details: { from: 'b-x', mode: 'merge' }, outcome: 'done' });
+    const noFrom = await log.append({ actor: alice, action: 'restore', backup: 'b-nf', details: { mode: 'replace' }, outcome: 'done' });
+    await log.append({ actor: alice, action: 'restore', backup: 'b-mo', details: { mode: 'merge' }, outcome: 'done' });
+    const { holds, asked } = holdsFrom({ 'b-bare': ['u'], 'b-clear': ['u'], 'b-x': ['v'], 'b-nf': ['v'], 'b-mo': ['u', 'v'] });
+    expect(await queryAudit(log, { user: 'u' }, holds)).toStrictEqual([
+      { ...bare, foundInBackup: 'b-bare' },
+      { ...clearFrom, foundInBackup: 'b-clear' },
+    ]);
+    // v is only in the clear's "from" (no source for a clear), the replace restore's own backup, and a
+    // merge restore's own backup (which a merge does not count).
+    const v = holdsFrom({ 'b-bare': [], 'b-clear': [], 'b-x': ['v'], 'b-nf': ['v'], 'b-mo': ['v'] });
+    expect(await queryAudit(log, { user: 'v' }, v.holds)).toStrictEqual([{ ...noFrom, foundInBackup: 'b-nf' }]);
+    expect(v.asked).not.toContain('b-x');
+    expect(v.asked).not.toContain('b-mo');
+    expect(asked).not.toContain('b-x');
+    expect(asked).not.toContain('b-mo');
+  });
+
+  it('an entry that lists the user carries no foundInBackup key at all', async () => {
+    const log = new AuditLog(file);
+    const del = await log.append({ actor: alice, action: 'delete-users', userIds: ['u'], backup: 'b', outcome: 'done' });
+    const got = await queryAudit(log, { user: 'u' }, holdsFrom({ b: ['u'] }).holds);
+    expect(got).toStrictEqual([del]);
+    expect(Object.keys(got[0] ?? {})).not.toContain('foundInBackup');
+  });
+});
+
+describe('reading: limits, outcomes, torn lines', () => {
+  const entryLine = (over: Record<string, unknown> = {}) =>
+    JSON.stringify({ id: 'x', op: 'x', time: '2026-01-01T00:00:00.000Z', actor: { kind: 'os', name: 'a' }, action: 'backup', outcome: 'done', ...over });
+
+  it('limit 0 reads nothing; a valid since is accepted', async () => {
+    const log = new AuditLog(file);
+    const a = await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    expect(await log.read({ limit: 0 })).toStrictEqual([]);
+    expect(await log.read({ limit: 1, since: new Date(0) })).toStrictEqual([a]);
+  });
+
+  it('an interrupted operation is not unfinished', async () => {
+    const log = new AuditLog(file);
+    const s = await log.append({ actor: alice, action: 'restore', outcome: 'started' });
+    expect(await log.unfinished()).toStrictEqual([s]);
+    await log.append({ op: s.op, actor: alice, action: 'restore', outcome: 'interrupted' });
+    expect(await log.unfinished()).toStrictEqual([]);
+  });
+
+  it('a bad line followed by an entry is corruption even when the file ends without a newline', async () => {
+    await fsp.writeFile(file, `{bad\n${entryLine()}`);
+    expect(await rejection(new AuditLog(file).read())).toMatchObject({ code: 'E_AUDIT_PARSE', details: { line: 1 } });
+  });
+
+  it('names JSON.parse\'s own reason for a line that is not JSON', async () => {
+    await fsp.writeFile(file, `{bad\n${entryLine()}\n`);
+    const err = await rejection(new AuditLog(file).read());
+    expect(err.message).toMatch(/:1: /);
+    expect(err.message).not.toMatch(/not a JSON object/);
+    expect(err.message).toMatch(/JSON|property name|token/i);
+  });
+
+  it('an entry appended after a torn fragment is kept, and the fragment dropped', async () => {
+    const log = new AuditLog(file);
+    const a = await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    await fsp.appendFile(file, '{"id":"torn","op":"torn","details":{"x":"{\\"id\\":\\"');
+    const b = await log.append({ actor: alice, action: 'import', outcome: 'done' });
+    const c = await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    expect(await log.read()).toStrictEqual([a, b, c]);
+  });
+
+  it('a whole entry that lost only its newline is kept with the one glued after it', async () => {
+    const first = entryLine({ id: 'one', op: 'one' });
+    const second = entryLine({ id: 'two', op: 'two', action: 'import' });
+    await fsp.writeFile(file, `${first}${second}\n`);
+    expect((await new AuditLog(file).read()).map((e) => [e.id, e.action])).toEqual([['one', 'backup'], ['two', 'import']]);
+  });
+
+  it('a path through a regular file cannot be read, rewritten or appended to: errors, not an empty log', async () => {
+    const blocker = path.join(dir, 'plain');
+    await fsp.writeFile(blocker, 'x');
+    const log = new AuditLog(path.join(blocker, 'audit.log'));
+    expect(await rejection(log.read())).toMatchObject({ code: 'E_AUDIT_READ' });
+    expect(await rejection(log.rewrite((l) => l))).toMatchObject({ code: 'E_AUDIT_READ' });
+    const err = await rejection(log.append({ actor: alice, action: 'backup', outcome: 'done' }));
+    expect(err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+    expect(err.message).toMatch(/^cannot open audit log /);
+  });
+
+  it('a directory that cannot be created: E_AUDIT_WRITE "cannot create"', async () => {
+    // A dangling symlink where the log's directory should be: open says ENOENT, mkdir cannot make it.
+    await fsp.symlink(path.join(dir, 'nowhere', 'deeper'), path.join(dir, 'link'));
+    const log = new AuditLog(path.join(dir, 'link', 'audit.log'));
+    const err = await rejection(log.append({ actor: alice, action: 'backup', outcome: 'done' }));
+    expect(err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+    expect(err.message).toMatch(/^cannot create audit log /);
+  });
+
+  it('the secret walk counts array levels too', async () => {
+    let deep: unknown = { token: 'bottom' };
+    for (let i = 0; i < 40; i++) deep = [deep];
+    const e = await new AuditLog(file).append({ actor: alice, action: 'import', outcome: 'done', details: { deep } });
+    // 32 levels down the walk stops (bounded); an array level counts as one.
+    expect(JSON.stringify(e.details)).toContain('bottom');
+  });
+});
+
+describe('writing: mode, directory sync, descriptors, short writes, durations', () => {
+  it('tightens a log another tool left readable to 0600 on the next append', async () => {
+    await fsp.writeFile(file, '', { mode: 0o644 });
+    await fsp.chmod(file, 0o644);
+    await new AuditLog(file).append({ actor: alice, action: 'backup', outcome: 'done' });
+    expect((await fsp.stat(file)).mode & 0o777).toBe(0o600);
+  });
+
+  it('syncs the directory once per instance, and the parent too when it created the directory', async () => {
+    const synced: string[] = [];
+    const restore = setFsIo({
+      fsyncDir: async (d: string) => {
+        synced.push(d);
+        await defaultFsIo.fsyncDir(d);
+      },
+    });
+    try {
+      const sub = path.join(dir, 'new');
+      const created = new AuditLog(path.join(sub, 'audit.log'));
+      await created.append({ actor: alice, action: 'backup', outcome: 'done' });
+      expect(synced).toEqual([sub, dir]);
+      await created.append({ actor: alice, action: 'backup', outcome: 'done' });
+      expect(synced).toEqual([sub, dir]);
+      synced.length = 0;
+      const existing = new AuditLog(path.join(sub, 'audit.log'));
+      await existing.append({ actor: alice, action: 'backup', outcome: 'done' });
+      await existing.append({ actor: alice, action: 'backup', outcome: 'done' });
+      expect(synced).toEqual([sub]);
+    } finally {
+      restore();
+    }
+  });
+
+  it('a failed directory sync fails the append with E_AUDIT_WRITE', async () => {
+    const restore = setFsIo({
+      fsyncDir: async () => {
+        throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+      },
+    });
+    try {
+      const err = await rejection(new AuditLog(file).append({ actor: alice, action: 'backup', outcome: 'done' }));
+      expect(err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+      expect(err.message).toMatch(/^cannot sync directory of audit log /);
+    } finally {
+      restore();
+    }
+  });
+
+  it('a short write fails the append with E_AUDIT_WRITE naming the bytes', async () => {
+    const restore = setFsIo({ writeSome: (fh, _f, buf) => fh.write(buf, 0, Math.floor(buf.length / 2)) });
+    try {
+      const err = await rejection(new AuditLog(file).append({ actor: alice, action: 'backup', outcome: 'done' }));
+      expect(err).toMatchObject({ code: 'E_AUDIT_WRITE' });
+      expect(err.message).toMatch(/^cannot append audit log .*: short write \(\d+ of \d+ bytes\)$/);
+    } finally {
+      restore();
+    }
+  });
+
+  it('leaves no descriptor open after appends, reads and rewrites', async () => {
+    const fds = async () => (await fsp.readdir('/proc/self/fd')).length;
+    const log = new AuditLog(file);
+    await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    await log.read();
+    await log.rewrite((l) => l);
+    const before = await fds();
+    for (let i = 0; i < 10; i++) {
+      await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+      await log.read();
+      await log.rewrite((l) => l);
+    }
+    expect(await fds()).toBe(before);
+  });
+
+  it('durationMs is the time the operation took', async () => {
+    const t0 = Date.now();
+    const op = await new AuditLog(file).begin('backup', alice);
+    const done = await op.finish();
+    expect(done.durationMs).toBeGreaterThanOrEqual(0);
+    expect(done.durationMs).toBeLessThanOrEqual(Date.now() - t0 + 1);
+  });
+
+  it('rewrite edits every terminated line and counts them, adding no line at the end', async () => {
+    const log = new AuditLog(file);
+    await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    await log.append({ actor: alice, action: 'import', outcome: 'done' });
+    const before = await fsp.readFile(file, 'utf8');
+    expect(await log.rewrite((l) => `${l} `)).toBe(2);
+    expect(await fsp.readFile(file, 'utf8')).toBe(before.replace(/\n/g, ' \n'));
+  });
+
+  it('an error of the audit\'s own catalogue thrown by an edit passes through unchanged', async () => {
+    const log = new AuditLog(file);
+    await log.append({ actor: alice, action: 'backup', outcome: 'done' });
+    const own = new OpsError('E_OPS_ARG', 'edit refused');
+    expect(await rejection(log.rewrite(() => {
+      throw own;
+    }))).toBe(own);
   });
 });
