@@ -151,6 +151,25 @@ describe('stringifyJson', () => {
     };
     expect(() => stringifyJson(throwing)).toThrow('not a call stack problem');
   });
+
+  it('a failure that is no stack overflow is not retried: toJSON runs once and its error comes out', () => {
+    let calls = 0;
+    const flaky = {
+      toJSON() {
+        calls++;
+        if (calls === 1) throw new TypeError('first call fails');
+        return 'second call';
+      },
+    };
+    expect(() => stringifyJson({ flaky })).toThrow('first call fails');
+    expect(calls).toBe(1);
+  });
+
+  it('applies toJSON once: a result that has a toJSON of its own is printed as is', () => {
+    const v = { a: { toJSON: () => ({ toJSON: () => 'twice', kept: 1 }) }, b: [{ toJSON: () => ({ toJSON: () => 'twice' }) }] };
+    expect(stringifyIterative(v, 0)).toBe(JSON.stringify(v));
+    expect(stringifyIterative(v, 0)).toBe('{"a":{"kept":1},"b":[{}]}');
+  });
 });
 
 describe('jsonEqual', () => {
@@ -162,6 +181,8 @@ describe('jsonEqual', () => {
     [1, 2], [1, '1'], [0, -0], [null, {}], [{}, null], [null, 0], [[], {}], [{}, []], [[1], [1, 2]], [[1, 2], [2, 1]],
     [{ a: 1 }, { a: 1, b: 2 }], [{ a: 1, b: 2 }, { a: 1 }], [{ a: 1 }, { b: 1 }], [{ a: undefined }, { b: undefined }],
     [{ a: [1, { b: 2 }] }, { a: [1, { b: 3 }] }], [[[1]], [[2]]], [{ a: 1 }, 'x'], ['x', { a: 1 }],
+    // An empty container against a scalar: no keys on either side, still unequal.
+    [{}, 5], [5, {}], [[], 0], ['', []], [{}, true], [{}, ''],
   ];
   it('equal pairs are equal both ways', () => {
     for (const [a, b] of equal) {
