@@ -115,6 +115,26 @@ describe('mergeRecords', () => {
     expect(mergeRecords(shuffled, rec('i'), 100, NOW).history.map((e) => e.text)).toEqual(['early', 'late']);
   });
 
+  it('keeps INTO first and each side's order on long histories of one instant', () => {
+    const into = rec('i', { history: Array.from({ length: 70 }, (_, k) => turn('user', `i${k}`, 5)) });
+    const from = rec('f', { history: Array.from({ length: 70 }, (_, k) => turn('bot', `f${k}`, 5)) });
+    const expected = [...Array.from({ length: 70 }, (_, k) => `i${k}`), ...Array.from({ length: 70 }, (_, k) => `f${k}`)];
+    expect(mergeRecords(from, into, 1000, NOW).history.map((e) => e.text)).toEqual(expected);
+    // Out of order in time, then equal times: time first, then INTO, then each side's order.
+    const mixedInto = rec('i', { history: Array.from({ length: 60 }, (_, k) => turn('user', `i${k}`, 59 - k)) });
+    const mixedFrom = rec('f', { history: Array.from({ length: 60 }, (_, k) => turn('bot', `f${k}`, 59 - k)) });
+    const got = mergeRecords(mixedFrom, mixedInto, 1000, NOW).history.map((e) => e.text);
+    expect(got).toEqual(Array.from({ length: 60 }, (_, m) => [`i${59 - m}`, `f${59 - m}`]).flat());
+  });
+
+  it('an identity or unknown field INTO holds as undefined counts as empty', () => {
+    const from = rec('f', { name: 'Budi', lang: 'id' });
+    const into = rec('i', { name: undefined as unknown as null, lang: undefined });
+    const m = mergeRecords(from, into, 100, NOW);
+    expect(m.name).toBe('Budi');
+    expect(m.lang).toBe('id');
+  });
+
   it('leaves both inputs as they were', () => {
     const from = rec('f', { flags: { a: 1 }, history: [turn('user', 'x', 1)], summary_context: ['s'] });
     const into = rec('i', { flags: { b: 1 }, history: [turn('user', 'y', 2)] });
