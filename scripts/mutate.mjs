@@ -35,6 +35,7 @@ const TESTS = {
   'src/store/search-text.ts': ['test/store/search.test.ts', 'test/mutation/search-text.test.ts'],
   'src/json-safe.ts': ['test/mutation/json-safe.test.ts'],
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
+  'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
 };
 
 /**
