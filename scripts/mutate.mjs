@@ -36,6 +36,7 @@ const TESTS = {
   'src/json-safe.ts': ['test/mutation/json-safe.test.ts'],
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
+  'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
 };
 
 /**
@@ -47,6 +48,7 @@ const CI_TESTS = {
   'src/backup/manifest.ts': ['test/mutation/manifest.test.ts'],
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
+  'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
 };
 
 /**
