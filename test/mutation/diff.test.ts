@@ -73,6 +73,12 @@ describe('diffRecords', () => {
     expect(f.changed).toStrictEqual([{ user_id: 'u', fields: ['flags'], flags: { added: [], removed: [], changed: ['a'] } }]);
   });
 
+  it('lists the flag names sorted, whatever order the records hold them in', async () => {
+    const a = [rec('u', { flags: { zdrop: 1, adrop: 1, zc: 1, ac: 1 } })];
+    const b = [rec('u', { flags: { zc: 2, ac: 2, znew: 1, anew: 1 } })];
+    expect((await diffRecords(stream(a), stream(b))).changed[0]?.flags).toStrictEqual({ added: ['anew', 'znew'], removed: ['adrop', 'zdrop'], changed: ['ac', 'zc'] });
+  });
+
   it('reports progress every 1,000 users seen', async () => {
     const ids = Array.from({ length: 2500 }, (_, i) => `u${String(i).padStart(5, '0')}`);
     const seen: number[] = [];
