@@ -163,6 +163,17 @@ describe('stringifyJson', () => {
     };
     expect(() => stringifyJson({ flaky })).toThrow('first call fails');
     expect(calls).toBe(1);
+    // Only a RangeError is a stack overflow, whatever another error's message says.
+    calls = 0;
+    const talky = {
+      toJSON() {
+        calls++;
+        if (calls === 1) throw new Error('Maximum call stack size exceeded (a message, not an overflow)');
+        return 'second call';
+      },
+    };
+    expect(() => stringifyJson([talky])).toThrow('a message, not an overflow');
+    expect(calls).toBe(1);
   });
 
   it('applies toJSON once: a result that has a toJSON of its own is printed as is', () => {
