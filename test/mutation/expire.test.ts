@@ -40,7 +40,7 @@ function context(extra: Partial<ExpireContext> = {}): ExpireContext {
       forgotten.push(ids);
       const deleted = await store.exclusive({ ids }, (x) => x.delete(ids));
       const op = await audit.append({ actor, action: 'forget', outcome: 'done', details: { count: ids.length } });
-      return { deleted, hashes: {}, backupsRewritten: [], filesDeleted: [], logsRedacted: [], auditOp: op.op } as ForgetResult;
+      return { deleted, hashes: {}, backupsRewritten: [], filesDeleted: [], logsRedacted: [], auditEntriesRedacted: 0, auditOp: op.op };
     },
     ...extra,
   };

@@ -115,7 +115,7 @@ describe('mergeRecords', () => {
     expect(mergeRecords(shuffled, rec('i'), 100, NOW).history.map((e) => e.text)).toEqual(['early', 'late']);
   });
 
-  it('keeps INTO first and each side's order on long histories of one instant', () => {
+  it('keeps INTO first and each side\'s order on long histories of one instant', () => {
     const into = rec('i', { history: Array.from({ length: 70 }, (_, k) => turn('user', `i${k}`, 5)) });
     const from = rec('f', { history: Array.from({ length: 70 }, (_, k) => turn('bot', `f${k}`, 5)) });
     const expected = [...Array.from({ length: 70 }, (_, k) => `i${k}`), ...Array.from({ length: 70 }, (_, k) => `f${k}`)];
