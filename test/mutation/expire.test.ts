@@ -154,4 +154,31 @@ describe('expireUsers', () => {
     expect(await backupFiles()).toEqual([]);
     expect(await store.count()).toBe(2);
   });
+
+  // A write racing the expiry: started right after the call, it lands after the listing and before the
+  // re-read. Each test checks that the listing did see the user inactive (the race happened), or fails.
+  it('delete mode: a user who wrote after the listing is kept; the others go', async () => {
+    const run = expireUsers(context(), { inactiveAfter: '180d' }, { now: NOW });
+    const wrote = store.patch('a-old', { name: 'back again' });
+    const [r] = await Promise.all([run, wrote]);
+    expect(r.users.map((u) => u.user_id)).toEqual(['a-old', 'b-old']);
+    expect(r.expired).toBe(1);
+    expect((await store.get('a-old'))?.name).toBe('back again');
+    expect(await store.get('b-old')).toBeNull();
+    expect(Object.keys(JSON.parse(await fsp.readFile(path.join(backupDir, `${r.backup}.json`), 'utf8')) as object)).toEqual(['b-old']);
+  });
+
+  it('delete mode: everyone active again by the section: nothing deleted, no backup, audited done', async () => {
+    const run = expireUsers(context(), { inactiveAfter: '180d' }, { now: NOW });
+    const wrote = Promise.all([store.patch('a-old', { name: 'a' }), store.patch('b-old', { name: 'b' })]);
+    const [r] = await Promise.all([run, wrote]);
+    expect(r.users.map((u) => u.user_id)).toEqual(['a-old', 'b-old']);
+    expect(r).toMatchObject({ expired: 0, backup: null, dryRun: false });
+    expect(await store.count()).toBe(4);
+    expect(await backupFiles()).toEqual([]);
+    const entries = await audit.read();
+    expect(entries.map((e) => e.outcome)).toEqual(['started', 'done']);
+    expect(entries[1]).not.toHaveProperty('backup');
+    expect(entries[1]?.details).toEqual({ deleted: 0 });
+  });
 });
