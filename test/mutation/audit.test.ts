@@ -545,6 +545,17 @@ describe('reading: limits, outcomes, torn lines', () => {
     expect(await log.unfinished()).toStrictEqual([s]);
     await log.append({ op: s.op, actor: alice, action: 'restore', outcome: 'interrupted' });
     expect(await log.unfinished()).toStrictEqual([]);
+    const f = await log.append({ actor: alice, action: 'import', outcome: 'started' });
+    expect(await log.unfinished()).toStrictEqual([f]);
+    await log.append({ op: f.op, actor: alice, action: 'import', outcome: 'failed' });
+    expect(await log.unfinished()).toStrictEqual([]);
+  });
+
+  it('a log that does not exist yet reads as empty, and nothing is unfinished', async () => {
+    const log = new AuditLog(path.join(dir, 'not-yet', 'audit.log'));
+    expect(await log.read()).toStrictEqual([]);
+    expect(await log.unfinished()).toStrictEqual([]);
+    expect(await log.rewrite((l) => l)).toBe(0);
   });
 
   it('a bad line followed by an entry is corruption even when the file ends without a newline', async () => {
