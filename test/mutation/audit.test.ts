@@ -486,7 +486,12 @@ describe('queryAudit: each operation and backup looked at once, and only where t
     // that holds the user too; the first hit stays.
     const r1 = await log.append({ actor: alice, action: 'restore', backup: 'b-own1', details: { from: 'b-src' }, outcome: 'started' });
     const r2 = await log.append({ op: r1.op, actor: alice, action: 'restore', backup: 'b-own2', outcome: 'done' });
-    const { holds, asked } = holdsFrom({ 'b-same': ['u'], 'b-own1': [], 'b-src': ['u'], 'b-own2': ['u'] });
+    // A refused clear took no backup: nothing to ask (the helper throws when asked about no backup).
+    await log.append({ actor: alice, action: 'clear-all', outcome: 'refused' });
+    // An import whose start lists nobody but whose end lists the user: only the start is "found".
+    const i1 = await log.append({ actor: alice, action: 'import', backup: 'b-imp', outcome: 'started' });
+    const i2 = await log.append({ op: i1.op, actor: alice, action: 'import', userIds: ['u'], backup: 'b-imp', outcome: 'done' });
+    const { holds, asked } = holdsFrom({ 'b-same': ['u'], 'b-own1': [], 'b-src': ['u'], 'b-own2': ['u'], 'b-imp': ['u'] });
     const got = await queryAudit(log, { user: 'u' }, holds);
     expect(got).toStrictEqual([
       { ...s, foundInBackup: 'b-same' },
@@ -494,6 +499,8 @@ describe('queryAudit: each operation and backup looked at once, and only where t
       { ...other, foundInBackup: 'b-same' },
       { ...r1, foundInBackup: 'b-src' },
       { ...r2, foundInBackup: 'b-src' },
+      { ...i1, foundInBackup: 'b-imp' },
+      i2,
     ]);
     expect(asked.filter((id) => id === 'b-same')).toHaveLength(1);
   });
