@@ -70,6 +70,15 @@ describe('expireUsers', () => {
     expect(await findInactive(store, new Date(CUTOFF))).toContainEqual({ user_id: 'a-old', updated_at: '2026-06-03T11:59:59.999Z' });
   });
 
+  it('an invalid duration is refused naming the setting, before anything is read', async () => {
+    await expect(expireUsers(context(), { inactiveAfter: '6 months' }, { now: NOW })).rejects.toMatchObject({
+      code: 'E_OPS_ARG',
+      message: expect.stringContaining('users.inactiveAfter'),
+    });
+    expect(await audit.read()).toEqual([]);
+    expect(await store.count()).toBe(4);
+  });
+
   it('finds the inactive users on every page of the listing', async () => {
     const many = Array.from({ length: 2100 }, (_, i) => at(`p${String(i).padStart(5, '0')}`, i % 3 === 0 ? '2026-01-01T00:00:00.000Z' : '2026-11-01T00:00:00.000Z'));
     await store.exclusive('all', (x) => x.putMany(many));
