@@ -129,7 +129,8 @@ async function runOne(tree, dist, n, op, c) {
   for (const [u, t, t0] of acks) if (op !== 'change' || t0 >= opEnd) byUser.set(u, [...(byUser.get(u) ?? []), t]);
   const inBackup = new Map();
   if (res.backup) {
-    const { readJsonEntries } = await import(pathToFileURL(path.join(dist, 'backup/json-entries.js')).href);
+    // This tree's reader for both trees: the backup format is the same, the module moved (src/format/).
+    const { readJsonEntries } = await import(pathToFileURL(path.join(ROOT, 'dist/format/json-entries.js')).href);
     for await (const e of readJsonEntries(path.join(run, 'backups', `${res.backup}.json`))) {
       if (byUser.has(e.key)) inBackup.set(e.key, new Set(e.value.history.map((h) => h.text)));
     }
