@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
-import type { Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/types.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
