@@ -35,7 +35,7 @@ let generationSeq = 0;
 /** A name part unique in this store: the clock (base 36, fixed width this century) and a counter. */
 const newGeneration = (): string => `${Date.now().toString(36)}${(++generationSeq % 36 ** 4).toString(36).padStart(4, '0')}`;
 const USER_COLUMNS = 'user_id, data, name, product, created_at, updated_at, messages, search_text';
-/** Rows per transaction when old tables are emptied, and documents per transaction when a restore's index is built. */
+/** Base sizes of a chunk (scaled to its time, see SqliteDriver.chunk): users, other rows, and documents of a restore's index. */
 const DROP_USERS = 1000;
 const DROP_ROWS = 5000;
 const BUILD_DOCS = 5000;
@@ -591,19 +591,25 @@ export class SqliteDriver implements StoreDriver {
     // A user twice in the stream: the later row wins, as in swapIn's upsert order.
     const rows = this.db.prepare<[number, number]>(`INSERT OR REPLACE INTO main.users_new_${g} (${USER_COLUMNS}) SELECT ${USER_COLUMNS} FROM ${table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
     const lastRow = maxOf(table);
-    for (let from = 0; from < lastRow; from += DROP_USERS) {
-      this.db.transaction(() => rows.run(from, from + DROP_USERS))();
+    let scale = 1;
+    for (let from = 0; from < lastRow; ) {
+      const to = from + Math.max(1, Math.round(DROP_USERS * scale));
+      scale = this.chunk(scale, () => rows.run(from, to));
+      from = to;
       await turn();
     }
     // Staging rowids follow history order per user, so they serve as document ids as they are.
     const docs = this.db.prepare<[number, number]>(`INSERT INTO main.search_docs_new_${g} (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
     const fts = this.db.prepare<[number, number]>(`INSERT INTO main.search_fts_new_${g} (rowid, text) SELECT rowid, text FROM ${table}_docs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
     const lastDoc = maxOf(`${table}_docs`);
-    for (let from = 0; from < lastDoc; from += BUILD_DOCS) {
-      this.db.transaction(() => {
-        docs.run(from, from + BUILD_DOCS);
-        fts.run(from, from + BUILD_DOCS);
-      })();
+    scale = 1;
+    for (let from = 0; from < lastDoc; ) {
+      const to = from + Math.max(1, Math.round(BUILD_DOCS * scale));
+      scale = this.chunk(scale, () => {
+        docs.run(from, to);
+        fts.run(from, to);
+      });
+      from = to;
       await turn();
     }
     // The totals of the finished table, summed by key range: nothing else writes it.
@@ -689,26 +695,34 @@ export class SqliteDriver implements StoreDriver {
    * as long as the DELETE of the whole store it replaces).
    */
   private async dropOld(): Promise<void> {
-    // Rows per chunk, sized to the time a chunk took: ~DROP_TURN_MS, so a write waits at most that.
     let scale = 1;
     for (;;) {
       await new Promise((r) => setImmediate(r));
       if (this.closing || !this.db.open) return;
       const name = generationTables(this.db, 'old')[0];
       if (name === undefined) return;
-      const t0 = performance.now();
-      // No fsync of the WAL per chunk: a crash that loses chunks leaves old tables that open drops
-      // anyway, and the next commit of a write fsyncs these frames with its own.
-      this.db.pragma('synchronous = NORMAL');
-      try {
-        this.db.transaction(() => this.dropChunk(name, scale))();
-      } finally {
-        this.db.pragma('synchronous = FULL');
-      }
-      const ms = performance.now() - t0;
-      if (ms > 2 * DROP_TURN_MS) scale = Math.max(scale / 2, 1 / 64);
-      else if (ms < DROP_TURN_MS / 2) scale = Math.min(scale * 2, 4);
+      scale = this.chunk(scale, () => this.dropChunk(name, scale));
     }
+  }
+
+  /**
+   * Runs one chunk of background work (an old table's drop, a restore's build) as its own transaction
+   * and returns the next chunk's scale, sized so a chunk takes ~DROP_TURN_MS: a write waits at most
+   * about that. The WAL is not fsynced for it: a crash that loses chunks leaves old or half-built
+   * tables, which open drops anyway, and the next commit of a write fsyncs these frames with its own.
+   */
+  private chunk(scale: number, fn: () => void): number {
+    const t0 = performance.now();
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      this.db.transaction(fn)();
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
+    const ms = performance.now() - t0;
+    if (ms > 2 * DROP_TURN_MS) return Math.max(scale / 2, 1 / 64);
+    if (ms < DROP_TURN_MS / 2) return Math.min(scale * 2, 4);
+    return scale;
   }
 
   /** Deletes one chunk of `name`'s rows (`scale` times the base size), or drops it when it is empty. */
