@@ -697,7 +697,9 @@ export class SqliteDriver implements StoreDriver {
   private async dropOld(): Promise<void> {
     let scale = 1;
     for (;;) {
-      await new Promise((r) => setImmediate(r));
+      // A pause as long as a chunk between chunks: writes keep at least about half the event loop
+      // (with setImmediate alone, appends during a 1M-user drop fell to 1/5 of the rate after it).
+      await new Promise((r) => setTimeout(r, DROP_TURN_MS));
       if (this.closing || !this.db.open) return;
       const name = generationTables(this.db, 'old')[0];
       if (name === undefined) return;
