@@ -5,8 +5,11 @@
 // many appends were acknowledged during the operation, failed appends, and lost acknowledged appends
 // (an acknowledged append that is neither in the store afterwards nor in the operation's backup).
 //
+// Op `change` (not in the default list) times the store's change of a clear alone, without the engine's
+// backup: `store.exclusive('all', ctx => ctx.clear())`; "lost" then counts appends started after it
+// returned and missing from the store (a 1M-user clear with its backup takes half an hour here).
 // Knobs: BENCH_PAUSE_USERS (100000), BENCH_PAUSE_OPS (clear,restore), BENCH_PAUSE_WRITERS (8),
-// BENCH_PAUSE_ROUNDS (1), BENCH_PAUSE_BASE (a baseline build's dist/ directory, e.g. the previous commit
+// BENCH_PAUSE_ROUNDS (1), BENCH_PAUSE_AFTER_MS (500: writers go on this long after the operation), BENCH_PAUSE_BASE (a baseline build's dist/ directory, e.g. the previous commit
 // built aside; without it only this tree runs), BENCH_PAUSE_CACHE (where the N-user store and its full
 // backup are built once and reused; default a temp dir), BENCH_PAUSE_WORK (where each run's copy goes).
 // Prints one line per run, a table, then `JSON {…}`.
@@ -21,6 +24,8 @@ const USERS = envInts('BENCH_PAUSE_USERS', [100_000]);
 const OPS = (process.env.BENCH_PAUSE_OPS ?? 'clear,restore').split(',').filter((o) => o !== 'none' && o !== '');
 const WRITERS = envInt('BENCH_PAUSE_WRITERS', 8);
 const ROUNDS = envInt('BENCH_PAUSE_ROUNDS', 1);
+// How long the writers go on after the operation returned (the "after" columns).
+const AFTER_MS = envInt('BENCH_PAUSE_AFTER_MS', 500);
 const CACHE = process.env.BENCH_PAUSE_CACHE ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'chatmem-pause-cache-')));
 const WORK = process.env.BENCH_PAUSE_WORK ?? CACHE;
 const trees = [...(process.env.BENCH_PAUSE_BASE ? [['base', path.resolve(process.env.BENCH_PAUSE_BASE)]] : []), ['this', path.join(ROOT, 'dist')]];
@@ -93,6 +98,8 @@ async function runOne(tree, dist, n, op, c) {
   let opStart = Infinity;
   let opEnd = Infinity;
   const during = [];
+  // Writes started after the operation returned: the SQLite drop of the old tables runs then.
+  const after = [];
   const acks = [];
   const writer = async () => {
     while (!stop) {
@@ -102,8 +109,9 @@ async function runOne(tree, dist, n, op, c) {
       try {
         await store.appendHistory(user, msg);
         const t1 = performance.now();
-        acks.push([user, msg.text]);
+        acks.push([user, msg.text, t0]);
         if (t1 >= opStart && t0 <= opEnd) during.push(t1 - t0);
+        else if (t0 > opEnd) after.push(t1 - t0);
       } catch {
         failed++;
       }
@@ -112,9 +120,10 @@ async function runOne(tree, dist, n, op, c) {
   const writers = Array.from({ length: WRITERS }, writer);
   await new Promise((r) => setTimeout(r, 1000));
   opStart = performance.now();
-  const res = op === 'clear' ? await ops.clearAll() : await ops.restore(c.source, { wholeStore: true });
+  const res =
+    op === 'clear' ? await ops.clearAll() : op === 'change' ? { backup: null, n: await store.exclusive('all', (ctx) => ctx.clear()) } : await ops.restore(c.source, { wholeStore: true });
   opEnd = performance.now();
-  await new Promise((r) => setTimeout(r, 500));
+  await new Promise((r) => setTimeout(r, AFTER_MS));
   stop = true;
   await Promise.all(writers);
   const s = latencyStats(during);
@@ -122,10 +131,11 @@ async function runOne(tree, dist, n, op, c) {
   // Every acknowledged append is in the store now or in the operation's backup (read in one pass:
   // a lookup per user took tens of minutes at 1M).
   const byUser = new Map();
-  for (const [u, t] of acks) byUser.set(u, [...(byUser.get(u) ?? []), t]);
+  for (const [u, t, t0] of acks) if (op !== 'change' || t0 >= opEnd) byUser.set(u, [...(byUser.get(u) ?? []), t]);
   const inBackup = new Map();
   if (res.backup) {
-    const { readJsonEntries } = await import(pathToFileURL(path.join(dist, 'backup/json-entries.js')).href);
+    // This tree's reader for both trees: the backup format is the same, the module moved (src/format/).
+    const { readJsonEntries } = await import(pathToFileURL(path.join(ROOT, 'dist/format/json-entries.js')).href);
     for await (const e of readJsonEntries(path.join(run, 'backups', `${res.backup}.json`))) {
       if (byUser.has(e.key)) inBackup.set(e.key, new Set(e.value.history.map((h) => h.text)));
     }
@@ -139,7 +149,8 @@ async function runOne(tree, dist, n, op, c) {
   await fsp.rm(run, { recursive: true, force: true });
   return {
     users: n, op, tree, load1: round(os.loadavg()[0], 2), opMs: round(opEnd - opStart, 0), sectionMs: round(sections.reduce((a, b) => a + b, 0), 0), changeMs: round(changes.reduce((a, b) => a + b, 0), 0),
-    maxWriteMs: round(s.max, 1), p99Ms: round(s.p99, 1), appendsDuring: during.length, failed, lost, acked: acks.length,
+    maxWriteMs: round(s.max, 1), p99Ms: round(s.p99, 1), over100: during.filter((d) => d > 100).length,
+    maxAfterMs: round(after.reduce((a, b) => Math.max(a, b), 0), 1), afterOver100: after.filter((d) => d > 100).length, appendsAfter: after.length, appendsDuring: during.length, failed, lost, acked: acks.length,
   };
 }
 
@@ -157,7 +168,7 @@ for (const n of USERS) {
     }
   }
 }
-console.log('| users | op | tree | load1 | op total ms | whole-store section ms | of it the change ms | longest write ms | p99 ms | appends acked during | failed | lost |');
-console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-for (const r of results) console.log(`| ${r.users} | ${r.op} | ${r.tree} | ${r.load1} | ${r.opMs} | ${r.sectionMs} | ${r.changeMs} | ${r.maxWriteMs} | ${r.p99Ms} | ${r.appendsDuring} | ${r.failed} | ${r.lost} |`);
+console.log('| users | op | tree | load1 | op total ms | whole-store section ms | of it the change ms | longest write ms | p99 ms | writes > 100 ms | appends acked during | longest write after ms | after > 100 ms | appends after | failed | lost |');
+console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+for (const r of results) console.log(`| ${r.users} | ${r.op} | ${r.tree} | ${r.load1} | ${r.opMs} | ${r.sectionMs} | ${r.changeMs} | ${r.maxWriteMs} | ${r.p99Ms} | ${r.over100} | ${r.appendsDuring} | ${r.maxAfterMs} | ${r.afterOver100} | ${r.appendsAfter} | ${r.failed} | ${r.lost} |`);
 console.log(`JSON ${JSON.stringify({ bench: 'clear-pause', date: new Date().toISOString(), machine: machineInfo(), writers: WRITERS, trees: Object.fromEntries(trees), results })}`);
