@@ -7,6 +7,21 @@ import type { MemoryRecord } from '../../record.js';
 import { stringifyJson } from '../../json-safe.js';
 import { profileText } from '../search-text.js';
 import { SqliteSearch } from './search.js';
+import {
+  bulkIndex,
+  DELETE_TRIGGER,
+  DOC_MESSAGE,
+  DOC_PROFILE,
+  dropLeftovers,
+  generationTables,
+  GENERATION,
+  historyOf,
+  messageText,
+  migrate,
+  newTablesSql,
+  SCHEMA_VERSION,
+  TOTALS_TRIGGERS,
+} from './schema.js';
 import type { DriverContext, ExclusiveScope, ScanOptions, StagedRecords, StoreDriver, StoreStats, UserSummary } from '../types.js';
 
 type Row = { data: string };
@@ -20,17 +35,7 @@ interface PendingUpdate {
   reject: (e: unknown) => void;
 }
 
-const SCHEMA_VERSION = 3;
-const DELETE_TRIGGER = `CREATE TRIGGER users_totals_delete AFTER DELETE ON users BEGIN
-  UPDATE totals SET users = users - 1, messages = messages - OLD.messages, bytes = bytes - length(CAST(OLD.data AS BLOB)) WHERE id = 1;
-END`;
 const SCAN_BATCH = 500;
-/**
- * Tables of a generation: built beside the live ones (`*_new_<g>`: a restore's rows, index and
- * documents) or set aside by a clear or restore (`*_old_<g>`), renamed in and out in one transaction
- * so the exclusive section holds only metadata changes. Shadow tables of FTS5 (`…_data`) do not match.
- */
-const GENERATION = /^(users|search_docs|search_fts)_(old|new)_([a-z0-9]+)$/;
 let generationSeq = 0;
 /** A name part unique in this store: the clock (base 36, fixed width this century) and a counter. */
 const newGeneration = (): string => `${Date.now().toString(36)}${(++generationSeq % 36 ** 4).toString(36).padStart(4, '0')}`;
@@ -41,41 +46,6 @@ const DROP_ROWS = 5000;
 const BUILD_DOCS = 5000;
 /** Milliseconds one chunk of the old tables' drop aims at (the chunk size adapts to it). */
 const DROP_TURN_MS = 10;
-const TOTALS_TRIGGERS = `CREATE TRIGGER users_totals_insert AFTER INSERT ON users BEGIN
-  UPDATE totals SET users = users + 1, messages = messages + NEW.messages, bytes = bytes + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-END;
-${DELETE_TRIGGER};
-CREATE TRIGGER users_totals_update AFTER UPDATE ON users BEGIN
-  UPDATE totals SET messages = messages - OLD.messages + NEW.messages,
-    bytes = bytes - length(CAST(OLD.data AS BLOB)) + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-END`;
-
-/**
- * The live tables' schema under the names of generation `g` (`users_new_<g>`, …). Index names are
- * global in SQLite and stay with a renamed table, so each generation's indexes carry its name.
- */
-function newTablesSql(g: string): string {
-  return `CREATE TABLE users_new_${g} (
-      user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
-      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX users_updated_at_${g} ON users_new_${g} (updated_at);
-    CREATE TABLE search_docs_new_${g} (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
-    CREATE INDEX search_docs_user_${g} ON search_docs_new_${g} (user_id, kind, id);
-    CREATE VIRTUAL TABLE search_fts_new_${g} USING fts5(text, content='', tokenize='trigram');`;
-}
-
-/** Names of this store's generation tables of `kind`. */
-function generationTables(db: Database.Database, kind: 'old' | 'new' | 'any'): string[] {
-  const names = db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-  return names.filter((n) => {
-    const m = GENERATION.exec(n);
-    return m !== null && (kind === 'any' || m[2] === kind);
-  });
-}
-const DOC_PROFILE = 0;
-const DOC_MESSAGE = 1;
-
 /**
  * How a write changes a user's search documents; computed in JS before any SQL runs. The index is
  * contentless, so removing a document takes the text it was indexed with: the stored record is the
@@ -93,10 +63,6 @@ interface IndexPlan {
   /** Texts of the entries added at the end of history. */
   add: string[];
 }
-
-const messageText = (h: { text?: unknown } | null | undefined): string => (typeof h?.text === 'string' ? h.text : '');
-/** History as stored; data from older versions may lack it. */
-const historyOf = (r: MemoryRecord | null): MemoryRecord['history'] => (r && Array.isArray(r.history) ? r.history : []);
 
 /**
  * What to change in the search index for `current` -> `next` (null: the user is deleted). An append
@@ -813,111 +779,4 @@ export class SqliteDriver implements StoreDriver {
     }
   }
 
-}
-
-/** FTS5's default budget of pending index data (bytes) before it writes a segment. */
-const FTS_HASHSIZE_DEFAULT = 1024 * 1024;
-/**
- * Pending index data held in memory during a bulk load: at the default 1 MB, FTS5 writes a small
- * segment every ~2,000 documents and then merges them again and again. Measured on 20k users
- * (280k documents): 2.5 s to index with 1 MB, 1.8 s with 256 MB.
- */
-const FTS_HASHSIZE_BULK = 128 * 1024 * 1024;
-
-/**
- * Runs `fn` (inside the caller's transaction) with FTS5's pending-data budget raised for a bulk load,
- * then sets it back: the setting is stored in the index's config table, so a rollback undoes both.
- */
-function bulkIndex<T>(db: Database.Database, fn: () => T): T {
-  // FTS5 refuses a bound value here ("SQL logic error"): the numbers are constants of this file.
-  db.exec(`INSERT INTO main.search_fts (search_fts, rank) VALUES ('hashsize', ${FTS_HASHSIZE_BULK})`);
-  const result = fn();
-  db.exec(`INSERT INTO main.search_fts (search_fts, rank) VALUES ('hashsize', ${FTS_HASHSIZE_DEFAULT})`);
-  return result;
-}
-
-/**
- * A crash may leave old tables not yet dropped, or a restore's half-built new ones: both go at open,
- * in one transaction (a rename of the live tables is atomic, so `users` is always the live table).
- */
-function dropLeftovers(db: Database.Database): void {
-  const names = generationTables(db, 'any');
-  if (names.length === 0) return;
-  db.transaction(() => {
-    for (const name of names) db.exec(`DROP TABLE ${name}`);
-  })();
-}
-
-function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > SCHEMA_VERSION) {
-    throw new StoreError('E_STORE_VERSION', `store schema version ${version} is newer than this chatmem supports (${SCHEMA_VERSION})`);
-  }
-  if (version < 1) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS users (
-        user_id TEXT PRIMARY KEY NOT NULL,
-        data TEXT NOT NULL,
-        name TEXT,
-        product TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        messages INTEGER NOT NULL,
-        search_text TEXT NOT NULL
-      ) WITHOUT ROWID;
-      PRAGMA user_version = 1;
-    `);
-  }
-  if (version < 2) {
-    // Running totals and an index on updated_at make count() and stats() O(1) / O(log n).
-    db.transaction(() =>
-      db.exec(`
-        CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 1), users INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
-        INSERT INTO totals SELECT 1, COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(length(CAST(data AS BLOB))), 0) FROM users;
-        CREATE INDEX users_updated_at ON users (updated_at);
-        CREATE TRIGGER users_totals_insert AFTER INSERT ON users BEGIN
-          UPDATE totals SET users = users + 1, messages = messages + NEW.messages, bytes = bytes + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-        END;
-        ${DELETE_TRIGGER};
-        CREATE TRIGGER users_totals_update AFTER UPDATE ON users BEGIN
-          UPDATE totals SET messages = messages - OLD.messages + NEW.messages,
-            bytes = bytes - length(CAST(OLD.data AS BLOB)) + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-        END;
-        PRAGMA user_version = 2;
-      `),
-    )();
-  }
-  if (version < 3) {
-    // Search index: FTS5 with the trigram tokenizer matches any substring of 3+ characters,
-    // case-insensitively, from the index. One document per user profile and one per history message,
-    // so an append indexes its own message only. Contentless: the text lives in users.data only.
-    db.transaction(() => {
-      db.exec(`
-        CREATE TABLE search_docs (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
-        CREATE INDEX search_docs_user ON search_docs (user_id, kind, id);
-        CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', tokenize='trigram');
-      `);
-      // Existing users are indexed from their records (JSON.parse: no recursion, whatever their depth).
-      const rows = db.prepare<[string], { user_id: string; data: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id LIMIT 1000');
-      const insertDoc = db.prepare<[string, number]>('INSERT INTO search_docs (user_id, kind) VALUES (?, ?)');
-      const insertFts = db.prepare<[number | bigint, string]>('INSERT INTO search_fts (rowid, text) VALUES (?, ?)');
-      const add = (userId: string, kind: number, text: string): void => {
-        insertFts.run(insertDoc.run(userId, kind).lastInsertRowid, text);
-      };
-      // Slices by key: iterate() cannot run beside inserts on one connection, and all() would hold the store in memory.
-      for (let after = ''; ; ) {
-        const slice = rows.all(after);
-        const last = slice[slice.length - 1];
-        if (!last) break;
-        for (const row of slice) {
-          const r = JSON.parse(row.data) as MemoryRecord;
-          add(row.user_id, DOC_PROFILE, profileText(r));
-          for (const h of historyOf(r)) add(row.user_id, DOC_MESSAGE, messageText(h));
-        }
-        after = last.user_id;
-      }
-      // The old search_text values stay (rewriting every row would cost more than the space); new rows store ''.
-      db.exec('PRAGMA user_version = 3;');
-    })();
-  }
 }
