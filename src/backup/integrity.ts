@@ -215,6 +215,6 @@ export async function finishLeftovers(dir: string, options: { tempPrefix?: strin
   report.parts = await finishParts(dir, writerAlive, (op) => publishedFor(dir, op), async (parts) => {
     const m = parts.manifest;
     return (await writeBackup(dir, { json: parts.entries() }, { reason: m.reason, scope: 'full', source: m.source, auditOp: m.op })).id;
-  });
+  }, names);
   return report;
 }

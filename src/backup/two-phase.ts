@@ -362,17 +362,20 @@ export interface PartsReport {
  * Start-up recovery of two-phase backups whose writer is gone. Sealed parts (the change may have
  * committed) become the final backup through `write` (unless `published(op)` says it exists), then go;
  * unsealed ones go. Parts that do not verify are kept for an operator: they may be the only copy.
+ * `listed` is the directory's listing when the caller has one.
  */
 export async function finishParts(
   dir: string,
   alive: (pid: number, host: string) => boolean,
   published: (op: string) => Promise<boolean>,
   write: (parts: SealedParts) => Promise<string>,
+  listed?: string[],
 ): Promise<PartsReport> {
   const report: PartsReport = { removedUnsealed: [], removedPublished: [], finished: [], kept: [] };
   let names: string[];
   try {
-    names = await fsp.readdir(dir);
+    // Start-up passes the listing it has just made (nothing before this step renames parts files).
+    names = listed ?? (await fsp.readdir(dir));
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return report;
     throw err;

@@ -112,14 +112,7 @@ export function migrate(db: Database.Database): void {
         CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 1), users INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
         INSERT INTO totals SELECT 1, COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(length(CAST(data AS BLOB))), 0) FROM users;
         CREATE INDEX users_updated_at ON users (updated_at);
-        CREATE TRIGGER users_totals_insert AFTER INSERT ON users BEGIN
-          UPDATE totals SET users = users + 1, messages = messages + NEW.messages, bytes = bytes + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-        END;
-        ${DELETE_TRIGGER};
-        CREATE TRIGGER users_totals_update AFTER UPDATE ON users BEGIN
-          UPDATE totals SET messages = messages - OLD.messages + NEW.messages,
-            bytes = bytes - length(CAST(OLD.data AS BLOB)) + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
-        END;
+        ${TOTALS_TRIGGERS};
         PRAGMA user_version = 2;
       `),
     )();
