@@ -56,6 +56,8 @@ export class PostgresDriver implements StoreDriver {
   private readonly maxBatches: number;
   private batchesRunning = 0;
   private queue: PendingWrite[] = [];
+  /** Users with a batch in flight. */
+  private readonly busy = new Set<string>();
   private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
   /** close() has begun: new writes are refused, queued ones still run. */
@@ -139,9 +141,21 @@ export class PostgresDriver implements StoreDriver {
    */
   private pump(): void {
     while (this.queue.length > 0 && this.batchesRunning < this.maxBatches) {
-      const batch = this.queue.splice(0, MAX_BATCH);
+      // A user with a batch in flight waits for it: two transactions could take its lock in either
+      // order, and one user's writes apply in the order they came.
+      const batch: PendingWrite[] = [];
+      const rest: PendingWrite[] = [];
+      for (const op of this.queue) {
+        if (batch.length < MAX_BATCH && !this.busy.has(op.id)) batch.push(op);
+        else rest.push(op);
+      }
+      if (batch.length === 0) return;
+      this.queue = rest;
+      const ids = new Set(batch.map((op) => op.id));
+      for (const id of ids) this.busy.add(id);
       this.batchesRunning++;
       const run = this.runBatch(batch).finally(() => {
+        for (const id of ids) this.busy.delete(id);
         this.batchesRunning--;
         this.inflight.delete(run);
         this.pump();
