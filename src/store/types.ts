@@ -100,7 +100,9 @@ export interface StoreDriver {
   get(id: string): Promise<MemoryRecord | null>;
   /**
    * Atomic read-modify-write of one record, durable when the promise resolves.
-   * `fn` is pure; if it throws, nothing is written and the error propagates.
+   * `fn` is pure, and may be called again with a fresh `current` (a driver that batches writes
+   * retries them one by one when their shared transaction fails); if it throws, nothing is written
+   * and the error propagates.
    */
   update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord>;
   count(): Promise<number>;

@@ -65,27 +65,6 @@ export class Lease {
   }
 }
 
-/** Bounds concurrent hot-path transactions so reads, scans and sections always find a pooled connection. */
-export class Semaphore {
-  private waiters: (() => void)[] = [];
-
-  constructor(private free: number) {}
-
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.free++;
-  }
-}
-
 /** Runs a transaction on `client`; errors from `body` that are not database errors pass through unchanged. */
 export async function inTransaction<T>(client: PoolClient, what: string, body: () => Promise<T>): Promise<T> {
   try {

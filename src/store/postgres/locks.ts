@@ -51,6 +51,17 @@ export function writeLocksSql(keys: LockKeys, id: string): string {
 }
 
 /**
+ * The locks of a batch of hot-path writes (one transaction for several users): the store-wide key
+ * SHARED, then each user's key EXCLUSIVE in ascending order, as sections take them, so two batches, or a
+ * batch and a section, never wait on each other in a cycle.
+ */
+export function batchLocksSql(keys: LockKeys, ids: readonly string[]): string {
+  const userKeys = [...new Set(ids.map((id) => keys.user(id)))].sort((a, b) => a - b);
+  // unnest yields in array order and the function runs once per row, in that order (lockSection relies on it too).
+  return `SELECT pg_advisory_xact_lock_shared(${NS_CTRL}, ${keys.global}); SELECT pg_advisory_xact_lock(${NS_USER}, k) FROM unnest(ARRAY[${userKeys.join(',')}]::int4[]) AS k`;
+}
+
+/**
  * Takes a section's locks, session-scoped on `client`: the operations key, then the store-wide key
  * (scope `all`, or too many users) or each user's key in ascending order. Waits without a timeout.
  */

@@ -18,6 +18,7 @@ const SUMMARY_COLUMNS = 'user_id, name, product, created_at, updated_at, message
 export interface Sql {
   get: string;
   getForUpdate: string;
+  getManyForUpdate: string;
   getMany: string;
   upsert: string;
   upsertMany: string;
@@ -39,6 +40,7 @@ export function buildSql(users: string): Sql {
     get: `SELECT data FROM ${users} WHERE user_id = $1`,
     getForUpdate: `SELECT data FROM ${users} WHERE user_id = $1 FOR UPDATE`,
     getMany: `SELECT data FROM ${users} WHERE user_id = ANY($1::text[])`,
+    getManyForUpdate: `SELECT user_id, data FROM ${users} WHERE user_id = ANY($1::text[]) FOR UPDATE`,
     upsert: `INSERT INTO ${users} (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ${updateSet}`,
     upsertMany: `INSERT INTO ${users} (${COLUMNS})
       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[], $8::text[])
@@ -56,8 +58,14 @@ export function buildSql(users: string): Sql {
   };
 }
 
+/**
+ * PostgreSQL text cannot hold U+0000 (JSON text escapes it, so the record itself keeps it): the
+ * summary and search columns, copies for listing and search, show U+FFFD instead.
+ */
+const textColumn = <T extends string | null>(s: T): T => (s !== null && s.includes('\0') ? (s.replaceAll('\0', '\ufffd') as T) : s);
+
 export function rowValues(r: MemoryRecord): [string, string, string | null, string | null, string, string, number, string] {
-  return [r.user_id, stringifyJson(r), r.name, r.product, r.created_at, r.updated_at, r.history.length, searchText(r)];
+  return [r.user_id, stringifyJson(r), textColumn(r.name), textColumn(r.product), r.created_at, r.updated_at, r.history.length, textColumn(searchText(r))];
 }
 
 export function parseData(row: DataRow): MemoryRecord {
