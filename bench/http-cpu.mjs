@@ -12,6 +12,7 @@
 // Usage: node bench/http-cpu.mjs
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync } from 'node:fs';
+import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -82,7 +83,14 @@ if (process.argv[2] === '--child') {
   try {
     const servers = [];
     for (const [i, [name, dist]] of trees.entries()) {
-      const port = 20_000 + ((process.pid * 2 + i) % 20_000);
+      const port = await new Promise((resolve, reject) => {
+        const probe = createServer();
+        probe.listen(0, '127.0.0.1', () => {
+          const { port: p } = probe.address();
+          probe.close(() => resolve(p));
+        });
+        probe.on('error', reject);
+      });
       const cdir = path.join(dir, `t${i}`);
       await fsp.mkdir(cdir, { recursive: true });
       // The request log goes to a file, as `chatmem start` sends it.
