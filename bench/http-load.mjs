@@ -9,6 +9,9 @@
 // postgres://postgres@127.0.0.1:5432/test; a fresh schema per size, dropped after), and the one load
 // generator's connections alternate between them (autocannon's url list: connection i goes to daemon
 // i mod 2, so 32 + 32 of 64, one latency histogram). With BENCH_HTTP_PROFILE only the first daemon is profiled.
+// BENCH_HTTP_BASE_DIST (SQLite only): another tree's built dist (e.g. a copy of main's, with its package.json
+// and node_modules beside it) runs too, as `base`, on its own copy of the same loaded store, interleaved with
+// the others (base chatmem noop redis, ...): a before/after in one run.
 // Every run also reports the CPU seconds its server side used (daemons + their PostgreSQL backends, the
 // peer + its redis-server) and the load generator's, per 1,000 acknowledged appends: a figure the
 // machine's load stretches much less than req/s.
@@ -33,6 +36,8 @@ const STORE = process.env.BENCH_HTTP_STORE ?? 'sqlite';
 if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error(`BENCH_HTTP_STORE must be sqlite or postgres, got ${STORE}`);
 const PG = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const DAEMONS = STORE === 'postgres' ? 2 : 1;
+const BASE_DIST = process.env.BENCH_HTTP_BASE_DIST ? path.resolve(process.env.BENCH_HTTP_BASE_DIST) : null;
+if (BASE_DIST && STORE !== 'sqlite') throw new Error('BENCH_HTTP_BASE_DIST runs with the SQLite store only');
 
 /** CPU seconds (user + system) a process has used so far, from /proc; 0 once it is gone. */
 async function cpuSeconds(pid) {
@@ -191,7 +196,13 @@ for (const n of USERS) {
     const loadS = await loadUsers(store, n, { label: `load ${n}` });
     const before = await store.stats();
     await store.close();
-    const [pNoop, pPeer, pRedis, ...pDaemons] = await Promise.all([freePort(), freePort(), freePort(), ...Array.from({ length: DAEMONS }, freePort)]);
+    const [pNoop, pPeer, pRedis, pBase, ...pDaemons] = await Promise.all([freePort(), freePort(), freePort(), freePort(), ...Array.from({ length: DAEMONS }, freePort)]);
+    // The base tree gets its own copy of the loaded store (closed, so the file is whole).
+    const baseStoreFile = path.join(dir, 'base-data', 'memory.db');
+    if (BASE_DIST) {
+      await fsp.mkdir(path.dirname(baseStoreFile), { recursive: true, mode: 0o700 });
+      await fsp.copyFile(storeFile, baseStoreFile);
+    }
     await fsp.mkdir(path.join(dir, 'redis'), { recursive: true });
     procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', path.join(dir, 'redis')]));
     await waitFor(async () => {
@@ -208,16 +219,13 @@ for (const n of USERS) {
     await loadRedis(pRedis, n);
     process.stderr.write(`  [${n}] ${STORE} load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s\n`);
     const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
-    const daemons = pDaemons.map((port, i) => {
-      // Each daemon has its own pid/log/token directory; backups and the audit log are shared, as on
-      // app servers with one shared volume (README, Scaling out).
-      const dataDir = path.join(dir, i === 0 ? 'data' : `data${i + 1}`);
-      const log = openSync(path.join(dir, `daemon${i + 1}.log`), 'a');
-      const d = start(process.execPath, [...(i === 0 ? profile : []), path.join(here, '..', 'dist/cli/bin.js'), 'serve'], {
+    const daemon = (dist, port, name, url, dataDir, args = []) => {
+      const log = openSync(path.join(dir, `${name}.log`), 'a');
+      const d = start(process.execPath, [...args, path.join(dist, 'cli/bin.js'), 'serve'], {
         cwd: dir,
         env: {
           ...process.env,
-          CHATMEM_STORE: storeUrl,
+          CHATMEM_STORE: url,
           CHATMEM_PORT: String(port),
           CHATMEM_DATA_DIR: dataDir,
           CHATMEM_BACKUP_DIR: path.join(dir, 'backups'),
@@ -227,11 +235,15 @@ for (const n of USERS) {
       });
       procs.push(d);
       return d;
-    });
+    };
+    // Each daemon has its own pid/log/token directory; backups and the audit log are shared, as on
+    // app servers with one shared volume (README, Scaling out).
+    const daemons = pDaemons.map((port, i) => daemon(path.join(here, '..', 'dist'), port, `daemon${i + 1}`, storeUrl, path.join(dir, i === 0 ? 'data' : `data${i + 1}`), i === 0 ? profile : []));
+    const base = BASE_DIST ? daemon(BASE_DIST, pBase, 'base', `sqlite:${baseStoreFile}`, path.dirname(baseStoreFile)) : null;
     const noop = start(process.execPath, [path.join(here, 'http-peers.mjs'), 'noop', String(pNoop)]);
     const peer = start(process.execPath, [path.join(here, 'http-peers.mjs'), 'redis', String(pPeer), String(pRedis)]);
     procs.push(noop, peer);
-    for (const p of [...pDaemons, pNoop, pPeer]) {
+    for (const p of [...pDaemons, ...(base ? [pBase] : []), pNoop, pPeer]) {
       await waitFor(async () => (await globalThis.fetch(`http://127.0.0.1:${p}/v1/users/${userId(0)}/history`, { method: 'OPTIONS' })).status > 0, `port ${p}`);
     }
     /** [pid, is a database process] of the chatmem side: the daemons, and on PostgreSQL their backends. */
@@ -245,11 +257,13 @@ for (const n of USERS) {
     };
     const redisServer = procs[0];
     const targets = [
+      ...(base ? [['base', `http://127.0.0.1:${pBase}`, MINIMAL ? { prefer: 'return=minimal' } : {}, async () => [[base.child.pid, false]]]] : []),
       ['chatmem', pDaemons.map((p) => `http://127.0.0.1:${p}`), MINIMAL ? { prefer: 'return=minimal' } : {}, chatmemPids],
       ['noop', `http://127.0.0.1:${pNoop}`, {}, async () => [[noop.child.pid, false]]],
       ['redis', `http://127.0.0.1:${pPeer}`, {}, async () => [[peer.child.pid, false], [redisServer.child.pid, true]]],
     ];
     let acked = 0;
+    let baseAcked = 0;
     for (let round_ = 1; round_ <= ROUNDS; round_++) {
       const row = { users: n, round: round_, load1: round(os.loadavg()[0], 2) };
       for (const [name, url, headers, pidsOf] of targets) {
@@ -274,14 +288,26 @@ for (const n of USERS) {
         row[name].dbCpuMsPerK = round(dbCpu * 1000 * perK, 0);
         row[name].genCpuMsPerK = round(((gen.user + gen.system) / 1000) * perK, 0);
         if (name === 'chatmem') acked += res['2xx'];
+        if (name === 'base') baseAcked += res['2xx'];
         process.stderr.write(`  [${n} r${round_}] ${name.padEnd(8)} ${JSON.stringify(row[name])}\n`);
       }
       row.chatmemVsRedis = round(row.chatmem.rps / row.redis.rps, 2);
       row.chatmemVsNoop = round(row.chatmem.rps / row.noop.rps, 2);
+      if (row.base) row.cpuVsBase = round(row.chatmem.serverCpuMsPerK / row.base.serverCpuMsPerK, 2);
       results.push(row);
     }
     const rss = await Promise.all(daemons.map((d) => vmHwmMB(d.child.pid)));
     await Promise.all(daemons.map((d) => d.stop()));
+    if (base) {
+      // The base tree's acknowledged appends must all be in its copy too.
+      await base.stop();
+      const baseCheck = await openStoreAt(`sqlite:${baseStoreFile}`);
+      const baseAfter = await baseCheck.stats();
+      await baseCheck.close();
+      const baseAdded = baseAfter.messages - before.messages;
+      results.push({ users: n, base: BASE_DIST, ackedAppends: baseAcked, messagesAdded: baseAdded, missing: Math.max(0, baseAcked - baseAdded) });
+      process.stderr.write(`  [${n}] base: acked ${baseAcked}, messages added ${baseAdded}\n`);
+    }
     // Acknowledged appends must all be in the store: messages after = before + acked, unless a user
     // reached the history cap (50) or a request the client gave up on (timeout) was committed anyway.
     const check = await openStoreAt(storeUrl);
@@ -297,7 +323,8 @@ for (const n of USERS) {
 }
 
 console.log('');
-for (const r of results) if (!r.chatmem) console.log(`users ${r.users}: daemon peak RSS ${r.daemonPeakRssMB.join(', ')} MB; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
+for (const r of results) if (!r.chatmem && r.base) console.log(`users ${r.users}: base ${r.base}: acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
+for (const r of results) if (!r.chatmem && !r.base) console.log(`users ${r.users}: daemon peak RSS ${r.daemonPeakRssMB.join(', ')} MB; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
 console.log(`store ${STORE}${DAEMONS > 1 ? ` (${DAEMONS} daemons, connections split between them)` : ''}; server CPU = CPU ms per 1,000 acked appends`);
 console.log('users  round  load1 | chatmem rps  p99  max  fail  cpu (db) | noop rps  p99  cpu | redis rps  p99  max  fail  cpu (db) | chatmem/redis chatmem/noop');
 for (const r of results) {
@@ -305,5 +332,13 @@ for (const r of results) {
   console.log(
     `${String(r.users).padStart(7)} ${String(r.round).padStart(3)} ${String(r.load1).padStart(7)} | ${String(r.chatmem.rps).padStart(8)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.max).padStart(5)} ${String(r.chatmem.failed).padStart(4)} ${String(r.chatmem.serverCpuMsPerK).padStart(5)} (${r.chatmem.dbCpuMsPerK}) | ${String(r.noop.rps).padStart(7)} ${String(r.noop.p99).padStart(5)} ${String(r.noop.serverCpuMsPerK).padStart(5)} | ${String(r.redis.rps).padStart(8)} ${String(r.redis.p99).padStart(5)} ${String(r.redis.max).padStart(5)} ${String(r.redis.failed).padStart(4)} ${String(r.redis.serverCpuMsPerK).padStart(5)} (${r.redis.dbCpuMsPerK}) | ${String(r.chatmemVsRedis).padStart(6)} ${String(r.chatmemVsNoop).padStart(6)}`,
   );
+}
+if (BASE_DIST) {
+  console.log('base = the tree in BENCH_HTTP_BASE_DIST, same store, same requests; cpu = server CPU ms per 1,000 acked appends');
+  console.log('users  round | base rps   p99  cpu | chatmem rps   p99  cpu | chatmem cpu / base cpu');
+  for (const r of results) {
+    if (!r.chatmem || !r.base) continue;
+    console.log(`${String(r.users).padStart(7)} ${String(r.round).padStart(3)} | ${String(r.base.rps).padStart(8)} ${String(r.base.p99).padStart(5)} ${String(r.base.serverCpuMsPerK).padStart(4)} | ${String(r.chatmem.rps).padStart(11)} ${String(r.chatmem.p99).padStart(5)} ${String(r.chatmem.serverCpuMsPerK).padStart(4)} | ${String(r.cpuVsBase).padStart(6)}`);
+  }
 }
 console.log(`JSON ${JSON.stringify({ bench: 'http-load', store: STORE, daemons: DAEMONS, date: dateUtc, machine: machineInfo(), connections: CONNECTIONS, seconds: SECONDS, minimal: MINIMAL, results })}`);

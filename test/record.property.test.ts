@@ -6,9 +6,12 @@ import { jsonEqual, nestedDeeperThan, prettyJson, stringifyIterative, stringifyJ
 import {
   RECORD_LIMITS,
   applyAppend,
+  applyAppendMany,
   applyPatch,
   applySetKey,
   checkLimits,
+  historyEntrySchema,
+  isHistoryEntry,
   newRecord,
   parseHistoryInput,
   parseRecord,
@@ -165,6 +168,109 @@ describe('record model properties', () => {
     expect(() => applySetKey(null, 'u', 'flags', 'f', deep)).toThrow(/^flags\.f: nests/);
     // Reading what is already stored is not refused.
     expect(parseRecord('62811', { x: deep }, undefined, { limits: false }).x).toBe(deep);
+  });
+});
+
+/** Values near the edges of each history field's rule, and arbitrary values, so both answers are common. */
+const edgy = fc.oneof(
+  fc.string({ maxLength: 3 }),
+  fc.string({ minLength: 255, maxLength: 258 }),
+  ts,
+  ts.map((t) => t.replace('Z', '.123456789Z')),
+  ts.map((t) => t.replace('Z', '.1234567890Z')),
+  ts.map((t) => t.replace('Z', '+00:00')),
+  ts.map((t) => ` ${t}`),
+  ts.map((t) => `${t}\n`),
+  fc.constantFrom('2025-11-20T01:02:07Z', '2025-11-20T01:02:07.Z', '2025-11-20 01:02:07Z', '２025-11-20T01:02:07Z', '', 'user'),
+  fc.jsonValue({ maxDepth: 2 }),
+  fc.constantFrom(undefined, null, 0, 1, true, [], {}, Object.create(null), new Date(0), new String('user'), [1, 2]),
+);
+/** Objects zod's record schema judges by their prototype, constructor and symbol keys. */
+const metaValue = fc.oneof(
+  fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }),
+  fc.constantFrom(
+    Object.create(null),
+    { constructor: 1 },
+    { constructor: { prototype: {} } },
+    { constructor: function F() {} },
+    { constructor: Object },
+    { constructor: Array },
+    { constructor: Object.assign(function G() {}, { prototype: Object.assign([], { isPrototypeOf: 1 }) }) },
+    { constructor: Object.assign(function H() {}, { prototype: { isPrototypeOf: 1 } }) },
+    new (class Meta {})(),
+    new Map(),
+    new Date(0),
+    [],
+    { [Symbol('s')]: 1 },
+    Object.defineProperty({}, Symbol('hidden'), { value: 1, enumerable: false }),
+    { __proto__: { isPrototypeOf: 1 } },
+    JSON.parse('{"__proto__": {"x": 1}}'),
+  ),
+  edgy,
+);
+const candidateEntry = fc.record(
+  { role: edgy, text: edgy, ts: edgy, id: edgy, meta: metaValue, extra: fc.jsonValue({ maxDepth: 2 }) },
+  { requiredKeys: [] },
+);
+
+/** Valid entries with one field replaced by an edge value: the rule of that one field decides. */
+const nearValid = fc
+  .tuple(historyEntry, fc.constantFrom('role', 'text', 'ts', 'id', 'meta'), edgy, metaValue)
+  .map(([e, field, v, meta]) => ({ ...e, id: 'x', [field]: field === 'meta' ? meta : v }));
+
+describe('the history entry fast check', () => {
+  it('accepts exactly what the zod schema accepts, on arbitrary values and near-valid entries', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.anything(), candidateEntry, historyEntry, { arbitrary: nearValid, weight: 4 }), (v) => {
+        expect(isHistoryEntry(v)).toBe(historyEntrySchema.safeParse(v).success);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('both answers come up: the comparison above is not between two constant answers', () => {
+    const answers = fc.sample(candidateEntry, 2000).map((v) => isHistoryEntry(v));
+    expect(answers.filter(Boolean).length).toBeGreaterThan(20);
+    expect(answers.filter((a) => !a).length).toBeGreaterThan(20);
+  });
+
+  it('parseHistoryInput refuses with zod\'s message what the fast check refuses', () => {
+    expect(() => parseHistoryInput({ role: '', text: 'x' })).toThrow(/role/);
+    expect(() => parseHistoryInput({ role: 'user', text: 'x', ts: '2025-11-20 01:02:07Z' })).toThrow(/ts: must be a UTC ISO timestamp/);
+    expect(() => parseHistoryInput({ role: 'user', text: 'x', meta: [] })).toThrow(/meta/);
+    expect(() => parseHistoryInput({ role: 'user', text: 'x', id: 'i'.repeat(257) })).toThrow(/id/);
+  });
+});
+
+describe('appending skips known ids alike for one turn and for a batch', () => {
+  /** The rule as applyAppendMany first wrote it, with a set of every id: the small-batch scan must agree with it. */
+  function reference(history: HistoryEntry[], entries: HistoryEntry[]): HistoryEntry[] {
+    const seen = new Set<string>();
+    for (const e of history) if (typeof e.id === 'string') seen.add(e.id);
+    return entries.filter((e) => {
+      if (e.id === undefined) return true;
+      if (seen.has(e.id)) return false;
+      seen.add(e.id);
+      return true;
+    });
+  }
+  // Few ids, so that repeats within the history, within the batch and across both are common.
+  const id = fc.option(fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'), { nil: undefined });
+  const entry = fc.record({ role: fc.constantFrom('user', 'bot'), text: fc.string({ maxLength: 3 }), ts, id }).map((e) => {
+    if (e.id === undefined) delete e.id;
+    return e as HistoryEntry;
+  });
+  it('for batches of 1 to 20 entries', () => {
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 12 }), fc.array(entry, { minLength: 1, maxLength: 20 }), (history, entries) => {
+        const base = { ...newRecord('u', '2020-01-01T00:00:00Z'), history };
+        const fresh = reference(history, entries);
+        const next = applyAppendMany(base, 'u', entries, 1000, '2021-01-01T00:00:00Z');
+        expect(next.history).toEqual([...history, ...fresh]);
+        if (fresh.length === 0) expect(next).toBe(base);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 

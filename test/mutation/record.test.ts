@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   DEFAULT_CONTEXT_ITEMS,
   DEFAULT_HISTORY_CAP,
@@ -44,6 +44,21 @@ describe('nowIso', () => {
     expect(nowIso(new Date('2026-11-30T09:08:07.654Z'))).toBe('2026-11-30T09:08:07Z');
     expect(nowIso(new Date('2026-11-30T09:08:07.000Z'))).toBe('2026-11-30T09:08:07Z');
     expect(nowIso()).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
+  });
+
+  afterEach(() => vi.useRealTimers());
+  it('follows the clock from one second to the next, and back (the text is reused within a second only)', () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date('2026-11-30T09:08:07.001Z'));
+    expect(nowIso()).toBe('2026-11-30T09:08:07Z');
+    vi.setSystemTime(new Date('2026-11-30T09:08:07.999Z'));
+    expect(nowIso()).toBe('2026-11-30T09:08:07Z');
+    vi.setSystemTime(new Date('2026-11-30T09:08:08.000Z'));
+    expect(nowIso()).toBe('2026-11-30T09:08:08Z');
+    vi.setSystemTime(new Date('2026-11-30T09:08:07.500Z'));
+    expect(nowIso()).toBe('2026-11-30T09:08:07Z');
+    vi.setSystemTime(new Date('1969-12-31T23:59:59.500Z'));
+    expect(nowIso()).toBe('1969-12-31T23:59:59Z');
   });
 });
 
@@ -280,8 +295,9 @@ describe('history', () => {
   });
 
   it('newEntryId and newSessionToken are fresh each time, in their documented shapes', () => {
-    const ids = new Set(Array.from({ length: 200 }, () => newEntryId()));
-    expect(ids.size).toBe(200);
+    // Ids come from a pool of random bytes refilled every 512 ids: 2,000 cross several refills.
+    const ids = new Set(Array.from({ length: 2000 }, () => newEntryId()));
+    expect(ids.size).toBe(2000);
     for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_-]{12}$/);
     const tokens = new Set(Array.from({ length: 200 }, () => newSessionToken()));
     expect(tokens.size).toBe(200);

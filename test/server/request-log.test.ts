@@ -13,6 +13,9 @@ interface Line {
   route?: string;
   status?: number;
   sample?: number;
+  params?: Record<string, string>;
+  query?: string[];
+  otherQuery?: number;
 }
 
 describe('request log sampling (server.logSample)', () => {
@@ -62,6 +65,50 @@ describe('request log sampling (server.logSample)', () => {
       const admin = lines.filter((l) => l.route?.startsWith('/v1/admin/') && (l.status ?? 0) < 400);
       expect(admin.map((l) => l.route)).toEqual(['/v1/admin/stats', '/v1/admin/backups', '/v1/admin/users']);
       expect(admin.every((l) => l.sample === undefined)).toBe(true);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('names a user by the same keyed hash on every request of a run, and a query by its declared names and a count of the others', async () => {
+    const { dir, cleanup } = await tempDir('chatmem-reqlog-');
+    try {
+      const config = await resolveConfig({ cwd: dir, store: `sqlite:${path.join(dir, 'data', 'storage', 'memory.db')}`, env: {} });
+      const logPath = path.join(dir, 'daemon.log');
+      const server = await serve(config, { port: 0, logger: { level: 'info', file: logPath }, handleSignals: false, env: { CHATMEM_ADMIN_TOKEN: ADMIN }, log: () => undefined });
+      const users = ['+6281234567890', '+6281234567891', '+6281234567890', '+6281234567890', '+6281234567891'];
+      try {
+        for (const u of users) expect((await http(server.url, 'POST', `/v1/users/${encodeURIComponent(u)}/history`, { json: { role: 'user', text: 'hi' } })).status).toBe(201);
+        expect((await http(server.url, 'GET', `/v1/users/${encodeURIComponent(users[0]!)}/flags/asked?ensure=1&secret=x&other=y`)).status).toBe(200);
+        expect((await http(server.url, 'GET', '/v1/stats')).status).toBe(200);
+      } finally {
+        await server.close();
+      }
+      const text = await fsp.readFile(logPath, 'utf8');
+      for (const u of users) expect(text).not.toContain(u);
+      const lines = text
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as Line)
+        .filter((l) => l.msg === 'request' && l.route !== '/healthz');
+      const appends = lines.filter((l) => l.route === '/v1/users/:id/history');
+      const tags = appends.map((l) => l.params?.id ?? '');
+      expect(tags).toHaveLength(5);
+      for (const t of tags) expect(t).toMatch(/^[A-Za-z0-9_-]{16}$/);
+      // Each user's tag, the first time and again (the repeats are looked up): one per user, different between users.
+      expect(tags[2]).toBe(tags[0]);
+      expect(tags[3]).toBe(tags[0]);
+      expect(tags[4]).toBe(tags[1]);
+      expect(tags[1]).not.toBe(tags[0]);
+      expect(appends.every((l) => l.query === undefined && l.otherQuery === undefined)).toBe(true);
+      const flag = lines.find((l) => l.route === '/v1/users/:id/flags/:key');
+      expect(flag?.params).toEqual({ id: tags[0], key: expect.stringMatching(/^[A-Za-z0-9_-]{16}$/) });
+      expect(flag?.query).toEqual(['ensure']);
+      expect(flag?.otherQuery).toBe(2);
+      const stats = lines.find((l) => l.route === '/v1/stats');
+      expect(stats).toBeDefined();
+      expect(stats?.params).toBeUndefined();
+      expect(stats?.query).toBeUndefined();
     } finally {
       await cleanup();
     }

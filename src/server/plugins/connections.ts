@@ -9,7 +9,10 @@ export const connectionsPlugin = globalPlugin<ConnectionsOptions>(async (app, { 
   // A connection that sends nothing is closed after connectionTimeout. The clock stops when its first request
   // arrives: from then on Node's request, headers and keep-alive clocks apply, and an answer may take its time.
   app.server.on('connection', (socket: Socket) => socket.setTimeout(connectionTimeout));
-  app.server.on('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+  // Only the first request of a socket finds the clock set (Node clears its own keep-alive clock itself).
+  app.server.on('request', (req: IncomingMessage) => {
+    if (req.socket.timeout !== 0) req.socket.setTimeout(0);
+  });
 
   // close() drops only the keep-alive sockets idle at that moment; a socket whose request was in flight would
   // stay open after its answer and hold the shutdown until the client lets go. Answers during close end the socket.
@@ -17,8 +20,9 @@ export const connectionsPlugin = globalPlugin<ConnectionsOptions>(async (app, { 
   app.addHook('preClose', async () => {
     closing = true;
   });
-  app.addHook('onSend', async (_req, reply, payload) => {
+  // A callback hook: it runs on every answer, and a promise each costs more than the check.
+  app.addHook('onSend', (_req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
-    return payload;
+    done(null, payload);
   });
 });
