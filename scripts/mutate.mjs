@@ -41,6 +41,9 @@ const TESTS = {
   'src/backup/create.ts': ['test/mutation/durable-write.test.ts', 'test/mutation/integrity.test.ts', 'test/backup/two-phase.test.ts', 'test/mutation/create.test.ts'],
   'src/backup/two-phase.ts': ['test/backup/two-phase.test.ts', 'test/mutation/two-phase.test.ts'],
   'src/ops/forget.ts': ['test/ops/forget.test.ts', 'test/mutation/forget.test.ts'],
+  'src/backup/source.ts': ['test/mutation/integrity.test.ts', 'test/backup/legacy-timezone.test.ts', 'test/mutation/source.test.ts'],
+  'src/backup/catalog.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/catalog.test.ts'],
+  'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
 };
 
 /**
@@ -56,6 +59,8 @@ const CI_TESTS = {
   'src/backup/create.ts': ['test/mutation/create.test.ts', 'test/mutation/durable-write.test.ts'],
   'src/backup/two-phase.ts': ['test/mutation/two-phase.test.ts'],
   'src/ops/forget.ts': ['test/mutation/forget.test.ts'],
+  'src/backup/source.ts': ['test/mutation/source.test.ts'],
+  'src/backup/catalog.ts': ['test/mutation/catalog.test.ts'],
 };
 
 /**
