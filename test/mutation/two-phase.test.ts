@@ -1,7 +1,7 @@
-import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { finishParts, mergeSorted, PartsWriter, partsOp, type PartsManifest, type SealedParts } from '../../src/backup/two-phase.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { errnoError } from '../reliability/fs-faults.js';
@@ -22,6 +22,7 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
+const realRm = fsp.rm.bind(fsp);
 const rec = (id: string, v: string) => JSON.stringify({ user_id: id, v });
 const ls = (dir: string) => readdirSync(dir).sort();
 const manifestOf = (dir: string, op: string) => JSON.parse(readFileSync(path.join(dir, `.parts-${op}.json`), 'utf8')) as PartsManifest;
@@ -207,6 +208,33 @@ describe('PartsWriter', () => {
     expect(() => w.sealed()).toThrow(expect.objectContaining({ message: 'backup parts of op6 are not sealed' }));
   });
 
+  it('leaves no descriptor open after writing parts and a seal', async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    await sealedSet(dir, 'warm');
+    const before = fds();
+    for (let i = 0; i < 5; i++) await sealedSet(dir, `fd${i}`);
+    expect(fds()).toBeLessThanOrEqual(before);
+  });
+
+  it('removes the seal first, then the manifest, then the data: a removal killed half-way reads as never sealed', async () => {
+    const w = await sealedSet(dir, 'opo');
+    const removed: string[] = [];
+    const spy = vi.spyOn(fsp, 'rm').mockImplementation(async (p, o) => {
+      removed.push(path.basename(String(p)));
+      return realRm(p, o);
+    });
+    try {
+      await w.remove();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(removed.slice(0, 2)).toEqual(['.parts-opo.sealed', '.parts-opo.json']);
+    expect(ls(dir)).toEqual([]);
+    // Once more, with the directory itself gone: nothing to do, no error.
+    await fsp.rm(dir, { recursive: true });
+    await w.remove();
+  });
+
   it('a large part crosses the write batch and the read chunk, and reads back whole', async () => {
     const big = 'x'.repeat(300_000);
     const ids = Array.from({ length: 12 }, (_, i) => `u${String(i).padStart(2, '0')}`);
@@ -330,6 +358,29 @@ describe('finishParts (start-up recovery)', () => {
     expect(ls(dir).length).toBe(20);
   });
 
+  it("keeps parts whose manifest's count or size for a part is wrong, even with the right checksum", async () => {
+    for (const [op, field] of [['opc', 'users'], ['opb', 'bytes']] as const) {
+      await sealedSet(dir, op);
+      const m = manifestOf(dir, op);
+      writeFileSync(path.join(dir, `.parts-${op}.json`), JSON.stringify({ ...m, deltas: [m.deltas[0], { ...m.deltas[1], [field]: (m.deltas[1]?.[field] ?? 0) + 1 }] }));
+    }
+    const report = await finishParts(dir, dead, notPublished, write);
+    expect(report.kept.map((k) => [k.op, k.code]).sort()).toEqual([['opb', 'E_BACKUP_VERIFY'], ['opc', 'E_BACKUP_VERIFY']]);
+    expect(written).toEqual([]);
+  });
+
+  it('a seal that exists but cannot be read is never taken for no seal: the parts are kept', async () => {
+    await sealedSet(dir, 'opr');
+    const seal = path.join(dir, '.parts-opr.sealed');
+    await fsp.rm(seal);
+    mkdirSync(path.join(dir, 'elsewhere'));
+    symlinkSync(path.join(dir, 'elsewhere'), seal);
+    const report = await finishParts(dir, dead, notPublished, write);
+    expect(report.kept).toEqual([{ op: 'opr', code: 'E_BACKUP_READ', message: expect.stringContaining('EISDIR') }]);
+    expect(report.removedUnsealed).toEqual([]);
+    expect(existsSync(path.join(dir, '.parts-opr.snapshot'))).toBe(true);
+  });
+
   it('the seal is checked against its manifest: another op, snapshot or round count is refused', async () => {
     for (const [op, field, value] of [['o1', 'op', 'other'], ['o2', 'snapshotSha256', '0'.repeat(64)], ['o3', 'users', 5], ['o4', 'bytes', 1], ['o5', 'format', 'x']] as const) {
       await sealedSet(dir, op);
@@ -342,9 +393,9 @@ describe('finishParts (start-up recovery)', () => {
   });
 
   it('a part with a broken line is kept with E_BACKUP_READ, and a failed write with its own code', async () => {
-    // A line without a tab, and a part that ends inside a line: their digests are right (the
+    // A line without a tab (the next line has one), and a part that ends inside a line: their digests are right (the
     // manifest is made to match), the content cannot be read.
-    for (const [op, text] of [['opt', '"a" {}\n'], ['ope', '"a"\t{}\n"b"\t{}']] as const) {
+    for (const [op, text] of [['opt', '"a" {}\n"b"\t{}\n'], ['ope', '"a"\t{}\n"b"\t{}']] as const) {
       await sealedSet(dir, op);
       const snap = path.join(dir, `.parts-${op}.snapshot`);
       writeFileSync(snap, text);
