@@ -196,6 +196,21 @@ describe('writeBackup', () => {
     expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(fdsBefore);
   });
 
+  it("never claims a name whose data file exists: a claim killed there would make the next start take that file for its own", async () => {
+    writeFileSync(path.join(dir, 'memory_backup_20260304_050607.json'), '{"seed":1}');
+    writeFileSync(path.join(dir, 'memory_backup_20260304_050607_1.json.gz'), 'seed gz');
+    const linked: string[] = [];
+    setFsIo({
+      link: async (from, to) => {
+        linked.push(path.basename(to));
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const b = await writeBackup(dir, users(1), opts);
+    expect(b.id).toBe('memory_backup_20260304_050607_2');
+    expect(linked).toEqual(['memory_backup_20260304_050607_2.meta.json', 'memory_backup_20260304_050607_2.json']);
+  });
+
   it('a name taken between the look and the link (EEXIST) is given up, and the next one taken', async () => {
     // Another writer wins the race for the manifest of the first name, then for the backup of the second.
     let links = 0;
