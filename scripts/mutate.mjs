@@ -44,6 +44,8 @@ const TESTS = {
   'src/backup/source.ts': ['test/mutation/integrity.test.ts', 'test/backup/legacy-timezone.test.ts', 'test/mutation/source.test.ts'],
   'src/backup/catalog.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/catalog.test.ts'],
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
+  'src/backup/format.ts': ['test/backup/format.test.ts'],
+  'src/backup/timezone.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/timezone.test.ts'],
 };
 
 /**
@@ -61,6 +63,7 @@ const CI_TESTS = {
   'src/ops/forget.ts': ['test/mutation/forget.test.ts'],
   'src/backup/source.ts': ['test/mutation/source.test.ts'],
   'src/backup/catalog.ts': ['test/mutation/catalog.test.ts'],
+  'src/backup/timezone.ts': ['test/mutation/timezone.test.ts'],
 };
 
 /**
