@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -80,11 +81,17 @@ describe('openBackup', () => {
     symlinkSync(real.file, path.join(dir, 'memory_backup_20260101_000001.json'));
     mkdirSync(path.join(dir, 'memory_backup_20260101_000002.json'));
     execFileSync('mkfifo', [path.join(dir, 'memory_backup_20260101_000003.json')]);
-    for (const [n, what] of [[1, 'a symlink'], [2, 'a directory'], [3, 'a FIFO']] as const) {
-      const id = `memory_backup_20260101_00000${n}`;
-      const e = await failure(openBackup(dir, id));
-      expect(e).toMatchObject({ code: 'E_BACKUP_NOT_REGULAR', details: { id, file: path.join(dir, `${id}.json`) } });
-      expect((e as Error).message).toBe(`refusing ${id}.json: it is ${what}, not a regular backup file (never followed)`);
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(path.join(dir, 'memory_backup_20260101_000004.json'), resolve));
+    try {
+      for (const [n, what] of [[1, 'a symlink'], [2, 'a directory'], [3, 'a FIFO'], [4, 'not a regular file']] as const) {
+        const id = `memory_backup_20260101_00000${n}`;
+        const e = await failure(openBackup(dir, id));
+        expect(e).toMatchObject({ code: 'E_BACKUP_NOT_REGULAR', details: { id, file: path.join(dir, `${id}.json`) } });
+        expect((e as Error).message).toBe(`refusing ${id}.json: it is ${what}, not a regular backup file (never followed)`);
+      }
+    } finally {
+      server.close();
     }
   });
 
@@ -223,6 +230,29 @@ describe('reading records', () => {
       const r = await findBackupUser(src, id);
       expect(r ? `${r.user_id}=${String(r.name)}` : null, `${src.fileName} ${id}`).toBe(name === null ? null : `${id}=${name}`);
     }
+  });
+
+  it('finds one user in a chatmem backup without reading the whole file; a line the search cannot read falls back to reading through', async () => {
+    const many = Array.from({ length: 300 }, (_, i) => rec(`u${String(i).padStart(3, '0')}`));
+    const b = await writeBackup(dir, many, { ...opts, now: at('2026-01-01T00:00:00Z') });
+    const text = readFileSync(b.file, 'utf8');
+    // The last entry made unreadable at the same size: reading through would fail on it.
+    writeFileSync(b.file, text.replace('"u299":{', '"u299":['));
+    const src = await openBackup(dir, b.id);
+    expect(src.damage).toBeNull();
+    expect((await findBackupUser(src, 'u000'))?.name).toBe('n-u000');
+    await expect(ids(backupRecords(src))).rejects.toBeInstanceOf(Error);
+    // A middle line not as our writer writes it (a space after the colon): the search refuses the
+    // file's format, and the reader reads it through.
+    const spaced = text.replace('"u150":{', '"u150": {');
+    writeFileSync(b.file, spaced);
+    const metaFile = path.join(dir, `${b.id}.meta.json`);
+    writeFileSync(metaFile, JSON.stringify({ ...(JSON.parse(readFileSync(metaFile, 'utf8')) as object), bytes: Buffer.byteLength(spaced) }));
+    const src2 = await openBackup(dir, b.id);
+    expect(src2.damage).toBeNull();
+    expect((await findBackupUser(src2, 'u150'))?.name).toBe('n-u150');
+    expect((await findBackupUser(src2, 'u151'))?.name).toBe('n-u151');
+    expect(await findBackupUser(src2, 'u1500')).toBeNull();
   });
 
   it('a chatmem backup not in line format (pretty-printed by hand, manifest made to match) is read through', async () => {
