@@ -1,4 +1,4 @@
-import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
@@ -21,6 +21,20 @@ const users = (n: number, tag = 'u'): MemoryRecord[] => Array.from({ length: n }
 const at = new Date('2026-03-04T05:06:07.890Z');
 const now = () => at;
 const opts = { reason: 'manual' as const, scope: 'full' as const, source: 'sqlite:test', now };
+
+/** Descriptors of this process open on files under `root` (deleted ones included). */
+function openUnder(root: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith(root)) out.push(target);
+    } catch {
+      // Closed while listing (the listing's own descriptor).
+    }
+  }
+  return out;
+}
 
 async function namesIn(source: AsyncIterable<MemoryRecord>): Promise<string[]> {
   const out: string[] = [];
@@ -163,7 +177,6 @@ describe('writeBackup', () => {
     const events: string[] = [];
     let pending: Record<string, unknown> | null = null;
     let pendingMode = 0;
-    const fdsBefore = readdirSync('/proc/self/fd').length;
     setFsIo({
       sync: async (fh, file) => {
         events.push(`sync ${path.basename(file).replace(/\.\d+\.[0-9a-f]{8}\.tmp$/, '.TMP')}`);
@@ -193,7 +206,7 @@ describe('writeBackup', () => {
     expect(pending).toMatchObject({ verifiedAt: null, writer: { pid: process.pid, host: hostname() }, users: 2 });
     expect(pendingMode).toBe(0o600);
     // No descriptor left open (the claim's handle is closed).
-    expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(fdsBefore);
+    expect(openUnder(dir)).toEqual([]);
   });
 
   it("never claims a name whose data file exists: a claim killed there would make the next start take that file for its own", async () => {
