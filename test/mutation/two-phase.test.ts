@@ -406,7 +406,7 @@ describe('finishParts (start-up recovery)', () => {
   it('a part with a broken line is kept with E_BACKUP_READ, and a failed write with its own code', async () => {
     // A line without a tab (the next line has one), and a part that ends inside a line: their digests are right (the
     // manifest is made to match), the content cannot be read.
-    for (const [op, text] of [['opt', '"a" {}\n"b"\t{}\n'], ['ope', '"a"\t{}\n"b"\t{}']] as const) {
+    for (const [op, text] of [['opt', '"a" {}\n"b"\t{}\n'], ['opn', '"a"\t{}\n"b" {}\n'], ['ope', '"a"\t{}\n"b"\t{}']] as const) {
       await sealedSet(dir, op);
       const snap = path.join(dir, `.parts-${op}.snapshot`);
       writeFileSync(snap, text);
@@ -426,10 +426,11 @@ describe('finishParts (start-up recovery)', () => {
     });
     const kept = Object.fromEntries(report.kept.map((k) => [k.op, k]));
     expect(kept.opt).toEqual({ op: 'opt', code: 'E_BACKUP_READ', message: `backup part ${path.join(dir, '.parts-opt.snapshot')} has a line without a user id` });
+    expect(kept.opn).toEqual({ op: 'opn', code: 'E_BACKUP_READ', message: `backup part ${path.join(dir, '.parts-opn.snapshot')} has a line without a user id` });
     expect(kept.ope).toEqual({ op: 'ope', code: 'E_BACKUP_READ', message: `backup part ${path.join(dir, '.parts-ope.snapshot')} ends in the middle of a line` });
     expect(kept.opw).toEqual({ op: 'opw', code: 'E_BACKUP_READ', message: 'disk gone' });
     expect(report.finished).toEqual([]);
-    expect(ls(dir).length).toBe(15);
+    expect(ls(dir).length).toBe(20);
   });
 
   it('reads no directory when given its listing, and a missing directory is nothing to do', async () => {
