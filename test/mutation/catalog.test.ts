@@ -46,6 +46,8 @@ describe('the backup catalogue', () => {
     symlinkSync('/nonexistent', path.join(dir, 'memory_backup_20260106_000000.json.gz'));
     writeFileSync(path.join(dir, 'memory_backup_20261399_000000.json'), serializeSeed([]));
     writeFileSync(path.join(dir, 'notes.txt'), 'x');
+    // Looks like a per-user name, but an id with '..' is never opened: damaged, not refused.
+    writeFileSync(path.join(dir, 'memory_backup_a..b_20251229_000000.json'), '{}');
 
     const before = Date.now();
     const list = await listBackupDir(dir);
@@ -56,6 +58,7 @@ describe('the backup catalogue', () => {
       ['memory_backup_20251231_000000', 'legacy'],
       ['memory_backup_u9_20251230_000000', 'legacy'],
       // Without a date: last, by id descending.
+      ['memory_backup_a..b_20251229_000000', 'damaged'],
       ['memory_backup_20261399_000000', 'legacy'],
       ['memory_backup_20260106_000000', 'refused'],
       ['memory_backup_20260105_000000', 'refused'],
@@ -136,6 +139,8 @@ describe('the backup catalogue', () => {
     await writeBackup(dir, [rec('a')], { ...opts, now: at('2026-01-01T00:00:00.250Z') });
     // Same second, later: the manifest's time to the millisecond decides.
     await writeBackup(dir, [rec('b')], { ...opts, now: at('2026-01-01T00:00:00.750Z') });
+    // A third in the same second, not the newest: the newest of the three counts, whatever their order.
+    await writeBackup(dir, [rec('b2')], { ...opts, now: at('2026-01-01T00:00:00.500Z') });
     expect((await newestBackupDate(dir))?.toISOString()).toBe('2026-01-01T00:00:00.750Z');
     const d = await writeBackup(dir, [rec('c')], { ...opts, now: at('2026-01-02T00:00:00Z') });
     writeFileSync(path.join(dir, `${d.id}.meta.json`), '{broken');
