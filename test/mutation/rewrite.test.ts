@@ -1,13 +1,14 @@
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
 import { clearVerifyCache, verifySource } from '../../src/backup/integrity.js';
 import { backupHoldsAny, finishRewrites, intentName, rewriteChatmemBackup, rewriteLegacyBackup } from '../../src/backup/rewrite.js';
 import { backupRecords, openBackup } from '../../src/backup/source.js';
 import { serializeSeed } from '../../src/format/seed.js';
+import { defaultFsIo, io } from '../../src/fsio.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -19,6 +20,49 @@ import { tempDir } from '../helpers/tmp.js';
 const rec = (id: string): MemoryRecord => ({ ...newRecord(id, '2026-01-01T00:00:00Z'), name: `n-${id}` });
 const at = (iso: string) => () => new Date(iso);
 const opts = { reason: 'manual' as const, scope: 'full' as const, source: 's' };
+
+/**
+ * Watches the rewrite's own file calls (it uses node:fs directly): each handle's fsync, and renames.
+ * `onSync` runs right before an fsync, as the last point before the re-read.
+ */
+function watchFs(onSync?: (file: string) => void, onRename?: (to: string) => void): { events: string[]; restore: () => void } {
+  const events: string[] = [];
+  const realOpen = fsp.open.bind(fsp);
+  const realRename = fsp.rename.bind(fsp);
+  const base = (f: unknown) => path.basename(String(f)).replace(/\.\d+\.[0-9a-f]{8}\.tmp$/, '.TMP');
+  const o = vi.spyOn(fsp, 'open').mockImplementation(async (file, flags, mode) => {
+    const fh = await realOpen(file, flags, mode);
+    const sync = fh.sync.bind(fh);
+    fh.sync = async () => {
+      onSync?.(String(file));
+      events.push(`sync ${base(file)}`);
+      return sync();
+    };
+    const close = fh.close.bind(fh);
+    fh.close = async () => {
+      events.push(`close ${base(file)}`);
+      return close();
+    };
+    return fh;
+  });
+  const r = vi.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
+    onRename?.(String(to));
+    events.push(`rename ${base(from)} -> ${base(to)}`);
+    return realRename(from, to);
+  });
+  const w = vi.spyOn(io, 'rename').mockImplementation(async (from, to) => {
+    events.push(`atomic ${base(to)}`);
+    return defaultFsIo.rename(from, to);
+  });
+  return {
+    events,
+    restore: () => {
+      o.mockRestore();
+      r.mockRestore();
+      w.mockRestore();
+    },
+  };
+}
 
 async function ids(src: Parameters<typeof backupRecords>[0]): Promise<string[]> {
   const out: string[] = [];
@@ -87,6 +131,73 @@ describe('rewriting backups', () => {
     });
   }
 
+  it('syncs and closes the new content, records the intent, then renames it over the old one and replaces the manifest', async () => {
+    const b = await writeBackup(dir, [rec('a'), rec('b')], { ...opts, now: at('2026-01-01T00:00:00Z') });
+    let intent: Record<string, unknown> | null = null;
+    const w = watchFs(undefined, (to) => {
+      // Right before the new content takes the old one's name, the intent is on disk.
+      if (path.basename(to) === `${b.id}.json`) intent ??= JSON.parse(readFileSync(path.join(dir, `${b.id}.rewrite.json`), 'utf8')) as Record<string, unknown>;
+    });
+    try {
+      expect(await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a']))).toBe('rewritten');
+    } finally {
+      w.restore();
+    }
+    const e = w.events;
+    const idx = (x: string) => e.findIndex((v) => v.startsWith(x));
+    expect(idx(`sync .${b.id}.json.TMP`)).toBeGreaterThanOrEqual(0);
+    expect(idx(`close .${b.id}.json.TMP`)).toBeGreaterThan(idx(`sync .${b.id}.json.TMP`));
+    expect(idx(`atomic ${b.id}.rewrite.json`)).toBeGreaterThan(idx(`sync .${b.id}.json.TMP`));
+    expect(idx(`rename .${b.id}.json.TMP -> ${b.id}.json`)).toBeGreaterThan(idx(`atomic ${b.id}.rewrite.json`));
+    expect(idx(`atomic ${b.id}.meta.json`)).toBeGreaterThan(idx(`rename .${b.id}.json.TMP -> ${b.id}.json`));
+    const m = (await openBackup(dir, b.id)).manifest;
+    expect(intent).toEqual({ format: 'chatmem-rewrite', file: `${b.id}.json`, next: { sha256: m?.sha256, users: 1, bytes: m?.bytes, scope: 'full' }, writer: { pid: process.pid, host: hostname() } });
+  });
+
+  it('new content that does not read back as written is refused (E_BACKUP_VERIFY): the old backup stands, no temp or intent left', async () => {
+    const b = await writeBackup(dir, [rec('a'), rec('b')], { ...opts, now: at('2026-01-01T00:00:00Z') });
+    const before = readFileSync(b.file);
+    const metaBefore = readFileSync(path.join(dir, `${b.id}.meta.json`));
+    const w = watchFs((file) => {
+      if (file.endsWith('.tmp')) writeFileSync(file, readFileSync(file, 'utf8').replace('"n-b"', '"n-X"'));
+    });
+    let e: unknown;
+    try {
+      e = await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a'])).catch((x: unknown) => x);
+    } finally {
+      w.restore();
+    }
+    expect(e).toMatchObject({ code: 'E_BACKUP_VERIFY', message: `the rewrite of ${b.id}.json did not verify: wrote 1 users, read back 1` });
+    expect(readFileSync(b.file).equals(before)).toBe(true);
+    expect(readFileSync(path.join(dir, `${b.id}.meta.json`)).equals(metaBefore)).toBe(true);
+    expect(readdirSync(dir).sort()).toEqual([`${b.id}.json`, `${b.id}.meta.json`]);
+  });
+
+  it('a seed backup whose new content does not read back as written is refused, and left as it was', async () => {
+    const text = serializeSeed([['a', rec('a')], ['b', rec('b')], ['c', rec('c')]]);
+    for (const [name, damage] of [
+      // Same length, other bytes: only the digest tells.
+      ['memory_backup_20250101_000000.json', (t: string) => t.replace('"n-c"', '"n-X"')],
+      // A dropped user written back in place of another: same count.
+      ['memory_backup_20250101_000001.json', (t: string) => t.replace('"c":', '"b":')],
+    ] as const) {
+      writeFileSync(path.join(dir, name), text);
+      const w = watchFs((file) => {
+        if (file.endsWith('.tmp')) writeFileSync(file, damage(readFileSync(file, 'utf8')));
+      });
+      let e: unknown;
+      try {
+        e = await rewriteLegacyBackup(await openBackup(dir, name), new Set(['b'])).catch((x: unknown) => x);
+      } finally {
+        w.restore();
+      }
+      expect(e, name).toMatchObject({ code: 'E_BACKUP_VERIFY', message: `the rewrite of ${name} did not verify: wrote 2 users, read back 2` });
+      expect(readFileSync(path.join(dir, name), 'utf8')).toBe(text);
+      expect(w.events.filter((x) => x.startsWith('close')).length).toBe(1);
+    }
+    expect(readdirSync(dir).sort()).toEqual(['memory_backup_20250101_000000.json', 'memory_backup_20250101_000001.json']);
+  });
+
   it('a backup of listed users left with nobody is deleted with its manifest; a full one is kept empty', async () => {
     const listed = await writeBackup(dir, [rec('a')], { ...opts, reason: 'delete-user', scope: ['a'], now: at('2026-01-01T00:00:00Z') });
     expect(await rewriteChatmemBackup(await openBackup(dir, listed.id), new Set(['a']))).toBe('deleted');
@@ -151,18 +262,26 @@ describe('rewriting backups', () => {
 
   describe('finishRewrites', () => {
     const dead = () => false;
-    async function killedRewrite(): Promise<{ id: string; file: string; oldMeta: string; intent: Record<string, unknown> }> {
-      const b = await writeBackup(dir, [rec('a'), rec('b')], { ...opts, reason: 'delete-user', scope: ['a', 'b'], now: at('2026-01-01T00:00:00Z') });
+    async function killedRewrite(gzip = false): Promise<{ id: string; file: string; oldMeta: string; intent: Record<string, unknown> }> {
+      const b = await writeBackup(dir, [rec('a'), rec('b')], { ...opts, gzip, reason: 'delete-user', scope: ['a', 'b'], now: at('2026-01-01T00:00:00Z') });
       const metaFile = path.join(dir, `${b.id}.meta.json`);
       const oldMeta = readFileSync(metaFile, 'utf8');
       await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['b']));
       const next = JSON.parse(readFileSync(metaFile, 'utf8')) as { sha256: string; users: number; bytes: number; scope: string[] };
       // What a kill right after the rename leaves: the new content, the old manifest, the intent.
       writeFileSync(metaFile, oldMeta);
-      const intent = { format: 'chatmem-rewrite', file: `${b.id}.json`, next: { sha256: next.sha256, users: next.users, bytes: next.bytes, scope: next.scope }, writer: { pid: 12345, host: hostname() } };
+      const intent = { format: 'chatmem-rewrite', file: path.basename(b.file), next: { sha256: next.sha256, users: next.users, bytes: next.bytes, scope: next.scope }, writer: { pid: 12345, host: hostname() } };
       writeFileSync(path.join(dir, `${b.id}.rewrite.json`), JSON.stringify(intent));
       return { id: b.id, file: b.file, oldMeta, intent };
     }
+
+    it('completes the manifest of a dead writer whose new gzip content is on disk', async () => {
+      const k = await killedRewrite(true);
+      expect(await finishRewrites(dir, () => false)).toEqual([`${k.id}.json.gz`]);
+      const src = await openBackup(dir, k.id);
+      expect(src.manifest).toMatchObject({ users: 1, scope: ['a'], gzip: true });
+      expect(await verifySource(src)).toMatchObject({ ok: true, users: 1 });
+    });
 
     it('completes the manifest of a dead writer whose new content is on disk, and asks about the writer the intent names', async () => {
       const k = await killedRewrite();
