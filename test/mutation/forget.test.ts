@@ -223,6 +223,17 @@ describe('forgetUsers', () => {
     expect(JSON.parse(first ?? '')).toEqual({ ...(JSON.parse(line) as object), userIds: [h], details: { deleted: 62811, ok: true, none: null, ids: [62811, h] } });
   });
 
+  it('finds an id with a quote in the audit log, where JSON text holds it escaped', async () => {
+    const log = path.join(dir, 'audit.log');
+    const line = JSON.stringify({ v: 1, ts: '2026-01-01T00:00:01.000Z', op: 'o1', action: 'delete-users', outcome: 'done', actor: { kind: 'os', name: 'x' }, userIds: ['u2'], details: { note: 'asked by say "hi" today' } });
+    expect(line.includes('say "hi"')).toBe(false);
+    writeFileSync(log, `${line}\n`);
+    const r = await forgetUsers(ctx, ['say "hi"']);
+    expect(r.auditEntriesRedacted).toBe(1);
+    const [first] = readFileSync(log, 'utf8').split('\n');
+    expect((JSON.parse(first ?? '') as { details: unknown }).details).toEqual({ note: `asked by ${r.hashes['say "hi"'] ?? ''} today` });
+  });
+
   it('removes the users from backups, rewriting or deleting them, and twice finds none', async () => {
     await store.put('u1', rec('u1'));
     await store.put('u2', rec('u2'));
