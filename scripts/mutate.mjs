@@ -44,7 +44,7 @@ const TESTS = {
   'src/backup/source.ts': ['test/mutation/integrity.test.ts', 'test/backup/legacy-timezone.test.ts', 'test/mutation/source.test.ts'],
   'src/backup/catalog.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/catalog.test.ts'],
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
-  'src/backup/format.ts': ['test/backup/format.test.ts'],
+  'src/backup/format.ts': ['test/backup/format.test.ts', 'test/mutation/format.test.ts'],
   'src/backup/timezone.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/timezone.test.ts'],
 };
 
@@ -64,6 +64,8 @@ const CI_TESTS = {
   'src/backup/source.ts': ['test/mutation/source.test.ts'],
   'src/backup/catalog.ts': ['test/mutation/catalog.test.ts'],
   'src/backup/timezone.ts': ['test/mutation/timezone.test.ts'],
+  'src/backup/format.ts': ['test/mutation/format.test.ts'],
+  'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
 };
 
 /**
