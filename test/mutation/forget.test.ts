@@ -217,7 +217,8 @@ describe('forgetUsers', () => {
     const log = path.join(dir, 'audit.log');
     const line = '{"v":1,"ts":"2026-01-01T00:00:01.000Z","op":"o1","action":"delete-users","outcome":"done","actor":{"kind":"os","name":"x"},"userIds":["62811"],"details":{"deleted":62811,"ok":true,"none":null,"ids":[62811,"62811"]}}';
     writeFileSync(log, `${line}\n`);
-    const r = await forgetUsers(ctx, ['62811']);
+    // Two ids forgotten, the line naming one of them.
+    const r = await forgetUsers(ctx, ['62811', 'nobody-here']);
     const h = r.hashes['62811'] as string;
     const [first] = readFileSync(log, 'utf8').split('\n');
     expect(JSON.parse(first ?? '')).toEqual({ ...(JSON.parse(line) as object), userIds: [h], details: { deleted: 62811, ok: true, none: null, ids: [62811, h] } });
