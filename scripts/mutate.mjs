@@ -3,7 +3,8 @@
 // "Mutation testing"). A full run of every file against the whole suite takes hours on two cores;
 // each file against its own tests takes minutes, and the score is then a lower bound.
 //
-//   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files
+//   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files (or
+//                                                              src/x.ts:12-30: those lines)
 //   node scripts/mutate.mjs changed [base]                     CI: the mutants on the lines changed
 //                                                              since base (default: merge-base with
 //                                                              origin/main), capped; on main itself or
@@ -37,6 +38,14 @@ const TESTS = {
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
+  'src/backup/create.ts': ['test/mutation/durable-write.test.ts', 'test/mutation/integrity.test.ts', 'test/backup/two-phase.test.ts', 'test/mutation/create.test.ts'],
+  'src/backup/two-phase.ts': ['test/backup/two-phase.test.ts', 'test/mutation/two-phase.test.ts'],
+  'src/ops/forget.ts': ['test/ops/forget.test.ts', 'test/mutation/forget.test.ts'],
+  'src/backup/source.ts': ['test/mutation/integrity.test.ts', 'test/backup/legacy-timezone.test.ts', 'test/mutation/source.test.ts'],
+  'src/backup/catalog.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/catalog.test.ts'],
+  'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
+  'src/backup/format.ts': ['test/backup/format.test.ts', 'test/mutation/format.test.ts'],
+  'src/backup/timezone.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/timezone.test.ts'],
 };
 
 /**
@@ -49,6 +58,14 @@ const CI_TESTS = {
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
   'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
+  'src/backup/create.ts': ['test/mutation/create.test.ts', 'test/mutation/durable-write.test.ts'],
+  'src/backup/two-phase.ts': ['test/mutation/two-phase.test.ts'],
+  'src/ops/forget.ts': ['test/mutation/forget.test.ts'],
+  'src/backup/source.ts': ['test/mutation/source.test.ts'],
+  'src/backup/catalog.ts': ['test/mutation/catalog.test.ts'],
+  'src/backup/timezone.ts': ['test/mutation/timezone.test.ts'],
+  'src/backup/format.ts': ['test/mutation/format.test.ts'],
+  'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
 };
 
 /**
@@ -170,7 +187,9 @@ if (mode === 'file') {
   if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  for (const f of args) ok = run(f, [f], { incremental: true, concurrency, ci }) && ok;
+  // `src/x.ts:55-65` mutates those lines only (the rerun of a file's survivors); several ranges of one
+  // file run together.
+  for (const [file, specs] of byFile(args)) ok = run(file, specs, { incremental: true, concurrency, ci }) && ok;
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;

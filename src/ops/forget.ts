@@ -9,7 +9,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError } from '../errors.js';
-import { ensurePrivateDir, FILE_MODE, fsyncDir, writeFileAtomic } from '../fs-util.js';
+import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor, writeFileAtomic } from '../fs-util.js';
 import { validateUserId } from '../record.js';
 import type { Store } from '../store/types.js';
 import { parseBackupName } from '../backup/format.js';
@@ -48,31 +48,60 @@ export interface ForgetResult {
   auditOp: string;
 }
 
-/** The key of the audit hashes: created once (32 random bytes, 0600), then read. */
+/**
+ * The key of the audit hashes: created once (32 random bytes, 0600), then read. A key file that is not
+ * 64 hex digits is refused: read as it is, it would give a short or empty HMAC key, whose hashes anyone
+ * holding the id can compute.
+ */
 export async function forgetKey(dataDir: string): Promise<Buffer> {
   const file = path.join(dataDir, FORGET_KEY_FILE);
-  try {
-    return Buffer.from((await fsp.readFile(file, 'utf8')).trim(), 'hex');
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw new OpsError('E_AUDIT_WRITE', `cannot read the forget key ${file}: ${(err as Error).message}`, { cause: err });
-  }
+  const existing = await readForgetKey(file);
+  if (existing) return existing;
   await ensurePrivateDir(dataDir);
   const key = randomBytes(32);
+  const tmp = tempNameFor(file);
   try {
-    // 'wx': two first forgets at once keep one key.
-    const fh = await fsp.open(file, 'wx', FILE_MODE);
+    // Written whole and synced under a temp name, then linked: the key file is never seen half written
+    // (a kill between creating and writing it left an empty key before), and `link` fails on an
+    // existing name, so two first forgets at once keep one key.
+    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
     try {
       await fh.writeFile(key.toString('hex') + '\n');
       await fh.sync();
     } finally {
       await fh.close();
     }
+    try {
+      await fsp.link(tmp, file);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      const theirs = await readForgetKey(file);
+      // The name is taken by something that reads as missing (a dangling symlink): retrying would loop.
+      if (!theirs) throw new Error('the name exists but is no readable file');
+      return theirs;
+    }
     await fsyncDir(dataDir);
     return key;
   } catch (err) {
-    if (errnoCode(err) === 'EEXIST') return forgetKey(dataDir);
+    if (isChatmemError(err)) throw err;
     throw new OpsError('E_AUDIT_WRITE', `cannot create the forget key ${file}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
   }
+}
+
+async function readForgetKey(file: string): Promise<Buffer | null> {
+  let text: string;
+  try {
+    text = (await fsp.readFile(file, 'utf8')).trim();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return null;
+    throw new OpsError('E_AUDIT_WRITE', `cannot read the forget key ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) {
+    throw new OpsError('E_AUDIT_WRITE', `the forget key ${file} is damaged (${text.length} characters, not 64 hex digits); restore it from a copy, or remove it only if no forget ever used it`);
+  }
+  return Buffer.from(text, 'hex');
 }
 
 /** `forgotten:` + the first 128 bits of HMAC-SHA256(key, id), hex. */
