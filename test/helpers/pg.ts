@@ -12,6 +12,10 @@ async function probe(url: string): Promise<string | null> {
   try {
     await client.connect();
     await client.query('SELECT 1');
+    // Created in public before any test makes it: CREATE EXTENSION installs into the first schema of
+    // the search_path, and a test's connection names its own schema, which it drops with CASCADE at
+    // the end, taking the extension and every other test's trigram index with it.
+    await client.query('CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public').catch(() => undefined);
     return null;
   } catch (err) {
     return err instanceof Error ? err.message : String(err);
