@@ -37,6 +37,8 @@ const TESTS = {
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
+  'src/ops/operations.ts': ['test/mutation/operations.test.ts', 'test/ops/operations.test.ts'],
+  'src/ops/export.ts': ['test/mutation/export.test.ts', 'test/ops/transfer.test.ts'],
 };
 
 /**
@@ -49,6 +51,8 @@ const CI_TESTS = {
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
   'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
+  'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
+  'src/ops/export.ts': ['test/mutation/export.test.ts'],
 };
 
 /**
