@@ -400,7 +400,7 @@ describe('restore', () => {
     expect(manifestOf(path.join(backupDir, `${merged.backup}.json`))).toMatchObject({ reason: 'restore', scope: 'full' });
     points = [];
     const replaced = await ops.restore(b.id);
-    expect(replaced).toMatchObject({ written: 2, removed: 1 });
+    expect(replaced).toMatchObject({ dryRun: false, written: 2, removed: 1 });
     expect(points[0]).toBe('restore:intent-written');
     expect(points).toContain('restore:backup-published');
     expect(Object.keys(await dump())).toEqual(['a', 'b']);
@@ -967,5 +967,199 @@ describe('forget and expire through off-site', () => {
     expect(verified).toHaveLength(1);
     expect(JSON.stringify(r)).toContain(verified[0]![0].replace(/\.json$/, ''));
     expect(auditLines().find((l) => l.outcome === 'started')).toMatchObject({ actor: OTHER });
+  });
+});
+
+describe('what the first mutation run left open', () => {
+  it('writes landing after the snapshot was read are copied in rounds (more than the section takes) and reach the backup', async () => {
+    const ids = Array.from({ length: 300 }, (_, i) => `w${String(i).padStart(4, '0')}`);
+    await seed(ids);
+    let syncs = 0;
+    setFsIo({
+      sync: async (fh, file) => {
+        // The snapshot has been read and written; these writes land before the rounds look at what changed.
+        if (file.endsWith('.snapshot') && syncs++ === 0) await Promise.all(ids.map((id) => store.put(id, { name: `after ${id}` })));
+        await fh.sync();
+      },
+    });
+    const r = await ops.clearAll();
+    resetFsIo();
+    expect(syncs).toBe(1);
+    const b = readJson(r.backupFile) as Record<string, MemoryRecord>;
+    expect(Object.keys(b)).toHaveLength(300);
+    for (const id of ids) expect(b[id]?.name, id).toBe(`after ${id}`);
+  });
+
+  it('a whole-store change after the snapshot makes the section copy the whole store itself', async () => {
+    await seed(['a', 'b', 'c']);
+    const o = makeOps({
+      hooks: {
+        at: async (point) => {
+          if (point === 'snapshot-copied') {
+            await store.exclusive('all', (ctx) => ctx.clear());
+            await store.put('z', { name: 'Z' });
+          }
+        },
+      },
+    });
+    const r = await o.clearAll();
+    expect(Object.keys(readJson(r.backupFile))).toEqual(['z']);
+    expect(r.deleted).toBe(1);
+  });
+
+  it('a restore into an empty store: no backup, the hooks in order, no parts left behind', async () => {
+    await seed(['a']);
+    const b = await ops.createBackup();
+    await store.exclusive('all', (ctx) => ctx.clear());
+    points = [];
+    const r = await ops.restore(b.id);
+    expect(r).toMatchObject({ dryRun: false, backup: null, written: 1 });
+    expect(points).toEqual(['restore:intent-written', 'restore:snapshot-copied', 'restore:section-entered', 'restore:backup-verified', 'restore:changed', 'restore:outcome-written']);
+    expect(readdirSync(backupDir).sort()).toEqual([`${b.id}.json`, `${b.id}.meta.json`]);
+    // No backup: the audit entry names none.
+    expect(auditLines().at(-1)).not.toHaveProperty('backup');
+  });
+
+  it('works without hooks, and reads legacy names in the configured time zone', async () => {
+    mkdirSync(backupDir, { recursive: true });
+    copyFileSync(path.join(FIXTURES, 'backups', 'memory_backup_20251125_145714.json'), path.join(backupDir, 'memory_backup_20251125_145714.json'));
+    const plain = new Operations({ store, backupDir, audit: new AuditLog(auditFile), actor: ACTOR });
+    expect((await plain.listBackups())[0]?.createdAt).toBe('2025-11-25T14:57:14.000Z');
+    const jakarta = new Operations({ store, backupDir, audit: new AuditLog(auditFile), actor: ACTOR, legacyTimezone: 'Asia/Jakarta' });
+    expect((await jakarta.listBackups())[0]?.createdAt).toBe('2025-11-25T07:57:14.000Z');
+    await seed(['a']);
+    expect((await plain.deleteUsers(['a'])).deleted).toBe(1);
+    // A diff writes nothing: a legacy file needs no confirmation.
+    const d = await plain.diff('memory_backup_20251125_145714', 'current');
+    expect(d.removed).toHaveLength(5);
+  });
+
+  it('truncate-history and merge audit their users; a refused merge writes no audit entry; INTO is stored as merged', async () => {
+    await store.exclusive('all', (ctx) => ctx.putMany([rec('a'), rec('b')]));
+    await ops.truncateHistory('a', 0);
+    expect(auditLines()[0]).toMatchObject({ action: 'truncate-history', userIds: ['a'] });
+    const before = auditLines().length;
+    await expect(ops.merge('a', 'nobody')).rejects.toMatchObject({ code: 'E_UNKNOWN_USER' });
+    expect(auditLines()).toHaveLength(before);
+    const m = await ops.merge('a', 'b');
+    expect(await store.get('b')).toEqual(m.record);
+    expect(await store.get('a')).toBeNull();
+  });
+
+  it('import: gzip, a missing file named like a backup, causes kept, a malformed file not called missing, 4 keys, 100 users listed', async () => {
+    await seed(['a', 'b']);
+    const gz = path.join(dir, 'all.json.gz');
+    const { exportStore } = await import('../../src/ops/export.js');
+    await exportStore(store, gz, { gzip: true });
+    expect(await ops.importFile(gz)).toMatchObject({ imported: 2, overwritten: 2 });
+    const missing = path.join(dir, 'memory_backup_20250101_000000.json');
+    await expect(ops.importFile(missing)).rejects.toMatchObject({ code: 'E_NOT_FOUND', cause: expect.objectContaining({ code: 'ENOENT' }) });
+    const bad = path.join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ q: { history: 5 } }));
+    await expect(ops.importFile(bad)).rejects.toMatchObject({ code: 'E_IMPORT', cause: expect.objectContaining({ code: expect.stringMatching(/^E_/) }) });
+    const malformed = path.join(dir, 'malformed.json');
+    writeFileSync(malformed, '{"a": {}, "b": ');
+    await expect(ops.importFile(malformed)).rejects.toMatchObject({ code: expect.not.stringMatching(/^E_NOT_FOUND$/) });
+    const four = path.join(dir, 'four.json');
+    writeFileSync(four, JSON.stringify({ user_id: {}, backup_timestamp: {}, record: {}, other: {} }));
+    expect(await ops.importFile(four)).toMatchObject({ imported: 4 });
+    const hundred = path.join(dir, 'hundred.json');
+    writeFileSync(hundred, JSON.stringify(Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`h${String(i).padStart(3, '0')}`, {}]))));
+    await ops.importFile(hundred);
+    expect((auditLines().filter((l) => l.outcome === 'started').at(-1)?.userIds as string[] | undefined)?.length).toBe(100);
+    // A thousand records without a progress callback.
+    const big = path.join(dir, 'big.json');
+    writeFileSync(big, JSON.stringify(Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${String(i).padStart(4, '0')}`, {}]))));
+    expect(await ops.importFile(big)).toMatchObject({ imported: 1000 });
+  });
+
+  it('forget: the actor, off-site removals and re-uploads named, a failed removal warned, no backup directory, no off-site', async () => {
+    await seed(['a', 'b']);
+    const offsite = fakeOffsite(path.join(dir, 'remote'));
+    const o = makeOps({ offsite, dataDir: dir });
+    const both = await o.createBackup();
+    const onlyA = await o.deleteUsers(['a'], { fullBackup: false });
+    verified = [];
+    const r = await o.forget(['a'], { actor: OTHER });
+    expect(r.backupsRewritten).toEqual([both.id]);
+    expect(r.filesDeleted.map((f) => path.basename(f))).toEqual([`${onlyA.backup}.json`]);
+    expect(offsite.removed.sort()).toEqual([`${both.id}.json`, `${onlyA.backup}.json`].sort());
+    expect(verified.map(([n]) => n)).toEqual([`${both.id}.json`]);
+    expect(auditLines().filter((l) => l.action === 'forget')[0]).toMatchObject({ actor: OTHER });
+    offsite.failRemove = true;
+    await o.createBackup();
+    await o.forget(['b']);
+    expect(offsite.warnings.length).toBeGreaterThan(0);
+    expect(offsite.warnings.every((w) => /^forget: cannot remove the off-site copy of memory_backup_\S+\.json: bucket says no$/.test(w))).toBe(true);
+    await store.put('c', {});
+    await expect(makeOps({ offsite, backupDir: path.join(dir, 'no-backups'), dataDir: dir }).forget(['c'])).resolves.toMatchObject({ deleted: 1 });
+    await store.put('d', {});
+    await expect(makeOps({ dataDir: dir }).forget(['d'])).resolves.toMatchObject({ deleted: 1 });
+  });
+
+  it('expire in forget mode forgets through the operations', async () => {
+    await store.exclusive('all', (ctx) => ctx.putMany([{ ...newRecord('old', '2025-01-01T00:00:00.000Z'), updated_at: '2025-01-01T00:00:00.000Z' }, rec('new')]));
+    const r = await makeOps({ dataDir: dir }).expire({ inactiveAfter: '30d', mode: 'forget' }, { now: new Date() });
+    expect(r).toMatchObject({ mode: 'forget' });
+    expect(await store.get('old')).toBeNull();
+    expect(auditLines().some((l) => l.action === 'forget' && l.outcome === 'done')).toBe(true);
+  });
+
+  it('prune: a dateless legacy file is never removed, a legacy file goes without a manifest, groups are named', async () => {
+    await seed(['a']);
+    mkdirSync(backupDir, { recursive: true });
+    const at = (s: string) => () => new Date(s);
+    const f1 = await writeBackup(backupDir, store.scan(), { reason: 'manual', scope: 'full', source: store.url, now: at('2026-01-01T00:00:00Z') });
+    const f2 = await writeBackup(backupDir, store.scan(), { reason: 'manual', scope: 'full', source: store.url, now: at('2026-01-02T00:00:00Z') });
+    const u1 = await writeBackup(backupDir, [rec('a')], { reason: 'delete-user', scope: ['a'], source: store.url, now: at('2026-01-03T00:00:00Z') });
+    writeFileSync(path.join(backupDir, 'memory_backup_20251399_000000.json'), JSON.stringify({ a: rec('a') }));
+    writeFileSync(path.join(backupDir, 'memory_backup_20251201_000000.json'), JSON.stringify({ a: rec('a') }));
+    const dry = await ops.prune({ last: 1 }, { dryRun: true });
+    expect(dry.remove.map((x) => x.id).sort()).toEqual([f1.id, 'memory_backup_20251201_000000'].sort());
+    const groups = new Map(dry.keep.map((k) => [k.id, k.group]));
+    expect(groups.get(f2.id)).toBe('full');
+    expect(groups.get(u1.id)).toBe('user');
+    expect(groups.get('memory_backup_20251399_000000')).toBeDefined();
+    const r = await ops.prune({ last: 1 });
+    expect(r.removed.sort()).toEqual([f1.id, 'memory_backup_20251201_000000'].sort());
+    expect(existsSync(path.join(backupDir, 'memory_backup_20251399_000000.json'))).toBe(true);
+  });
+
+  it('readAudit: a backup that cannot be read (not merely pruned) is an error, not a silent miss', async () => {
+    await seed(['a']);
+    const c = await ops.clearAll();
+    const { rmSync } = await import('node:fs');
+    rmSync(c.backupFile);
+    mkdirSync(c.backupFile);
+    await expect(ops.readAudit({ user: 'a' })).rejects.toMatchObject({ code: expect.stringMatching(/^E_BACKUP_/) });
+  });
+
+  it('recover: finished parts are handed to off-site; verdicts for restores with users, partial deletes without a backup, recreated users after a clear', async () => {
+    await seed(['a', 'b']);
+    const audit = new AuditLog(auditFile);
+    const restoreOp = await audit.begin('restore', ACTOR, { userIds: ['a'] });
+    await writeBackup(backupDir, await getMany(['a']), { reason: 'restore', scope: ['a'], source: store.url, auditOp: restoreOp.op });
+    const partial = await audit.begin('delete-users', ACTOR, { userIds: ['a', 'x'] });
+    const cleared = await audit.begin('clear-all', ACTOR);
+    await writeBackup(backupDir, await getMany(['b']), { reason: 'clear-all', scope: 'full', source: store.url, auditOp: cleared.op });
+    await store.exclusive({ ids: ['b'] }, (ctx) => ctx.delete(['b']));
+    await store.put('b', { created_at: '2020-01-01T00:00:00Z' });
+    const o = makeOps({ offsite: fakeOffsite(path.join(dir, 'remote')) });
+    const report = await o.finishLeftovers();
+    const r = await o.recover({ leftovers: { ...report, parts: { removedUnsealed: [], removedPublished: [], finished: ['memory_backup_20260101_000000'], kept: [] } } });
+    expect(verified.map(([n]) => n)).toEqual(['memory_backup_20260101_000000.json']);
+    const by = new Map(r.interrupted.map((i) => [i.entry.op, i]));
+    expect(by.get(restoreOp.op)).toMatchObject({ applied: null, backup: expect.any(String) });
+    expect(by.get(partial.op)).toMatchObject({ applied: false, backup: null });
+    expect(by.get(cleared.op)).toMatchObject({ applied: true });
+    expect(auditLines().find((l) => l.op === partial.op && l.outcome === 'interrupted')).toMatchObject({ details: { backupExists: false, applied: false } });
+  });
+
+  it('a broken store file that cannot be kept aside refuses the restore, naming the file', async () => {
+    await seed(['a']);
+    const b = await ops.createBackup();
+    const gone = path.join(dir, 'gone.json');
+    const o = makeOps({ brokenStore: { file: gone, error: new StoreError('E_STORE_CORRUPT', 'bad'), reopen: async () => store } });
+    await expect(o.restore(b.id)).rejects.toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^cannot keep .*gone\.json aside as .*gone\.json\.broken-\d{8}T\d{6}Z: /), cause: expect.objectContaining({ code: 'ENOENT' }) });
   });
 });
