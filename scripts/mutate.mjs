@@ -4,6 +4,7 @@
 // each file against its own tests takes minutes, and the score is then a lower bound.
 //
 //   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files
+//   node scripts/mutate.mjs file src/x.ts:10-20 src/x.ts:40-41 the mutants on those lines only
 //   node scripts/mutate.mjs changed [base]                     CI: the mutants on the lines changed
 //                                                              since base (default: merge-base with
 //                                                              origin/main), capped; on main itself or
@@ -174,7 +175,12 @@ if (mode === 'file') {
   if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  for (const f of args) ok = run(f, [f], { incremental: true, concurrency, ci }) && ok;
+  // `src/x.ts:10-20` arguments mutate those lines only (a rerun over the lines that had survivors),
+  // without the incremental file, whose results would stand in for the rerun.
+  for (const [f, specs] of byFile(args)) {
+    const ranged = specs.some((spec) => spec.includes(':'));
+    ok = run(f, ranged ? specs : [f], { incremental: !ranged, concurrency, ci }) && ok;
+  }
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;

@@ -1035,13 +1035,14 @@ describe('what the first mutation run left open', () => {
   });
 
   it('truncate-history and merge audit their users; a refused merge writes no audit entry; INTO is stored as merged', async () => {
-    await store.exclusive('all', (ctx) => ctx.putMany([rec('a'), rec('b')]));
-    await ops.truncateHistory('a', 0);
-    expect(auditLines()[0]).toMatchObject({ action: 'truncate-history', userIds: ['a'] });
+    await store.exclusive('all', (ctx) => ctx.putMany([rec('a'), rec('b'), rec('c')]));
+    await ops.truncateHistory('c', 0);
+    expect(auditLines()[0]).toMatchObject({ action: 'truncate-history', userIds: ['c'] });
     const before = auditLines().length;
     await expect(ops.merge('a', 'nobody')).rejects.toMatchObject({ code: 'E_UNKNOWN_USER' });
     expect(auditLines()).toHaveLength(before);
     const m = await ops.merge('a', 'b');
+    expect(m.record.history.map((h) => h.text).sort()).toEqual(['hi from a', 'hi from b']);
     expect(await store.get('b')).toEqual(m.record);
     expect(await store.get('a')).toBeNull();
   });
