@@ -1164,3 +1164,15 @@ describe('what the first mutation run left open', () => {
     await expect(o.restore(b.id)).rejects.toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^cannot keep .*gone\.json aside as .*gone\.json\.broken-\d{8}T\d{6}Z: /), cause: expect.objectContaining({ code: 'ENOENT' }) });
   });
 });
+
+describe('import of a file named like a backup', () => {
+  it('a symlink named like a backup is refused, not followed', async () => {
+    await seed(['a']);
+    const target = path.join(dir, 'target.json');
+    writeFileSync(target, JSON.stringify({ sneaky: {} }));
+    const link = path.join(dir, 'memory_backup_20250101_000000.json');
+    symlinkSync(target, link);
+    await expect(ops.importFile(link)).rejects.toMatchObject({ code: 'E_BACKUP_NOT_REGULAR' });
+    expect(await store.get('sneaky')).toBeNull();
+  });
+});
