@@ -46,6 +46,8 @@ const TESTS = {
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
   'src/backup/format.ts': ['test/backup/format.test.ts', 'test/mutation/format.test.ts'],
   'src/backup/timezone.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/timezone.test.ts'],
+  'src/ops/operations.ts': ['test/mutation/operations.test.ts', 'test/ops/operations.test.ts'],
+  'src/ops/export.ts': ['test/mutation/export.test.ts', 'test/ops/transfer.test.ts'],
 };
 
 /**
@@ -66,6 +68,8 @@ const CI_TESTS = {
   'src/backup/timezone.ts': ['test/mutation/timezone.test.ts'],
   'src/backup/format.ts': ['test/mutation/format.test.ts'],
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
+  'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
+  'src/ops/export.ts': ['test/mutation/export.test.ts'],
 };
 
 /**
@@ -187,9 +191,12 @@ if (mode === 'file') {
   if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  // `src/x.ts:55-65` mutates those lines only (the rerun of a file's survivors); several ranges of one
-  // file run together.
-  for (const [file, specs] of byFile(args)) ok = run(file, specs, { incremental: true, concurrency, ci }) && ok;
+  // `src/x.ts:10-20` arguments mutate those lines only (a rerun over the lines that had survivors),
+  // without the incremental file, whose results would stand in for the rerun.
+  for (const [f, specs] of byFile(args)) {
+    const ranged = specs.some((spec) => spec.includes(':'));
+    ok = run(f, ranged ? specs : [f], { incremental: !ranged, concurrency, ci }) && ok;
+  }
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;
