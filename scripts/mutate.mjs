@@ -4,6 +4,7 @@
 // each file against its own tests takes minutes, and the score is then a lower bound.
 //
 //   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files
+//   node scripts/mutate.mjs file src/record.ts:10-40           the mutants of those lines only
 //   node scripts/mutate.mjs changed [base]                     CI: the mutants on the lines changed
 //                                                              since base (default: merge-base with
 //                                                              origin/main), capped; on main itself or
@@ -37,6 +38,11 @@ const TESTS = {
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
+  'src/server/plugins/auth.ts': ['test/mutation/auth.test.ts'],
+  'src/server/plugins/errors.ts': ['test/mutation/errors.test.ts'],
+  'src/store/owner.ts': ['test/mutation/owner.test.ts'],
+  'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
+  'src/store/open.ts': ['test/mutation/open.test.ts'],
 };
 
 /**
@@ -170,7 +176,8 @@ if (mode === 'file') {
   if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  for (const f of args) ok = run(f, [f], { incremental: true, concurrency, ci }) && ok;
+  // `src/x.ts:10-40` mutates only those lines (a rerun of the survivors), against the file's tests.
+  for (const f of args) ok = run(f.split(':')[0], [f], { incremental: true, concurrency, ci }) && ok;
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;
