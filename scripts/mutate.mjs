@@ -43,6 +43,7 @@ const TESTS = {
   'src/store/owner.ts': ['test/mutation/owner.test.ts'],
   'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
   'src/store/open.ts': ['test/mutation/open.test.ts'],
+  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts'],
 };
 
 /**
@@ -55,6 +56,7 @@ const CI_TESTS = {
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
   'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
+  'src/store/json-file.ts': ['test/mutation/json-file.test.ts'],
 };
 
 /**
