@@ -2,6 +2,7 @@
 // Fastify, or from Node before Fastify sees the request, comes as `{ error: { code, message } }` with its
 // code's status; an internal failure says nothing but "see the log", and the log holds it without
 // passwords. Over a real daemon and raw sockets.
+import { once } from 'node:events';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openContext, type Context } from '../../src/context.js';
@@ -231,5 +232,34 @@ describe('errors over a real daemon', () => {
     expect(r.body).toEqual({
       error: { code: 'E_REQUEST_TIMEOUT', message: 'the request did not arrive in time (server.headersTimeout 400 ms, server.requestTimeout 400 ms)' },
     });
+  });
+});
+
+describe('a client that never closes its side', () => {
+  it('after a client error is answered, the daemon drops the connection within a second, long before its request timeouts', async () => {
+    const t = await tempConfig('sqlite');
+    const ctx = await openContext(t.config, { role: 'daemon' });
+    // Default limits: headersTimeout 10 s would otherwise be what ends the socket.
+    const app = await buildApp({ ctx, adminToken: ADMIN_TOKEN, logger: false });
+    try {
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const a = app.server.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      const connections = () => new Promise<number>((resolve, reject) => app.server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
+      const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      await once(sock, 'connect');
+      sock.resume();
+      const ended = once(sock, 'end');
+      sock.write('HELLO THERE\r\n\r\n');
+      await ended;
+      const deadline = Date.now() + 3_000;
+      while ((await connections()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(await connections()).toBe(0);
+      sock.destroy();
+    } finally {
+      await app.close();
+      await ctx.close();
+      await t.cleanup();
+    }
   });
 });
