@@ -127,9 +127,17 @@ describe('file store owner', () => {
     expect(err.cause.code).toBe('ENOTDIR');
   });
 
-  it('readOwner passes on errors other than a missing file', async () => {
+  it('an owner file that cannot be read is E_STORE_OPEN, never a bare file system error', async () => {
     const plain = path.join(dir, 'plain-file-2');
     await fsp.writeFile(plain, 'x');
-    await expect(readOwner(path.join(plain, 'x.db'))).rejects.toMatchObject({ code: 'ENOTDIR' });
+    await expect(readOwner(path.join(plain, 'x.db'))).rejects.toMatchObject({
+      code: 'E_STORE_OPEN',
+      message: `cannot read ${path.join(plain, 'x.db')}.owner: ENOTDIR: not a directory, open '${path.join(plain, 'x.db')}.owner'`,
+      cause: { code: 'ENOTDIR' },
+    });
+    // The owner file is a directory: the claim fails the same way (before the fix: a bare EISDIR).
+    const file = store();
+    await fsp.mkdir(ownerFileFor(file));
+    await expect(acquireOwner(file, { role: 'cli' })).rejects.toMatchObject({ code: 'E_STORE_OPEN', cause: { code: 'EISDIR' } });
   });
 });
