@@ -80,6 +80,12 @@ function functionRange(file, name) {
   return `${file}:${start + 1}-${end + 1}`;
 }
 
+/**
+ * Files in TESTS that CI does not mutate yet: their fast tests kill too few mutants (json-file.ts:
+ * 59.7%, RELIABILITY.md), so any change to them would fail the 85% check for reasons not its own.
+ */
+const NOT_IN_CI = new Set(['src/store/json-file.ts']);
+
 /** Changed lines mutated in one CI run at most: about 2 minutes on a 2-core runner. */
 const MAX_CHANGED_LINES = 40;
 
@@ -103,7 +109,7 @@ function baseCommit(given) {
 /** `file:start-end` ranges of the lines added or changed since `base`, in files that have tests here. */
 function changedRanges(base) {
   const ranges = [];
-  const diff = git('diff', '--unified=0', '--no-color', `${base}...HEAD`, '--', ...Object.keys(TESTS));
+  const diff = git('diff', '--unified=0', '--no-color', `${base}...HEAD`, '--', ...Object.keys(TESTS).filter((f) => !NOT_IN_CI.has(f)));
   let file = null;
   for (const line of diff.split('\n')) {
     const f = /^\+\+\+ b\/(.+)$/.exec(line);
