@@ -48,6 +48,12 @@ const TESTS = {
   'src/backup/timezone.ts': ['test/backup/legacy-timezone.test.ts', 'test/mutation/timezone.test.ts'],
   'src/ops/operations.ts': ['test/mutation/operations.test.ts', 'test/ops/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts', 'test/ops/transfer.test.ts'],
+  'src/server/plugins/auth.ts': ['test/mutation/auth.test.ts'],
+  'src/server/plugins/errors.ts': ['test/mutation/errors.test.ts'],
+  'src/store/owner.ts': ['test/mutation/owner.test.ts'],
+  'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
+  'src/store/open.ts': ['test/mutation/open.test.ts'],
+  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts'],
 };
 
 /**
@@ -70,6 +76,7 @@ const CI_TESTS = {
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
   'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
+  'src/store/json-file.ts': ['test/mutation/json-file.test.ts'],
 };
 
 /**
@@ -92,6 +99,12 @@ function functionRange(file, name) {
   if (start < 0 || end < 0) throw new Error(`sample: no function ${name} in ${file}; update SAMPLE in scripts/mutate.mjs`);
   return `${file}:${start + 1}-${end + 1}`;
 }
+
+/**
+ * Files in TESTS that CI does not mutate yet: their fast tests kill too few mutants (json-file.ts:
+ * 59.7%, RELIABILITY.md), so any change to them would fail the 85% check for reasons not its own.
+ */
+const NOT_IN_CI = new Set(['src/store/json-file.ts']);
 
 /** Changed lines mutated in one CI run at most: about 2 minutes on a 2-core runner. */
 const MAX_CHANGED_LINES = 40;
@@ -116,7 +129,7 @@ function baseCommit(given) {
 /** `file:start-end` ranges of the lines added or changed since `base`, in files that have tests here. */
 function changedRanges(base) {
   const ranges = [];
-  const diff = git('diff', '--unified=0', '--no-color', `${base}...HEAD`, '--', ...Object.keys(TESTS));
+  const diff = git('diff', '--unified=0', '--no-color', `${base}...HEAD`, '--', ...Object.keys(TESTS).filter((f) => !NOT_IN_CI.has(f)));
   let file = null;
   for (const line of diff.split('\n')) {
     const f = /^\+\+\+ b\/(.+)$/.exec(line);

@@ -33,7 +33,8 @@ export async function readOwner(storeFile: string): Promise<OwnerInfo | null> {
     text = await fsp.readFile(ownerFileFor(storeFile), 'utf8');
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return null;
-    throw err;
+    // Opening a store must fail with a catalogued code, not a bare EISDIR or EACCES.
+    throw new StoreError('E_STORE_OPEN', `cannot read ${ownerFileFor(storeFile)}: ${(err as Error).message}`, { cause: err });
   }
   let info: OwnerInfo;
   try {
