@@ -37,6 +37,9 @@ const TESTS = {
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
+  'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
+  'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
+  'src/store/sqlite/schema.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
 };
 
 /**
@@ -167,10 +170,11 @@ const [mode = 'sample', ...args] = process.argv.slice(2);
 const concurrency = Number(process.env.MUTATE_CONCURRENCY ?? 2);
 let ok = true;
 if (mode === 'file') {
-  if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
+  if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts[:start-end] [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  for (const f of args) ok = run(f, [f], { incremental: true, concurrency, ci }) && ok;
+  // A `file:start-end` spec mutates those lines only (a large file's new code), against the file's tests.
+  for (const f of args) ok = run(f.split(':')[0], [f], { incremental: !f.includes(':'), concurrency, ci }) && ok;
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;

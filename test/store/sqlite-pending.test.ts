@@ -13,7 +13,8 @@ import { tempDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TS = '2026-01-01T00:00:00.000Z';
-const WORDS = ['gosong', 'bocor', 'berisik', 'mati total', 'Kipas'];
+// With U+212A KELVIN SIGN (lower-cases to "k") and U+0130 (to "i̇"): LIKE alone would miss them.
+const WORDS = ['gosong', 'bocor', 'berisik', 'mati total', 'Kipas', '\u212Aulkas', 'TAR\u0130F'];
 /** The background indexer held back: the tests step it by hand. */
 const HELD = { indexDelayMs: 1e9 };
 const SLOW = { indexMs: 0, walkMs: 0, firstWindow: 1, maxWindow: 4, maxParsedWindow: 2 };
@@ -90,7 +91,7 @@ describe('SQLite search with index work queued', () => {
     expect(driver.pendingIndexWork()).toBe(p.adds + p.deletes);
   });
 
-  const QUERIES = ['gosong', 'GOSONG putaran-7', 'mati total', 'kipas', 'putaran-9 nomor-3', 'awal bocor', 'istimewa', 'nomor-149', 'putaran-1 nomor', 'tidak-ada'];
+  const QUERIES = ['gosong', 'GOSONG putaran-7', 'mati total', 'kipas', 'putaran-9 nomor-3', 'awal bocor', 'istimewa', 'nomor-149', 'putaran-1 nomor', 'tidak-ada', 'kulkas', 'tari\u0307f', '"kutip"'];
 
   it.each(QUERIES)('%s: exactly the first matching users while the indexer moves documents between turns', async (q) => {
     await appendRound();

@@ -97,11 +97,14 @@ type PendingRow = { user_id: string; text: string };
  * (where no commit of this process can happen), and the index's statement runs until the end. A
  * document deleted since it was queued or indexed is dropped by the join with search_docs.
  */
-function* indexMatches(db: Database.Database, query: string, needle: string): Generator<string, void, undefined> {
+function* indexMatches(db: Database.Database, query: string, needle: string, filter: WalkFilter | null): Generator<string, void, undefined> {
+  // The walk's LIKE filter holds for a document's plain text as for the JSON text (which it takes
+  // verbatim): SQLite drops most queued documents before JS looks at them.
+  const like = filter ? ` AND (p.text LIKE ? ESCAPE '\\'${filter.alsoIf.map((c) => ` OR instr(p.text, '${c}') > 0`).join('')})` : '';
   // Prepared per search: a statement can run one iteration at a time, and searches overlap.
   const pending = db
-    .prepare<[number], PendingRow>('SELECT d.user_id, p.text FROM search_pending AS p JOIN search_docs AS d ON d.id = p.doc_id WHERE p.op = ?')
-    .iterate(PENDING_ADD);
+    .prepare<unknown[], PendingRow>(`SELECT d.user_id, p.text FROM search_pending AS p JOIN search_docs AS d ON d.id = p.doc_id WHERE p.op = ?${like}`)
+    .iterate(...(filter ? [PENDING_ADD, filter.pattern] : [PENDING_ADD]));
   const matches = db
     .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
     .pluck()
@@ -160,7 +163,10 @@ export class SqliteSearch {
     const maxWindow = filter ? this.turns.maxWindow : this.turns.maxParsedWindow;
     const walkSlice = (after: string, window: number): WalkRow[] =>
       filtered && filter ? filtered.all(filter.pattern, after, window) : this.stmts.walk.all(after, window);
-    const matches = indexMatches(this.db, query, needle);
+    const matches = indexMatches(this.db, query, needle, filter);
+    // toLowerCase turns U+0130 (İ) into "i" + U+0307, FTS5's folding does not: the index would miss
+    // such matches, so a needle holding U+0307 is answered by the walk alone.
+    const indexed = !needle.includes('\u0307');
     const first: string[] = [];
     const walked: string[] = [];
     let after = '';
@@ -173,7 +179,7 @@ export class SqliteSearch {
       while (result === null) {
         const indexStart = performance.now();
         const indexUntil = indexStart + this.turns.indexMs;
-        for (let k = 1; ; k++) {
+        for (let k = 1; indexed; k++) {
           const next = matches.next();
           if (next.done) {
             result = first;
@@ -188,7 +194,7 @@ export class SqliteSearch {
         // one match): while that exceeds what the index has cost, the index gets the turn alone. A
         // term matching 1 user in 200 then costs its index matches plus a few ms of walk, instead of
         // twice its index matches.
-        if (walkSpent > 0 && (walkSpent * (limit - walked.length)) / (walked.length + 1) > indexSpent) {
+        if (indexed && walkSpent > 0 && (walkSpent * (limit - walked.length)) / (walked.length + 1) > indexSpent) {
           await new Promise((r) => setImmediate(r));
           continue;
         }
