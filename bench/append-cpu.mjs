@@ -8,7 +8,8 @@
 // queued, and checkpoints): the whole cost of an append. With BENCH_CPU_HELD=1 this tree also runs with
 // its background indexer held back ("indexer held"): the hot path alone while the appends run, and
 // the whole queue applied in one go by close(). BENCH_CPU_DELAYS=300,1000 adds runs of this tree with
-// the indexer starting that many ms after a commit (the default is 100).
+// the indexer starting that many ms after a commit (the default is 100). BENCH_CPU_NOCKPT=1 adds a run
+// with wal_autocheckpoint = 0 (close() then checkpoints the whole WAL: "incl. close" holds it).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -26,7 +27,8 @@ if (process.argv[2] === '--child') {
   const { openStore } = await import(path.join(process.argv[3], 'store/open.js'));
   // 'held': the background indexer held back; 'delay=N': it starts N ms after a commit.
   const mode = process.argv[4] ?? '';
-  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : null;
+  // 'nockpt': no automatic WAL checkpoint during the appends (the WAL grows; close checkpoints it).
+  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' ? 100 : null;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chatmem-cpu-'));
   try {
     const file = path.join(dir, 'memory.db');
@@ -34,7 +36,10 @@ if (process.argv[2] === '--child') {
     if (indexDelayMs !== null) {
       const { SqliteDriver } = await import(path.join(process.argv[3], 'store/sqlite/index.js'));
       const { createStore } = await import(path.join(process.argv[3], 'store/store.js'));
-      store = createStore(await SqliteDriver.open(file, { indexDelayMs }));
+      const driver = await SqliteDriver.open(file, { indexDelayMs });
+      // The connection is private to the driver; a bench reaches it to switch the checkpoints off.
+      if (mode === 'nockpt') driver.db.pragma('wal_autocheckpoint = 0');
+      store = createStore(driver);
     } else store = await openStore(`sqlite:${file}`);
     for (let i = 0; i < USERS; i += 1000) {
       const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => makeRecord(i + j));
@@ -74,6 +79,8 @@ if (process.argv[2] === '--child') {
   if (process.env.BENCH_CPU_HELD === '1') trees.push(['indexer held', path.join(here, '..', 'dist'), 'held']);
   // BENCH_CPU_DELAYS=500,1000: this tree again with the indexer starting that many ms after a commit.
   for (const d of (process.env.BENCH_CPU_DELAYS ?? '').split(',').filter(Boolean)) trees.push([`delay ${d} ms`, path.join(here, '..', 'dist'), `delay=${d}`]);
+  // BENCH_CPU_NOCKPT=1: this tree again without automatic checkpoints: the difference is their cost.
+  if (process.env.BENCH_CPU_NOCKPT === '1') trees.push(['no checkpoint', path.join(here, '..', 'dist'), 'nockpt']);
   if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
   const results = [];
   for (let r = 1; r <= ROUNDS; r++) {
