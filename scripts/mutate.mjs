@@ -38,7 +38,7 @@ const TESTS = {
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
-  'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite-search.test.ts'],
+  'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/schema.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
 };
 

@@ -151,6 +151,48 @@ describe('SQLite search with index work queued', () => {
   });
 });
 
+describe('the background indexer', () => {
+  const settle = async (driver: SqliteDriver, until: (n: number) => boolean): Promise<number> => {
+    for (let i = 0; i < 500 && !until(driver.pendingIndexWork()); i++) await new Promise((r) => setTimeout(r, 20));
+    return driver.pendingIndexWork();
+  };
+
+  it('waits for a batch: a few queued changes stay queued, a batch of 500 is applied, in chunks, whatever its size', async () => {
+    const t = await tempDir();
+    try {
+      const driver = await SqliteDriver.open(path.join(t.dir, 'memory.db'), { indexDelayMs: 10, indexMaxWaitMs: 1e9 });
+      const store = createStore(driver);
+      for (let i = 0; i < 5; i++) await store.appendHistory(id(i), { role: 'user', text: `sedikit ${i}` });
+      await new Promise((r) => setTimeout(r, 300));
+      // Several looks of the indexer later: 10 changes (a profile and a message per user) wait for more.
+      expect(driver.pendingIndexWork()).toBe(10);
+      await Promise.all(Array.from({ length: 1200 }, (_, i) => store.appendHistory(id(i), { role: 'user', text: `banyak ${i}` })));
+      // 1,195 new users (a profile and a message each) and 5 more messages: more than two chunks of 500.
+      expect(await settle(driver, (n) => n === 0)).toBe(0);
+      expect((await store.search('sedikit 3')).map((u) => u.user_id)).toEqual([id(3)]);
+      expect((await store.search('banyak 1199')).map((u) => u.user_id)).toEqual([id(1199)]);
+      await store.close();
+    } finally {
+      await t.cleanup();
+    }
+  }, 60_000);
+
+  it('applies a small batch once its oldest change has waited long enough', async () => {
+    const t = await tempDir();
+    try {
+      const driver = await SqliteDriver.open(path.join(t.dir, 'memory.db'), { indexDelayMs: 10, indexMaxWaitMs: 200 });
+      const store = createStore(driver);
+      await store.appendHistory('a', { role: 'user', text: 'sebentar' });
+      expect(driver.pendingIndexWork()).toBe(2);
+      expect(await settle(driver, (n) => n === 0)).toBe(0);
+      expect((await store.search('sebentar')).map((u) => u.user_id)).toEqual(['a']);
+      await store.close();
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe('SQLite index queue across clear, restore, forget, close and a kill', () => {
   it('a clear and a restore take the queued work of the old tables with them', async () => {
     const t = await tempDir();

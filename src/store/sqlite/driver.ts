@@ -173,7 +173,7 @@ export class SqliteDriver implements StoreDriver {
    * Opens (creating if needed) the database at `file`; the directory is created 0700.
    * `readOnly` creates nothing: a missing database reads as an empty store.
    */
-  static async open(file: string, options: { readOnly?: boolean; indexDelayMs?: number } = {}): Promise<SqliteDriver> {
+  static async open(file: string, options: { readOnly?: boolean; indexDelayMs?: number; indexMaxWaitMs?: number } = {}): Promise<SqliteDriver> {
     const abs = path.resolve(file);
     if (options.readOnly) return SqliteDriver.openReadOnly(abs);
     await ensurePrivateDir(path.dirname(abs));
@@ -193,6 +193,7 @@ export class SqliteDriver implements StoreDriver {
     }
     const driver = new SqliteDriver(abs, db);
     if (options.indexDelayMs !== undefined) driver.indexDelayMs = options.indexDelayMs;
+    if (options.indexMaxWaitMs !== undefined) driver.indexMaxWaitMs = options.indexMaxWaitMs;
     // Index work a crash (or a failed close) left queued is resumed in the background.
     if (driver.stmts.hasPending.get() === 1) {
       driver.queuedRows = INDEX_ROWS;
@@ -290,6 +291,7 @@ export class SqliteDriver implements StoreDriver {
 
   /** See {@link INDEX_DELAY_MS}; tests hold the indexer back with a long delay and step it with {@link indexChunk}. */
   private indexDelayMs = INDEX_DELAY_MS;
+  private indexMaxWaitMs = INDEX_MAX_WAIT_MS;
   private indexTimer: NodeJS.Timeout | null = null;
   private indexing: Promise<void> | null = null;
   /** Changes queued since the indexer last started a chunk (of this process: counted, not read), and since when. */
@@ -306,7 +308,7 @@ export class SqliteDriver implements StoreDriver {
     if (this.indexTimer || this.indexing || this.closing || this.db.readonly || !this.db.open) return;
     this.indexTimer = setTimeout(() => {
       this.indexTimer = null;
-      if (this.queuedRows < INDEX_ROWS && performance.now() - this.queuedSince < INDEX_MAX_WAIT_MS) {
+      if (this.queuedRows < INDEX_ROWS && performance.now() - this.queuedSince < this.indexMaxWaitMs) {
         this.scheduleIndex();
         return;
       }
