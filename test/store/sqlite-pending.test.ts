@@ -180,9 +180,11 @@ describe('the background indexer', () => {
   it('applies a small batch once its oldest change has waited long enough', async () => {
     const t = await tempDir();
     try {
-      const driver = await SqliteDriver.open(path.join(t.dir, 'memory.db'), { indexDelayMs: 10, indexMaxWaitMs: 200 });
+      const driver = await SqliteDriver.open(path.join(t.dir, 'memory.db'), { indexDelayMs: 10, indexMaxWaitMs: 1500 });
       const store = createStore(driver);
       await store.appendHistory('a', { role: 'user', text: 'sebentar' });
+      await new Promise((r) => setTimeout(r, 300));
+      // The wait counts from the oldest queued change, not from the process's start.
       expect(driver.pendingIndexWork()).toBe(2);
       expect(await settle(driver, (n) => n === 0)).toBe(0);
       expect((await store.search('sebentar')).map((u) => u.user_id)).toEqual(['a']);

@@ -135,7 +135,10 @@ export function migrate(db: Database.Database): void {
     // case-insensitively, from the index. One document per user profile and one per history message,
     // so an append indexes its own message only. Contentless: the text lives in users.data only.
     db.transaction(() => {
+      // The index is built from the records here, so a queue of index work left by a later schema's
+      // index (a store taken back to an older version) would name documents that no longer exist.
       db.exec(`
+        DROP TABLE IF EXISTS search_pending;
         CREATE TABLE search_docs (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
         CREATE INDEX search_docs_user ON search_docs (user_id, kind, id);
         CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', tokenize='trigram');
