@@ -3,6 +3,13 @@
 // Usage: node bench/append-cpu.mjs [BASELINE_DIST]  (the baseline is another tree's built dist, e.g. a
 // copy of main's; without it only this tree runs). Knobs: BENCH_CPU_USERS (10000), BENCH_CPU_APPENDS
 // (20000), BENCH_CONCURRENCY (64), BENCH_CPU_ROUNDS (2).
+// Columns: CPU per append while the appends run (with whatever background work runs meanwhile: the
+// full-text indexer of schema 4), then up to the end of close() (which applies the index work still
+// queued, and checkpoints): the whole cost of an append. With BENCH_CPU_HELD=1 this tree also runs with
+// its background indexer held back ("indexer held"): the hot path alone while the appends run, and
+// the whole queue applied in one go by close(). BENCH_CPU_DELAYS=300,1000 adds runs of this tree with
+// the indexer starting that many ms after a commit (the default is 100). BENCH_CPU_NOCKPT=1 adds a run
+// with wal_autocheckpoint = 0 (close() then checkpoints the whole WAL: "incl. close" holds it).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -18,9 +25,22 @@ const ROUNDS = envInt('BENCH_CPU_ROUNDS', 2);
 
 if (process.argv[2] === '--child') {
   const { openStore } = await import(path.join(process.argv[3], 'store/open.js'));
+  // 'held': the background indexer held back; 'delay=N': it starts N ms after a commit.
+  const mode = process.argv[4] ?? '';
+  // 'nockpt': no automatic WAL checkpoint during the appends (the WAL grows; close checkpoints it).
+  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' ? 100 : null;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chatmem-cpu-'));
   try {
-    const store = await openStore(`sqlite:${path.join(dir, 'memory.db')}`);
+    const file = path.join(dir, 'memory.db');
+    let store;
+    if (indexDelayMs !== null) {
+      const { SqliteDriver } = await import(path.join(process.argv[3], 'store/sqlite/index.js'));
+      const { createStore } = await import(path.join(process.argv[3], 'store/store.js'));
+      const driver = await SqliteDriver.open(file, { indexDelayMs });
+      // The connection is private to the driver; a bench reaches it to switch the checkpoints off.
+      if (mode === 'nockpt') driver.db.pragma('wal_autocheckpoint = 0');
+      store = createStore(driver);
+    } else store = await openStore(`sqlite:${file}`);
     for (let i = 0; i < USERS; i += 1000) {
       const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => makeRecord(i + j));
       await store.exclusive('all', (ctx) => ctx.putMany(batch));
@@ -38,25 +58,44 @@ if (process.argv[2] === '--child') {
     const ms = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
     const elu = performance.eventLoopUtilization(elu0);
+    const cpuClose0 = process.cpuUsage();
     await store.close();
-    console.log(JSON.stringify({ cpuUsPerAppend: round((cpu.user + cpu.system) / APPENDS, 1), eventLoopBusyUsPerAppend: round((elu.active * 1000) / APPENDS, 1), appendsPerS: Math.round((APPENDS / ms) * 1000) }));
+    const cpuClose = process.cpuUsage(cpuClose0);
+    const us = (c) => c.user + c.system;
+    console.log(
+      JSON.stringify({
+        cpuUsPerAppend: round(us(cpu) / APPENDS, 1),
+        withCloseUsPerAppend: round((us(cpu) + us(cpuClose)) / APPENDS, 1),
+        closeMs: round(us(cpuClose) / 1000, 1),
+        eventLoopBusyUsPerAppend: round((elu.active * 1000) / APPENDS, 1),
+        appendsPerS: Math.round((APPENDS / ms) * 1000),
+      }),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 } else {
   const trees = [['this tree', path.join(here, '..', 'dist')]];
+  if (process.env.BENCH_CPU_HELD === '1') trees.push(['indexer held', path.join(here, '..', 'dist'), 'held']);
+  // BENCH_CPU_DELAYS=500,1000: this tree again with the indexer starting that many ms after a commit.
+  for (const d of (process.env.BENCH_CPU_DELAYS ?? '').split(',').filter(Boolean)) trees.push([`delay ${d} ms`, path.join(here, '..', 'dist'), `delay=${d}`]);
+  // BENCH_CPU_NOCKPT=1: this tree again without automatic checkpoints: the difference is their cost.
+  if (process.env.BENCH_CPU_NOCKPT === '1') trees.push(['no checkpoint', path.join(here, '..', 'dist'), 'nockpt']);
   if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
   const results = [];
   for (let r = 1; r <= ROUNDS; r++) {
-    for (const [name, dist] of trees) {
+    for (const [name, dist, mode = ''] of trees) {
       const load1 = round(os.loadavg()[0], 2);
-      const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', dist], { encoding: 'utf8' });
+      const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', dist, mode], { encoding: 'utf8' });
       const row = { tree: name, round: r, load1, ...JSON.parse(out.trim().split('\n').at(-1)) };
       results.push(row);
       process.stderr.write(`  ${JSON.stringify(row)}\n`);
     }
   }
-  console.log('tree        round  load1 | cpu µs/append  event-loop busy µs/append  appends/s');
-  for (const r of results) console.log(`${r.tree.padEnd(11)} ${String(r.round).padStart(5)} ${String(r.load1).padStart(6)} | ${String(r.cpuUsPerAppend).padStart(13)} ${String(r.eventLoopBusyUsPerAppend).padStart(26)} ${String(r.appendsPerS).padStart(10)}`);
+  console.log('tree          round  load1 | cpu µs/append  incl. close  close ms  event-loop busy µs/append  appends/s');
+  for (const r of results)
+    console.log(
+      `${r.tree.padEnd(13)} ${String(r.round).padStart(5)} ${String(r.load1).padStart(6)} | ${String(r.cpuUsPerAppend).padStart(13)} ${String(r.withCloseUsPerAppend ?? '').padStart(12)} ${String(r.closeMs ?? '').padStart(9)} ${String(r.eventLoopBusyUsPerAppend).padStart(26)} ${String(r.appendsPerS).padStart(10)}`,
+    );
   console.log(`JSON ${JSON.stringify({ bench: 'append-cpu', date: new Date().toISOString(), machine: machineInfo(), users: USERS, appends: APPENDS, concurrency: CONCURRENCY, results })}`);
 }

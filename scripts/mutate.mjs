@@ -54,6 +54,9 @@ const TESTS = {
   'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
   'src/store/open.ts': ['test/mutation/open.test.ts'],
   'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts'],
+  'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
+  'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts'],
+  'src/store/sqlite/schema.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
 };
 
 /**
@@ -201,7 +204,7 @@ const [mode = 'sample', ...args] = process.argv.slice(2);
 const concurrency = Number(process.env.MUTATE_CONCURRENCY ?? 2);
 let ok = true;
 if (mode === 'file') {
-  if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
+  if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts[:start-end] [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
   // `src/x.ts:10-20` arguments mutate those lines only (a rerun over the lines that had survivors),

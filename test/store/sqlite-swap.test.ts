@@ -10,7 +10,7 @@ import { tempDir } from '../helpers/tmp.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TS = '2026-01-01T00:00:00.000Z';
-const GENERATION = /^(users|search_docs|search_fts)_(old|new)_[a-z0-9]+/;
+const GENERATION = /^(users|search_docs|search_fts|search_pending)_(old|new)_[a-z0-9]+/;
 
 function rec(id: string, word: string, messages = 4): MemoryRecord {
   return { ...newRecord(id, TS), name: `${word} ${id}`, history: Array.from({ length: messages }, (_, i) => ({ role: 'user' as const, text: `${word} message ${i} of ${id}`, ts: TS })) };

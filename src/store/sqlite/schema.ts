@@ -3,7 +3,7 @@ import { StoreError } from '../../errors.js';
 import type { MemoryRecord } from '../../record.js';
 import { profileText } from '../search-text.js';
 
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 export const DELETE_TRIGGER = `CREATE TRIGGER users_totals_delete AFTER DELETE ON users BEGIN
   UPDATE totals SET users = users - 1, messages = messages - OLD.messages, bytes = bytes - length(CAST(OLD.data AS BLOB)) WHERE id = 1;
 END`;
@@ -12,7 +12,19 @@ END`;
  * documents) or set aside by a clear or restore (`*_old_<g>`), renamed in and out in one transaction
  * so the exclusive section holds only metadata changes. Shadow tables of FTS5 (`…_data`) do not match.
  */
-export const GENERATION = /^(users|search_docs|search_fts)_(old|new)_([a-z0-9]+)$/;
+export const GENERATION = /^(users|search_docs|search_fts|search_pending)_(old|new)_([a-z0-9]+)$/;
+/**
+ * Full-text index work not yet applied to `search_fts`, oldest first (schema 4): an append's
+ * transaction records its documents' inserts and 'delete's here (a B-tree append) instead of writing
+ * the index, which costs a new FTS5 segment per commit; a background indexer applies them in batches.
+ * `text` is the document's text, which a contentless index needs for both. Search reads the pending
+ * 'add' rows beside the index, so it never misses a document.
+ */
+export const PENDING_TABLE = (name: string): string =>
+  `CREATE TABLE ${name} (seq INTEGER PRIMARY KEY, op INTEGER NOT NULL, doc_id INTEGER NOT NULL, text TEXT NOT NULL)`;
+/** `search_pending.op`: the document goes into the index, or out of it. */
+export const PENDING_ADD = 0;
+export const PENDING_DELETE = 1;
 export const TOTALS_TRIGGERS = `CREATE TRIGGER users_totals_insert AFTER INSERT ON users BEGIN
   UPDATE totals SET users = users + 1, messages = messages + NEW.messages, bytes = bytes + length(CAST(NEW.data AS BLOB)) WHERE id = 1;
 END;
@@ -34,7 +46,8 @@ export function newTablesSql(g: string): string {
     CREATE INDEX users_updated_at_${g} ON users_new_${g} (updated_at);
     CREATE TABLE search_docs_new_${g} (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
     CREATE INDEX search_docs_user_${g} ON search_docs_new_${g} (user_id, kind, id);
-    CREATE VIRTUAL TABLE search_fts_new_${g} USING fts5(text, content='', tokenize='trigram');`;
+    CREATE VIRTUAL TABLE search_fts_new_${g} USING fts5(text, content='', tokenize='trigram');
+    ${PENDING_TABLE(`search_pending_new_${g}`)};`;
 }
 
 /** Names of this store's generation tables of `kind`. */
@@ -122,7 +135,10 @@ export function migrate(db: Database.Database): void {
     // case-insensitively, from the index. One document per user profile and one per history message,
     // so an append indexes its own message only. Contentless: the text lives in users.data only.
     db.transaction(() => {
+      // The index is built from the records here, so a queue of index work left by a later schema's
+      // index (a store taken back to an older version) would name documents that no longer exist.
       db.exec(`
+        DROP TABLE IF EXISTS search_pending;
         CREATE TABLE search_docs (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
         CREATE INDEX search_docs_user ON search_docs (user_id, kind, id);
         CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', tokenize='trigram');
@@ -149,5 +165,8 @@ export function migrate(db: Database.Database): void {
       // The old search_text values stay (rewriting every row would cost more than the space); new rows store ''.
       db.exec('PRAGMA user_version = 3;');
     })();
+  }
+  if (version < 4) {
+    db.transaction(() => db.exec(`${PENDING_TABLE('search_pending')}; PRAGMA user_version = 4;`))();
   }
 }

@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { compareIds, type MemoryRecord } from '../../record.js';
 import { isPrefixQuery, likeEscape, searchText } from '../search-text.js';
 import type { UserSummary } from '../types.js';
+import { PENDING_ADD } from './schema.js';
 
 /** How long a search works between two turns of the event loop, and how it starts its walk. */
 export interface SearchTurns {
@@ -85,6 +86,40 @@ function ftsPhrase(query: string): string {
 }
 
 type WalkRow = { user_id: string; data: string | null };
+type PendingRow = { user_id: string; text: string };
+
+/**
+ * The index way's matches: the queued documents not yet in the full-text index (search_pending 'add'
+ * rows, see schema.ts) whose text contains `needle` (already lower-cased, as searchText folds), then
+ * the index's own matches. A document is in exactly one of the two in any one state of the store (the
+ * indexer moves it in one transaction), and both statements read one state: SQLite holds a connection's
+ * read snapshot while any of its statements is running, both start in the same synchronous stretch
+ * (where no commit of this process can happen), and the index's statement runs until the end. A
+ * document deleted since it was queued or indexed is dropped by the join with search_docs.
+ */
+function* indexMatches(db: Database.Database, query: string, needle: string, filter: WalkFilter | null): Generator<string, void, undefined> {
+  // The walk's LIKE filter holds for a document's plain text as for the JSON text (which it takes
+  // verbatim): SQLite drops most queued documents before JS looks at them.
+  const like = filter ? ` AND (p.text LIKE ? ESCAPE '\\'${filter.alsoIf.map((c) => ` OR instr(p.text, '${c}') > 0`).join('')})` : '';
+  // Prepared per search: a statement can run one iteration at a time, and searches overlap.
+  const pending = db
+    .prepare<unknown[], PendingRow>(`SELECT d.user_id, p.text FROM search_pending AS p JOIN search_docs AS d ON d.id = p.doc_id WHERE p.op = ?${like}`)
+    .iterate(...(filter ? [PENDING_ADD, filter.pattern] : [PENDING_ADD]));
+  const matches = db
+    .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
+    .pluck()
+    .iterate(ftsPhrase(query));
+  try {
+    const firstPending = pending.next();
+    const firstMatch = matches.next();
+    for (let p = firstPending; !p.done; p = pending.next()) if (p.value.text.toLowerCase().includes(needle)) yield p.value.user_id;
+    for (let m = firstMatch; !m.done; m = matches.next()) yield m.value;
+  } finally {
+    // Ends the statements (and their read transaction) when the search stops early (the walk won).
+    pending.return?.();
+    matches.return?.();
+  }
+}
 
 /**
  * Search over a SQLite store's `users` table and its FTS5 trigram index (`search_fts`, one document
@@ -128,11 +163,10 @@ export class SqliteSearch {
     const maxWindow = filter ? this.turns.maxWindow : this.turns.maxParsedWindow;
     const walkSlice = (after: string, window: number): WalkRow[] =>
       filtered && filter ? filtered.all(filter.pattern, after, window) : this.stmts.walk.all(after, window);
-    // Prepared per search: a statement can run one iteration at a time, and searches overlap.
-    const matches = this.db
-      .prepare<[string], string>('SELECT d.user_id FROM search_fts JOIN search_docs AS d ON d.id = search_fts.rowid WHERE search_fts MATCH ?')
-      .pluck()
-      .iterate(ftsPhrase(query));
+    const matches = indexMatches(this.db, query, needle, filter);
+    // toLowerCase turns U+0130 (İ) into "i" + U+0307, FTS5's folding does not: the index would miss
+    // such matches, so a needle holding U+0307 is answered by the walk alone.
+    const indexed = !needle.includes('\u0307');
     const first: string[] = [];
     const walked: string[] = [];
     let after = '';
@@ -145,7 +179,7 @@ export class SqliteSearch {
       while (result === null) {
         const indexStart = performance.now();
         const indexUntil = indexStart + this.turns.indexMs;
-        for (let k = 1; ; k++) {
+        for (let k = 1; indexed; k++) {
           const next = matches.next();
           if (next.done) {
             result = first;
@@ -160,7 +194,7 @@ export class SqliteSearch {
         // one match): while that exceeds what the index has cost, the index gets the turn alone. A
         // term matching 1 user in 200 then costs its index matches plus a few ms of walk, instead of
         // twice its index matches.
-        if (walkSpent > 0 && (walkSpent * (limit - walked.length)) / (walked.length + 1) > indexSpent) {
+        if (indexed && walkSpent > 0 && (walkSpent * (limit - walked.length)) / (walked.length + 1) > indexSpent) {
           await new Promise((r) => setImmediate(r));
           continue;
         }
@@ -185,8 +219,8 @@ export class SqliteSearch {
         if (result === null) await new Promise((r) => setImmediate(r));
       }
     } finally {
-      // Ends the index query's statement (and its read transaction) if the walk won.
-      matches.return?.();
+      // Ends the index query's statements (and their read transaction) if the walk won.
+      matches.return();
     }
     // A user deleted since the match was read is left out.
     return result.map((id) => this.stmts.summary.get(id)).filter((r): r is UserSummary => r !== undefined);
