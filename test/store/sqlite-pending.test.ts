@@ -319,6 +319,42 @@ describe('SQLite index queue across clear, restore, forget, close and a kill', (
 });
 
 describe('sqlite schema 3 to 4', () => {
+  it('a version 3 store opens read-only before any writable open (a CLI read after an upgrade): reads and search work, nothing is changed', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.db');
+      const first = await openStore(`sqlite:${file}`);
+      await first.exclusive('all', (ctx) => ctx.putMany([{ ...newRecord('old', TS), name: 'Ikan Pari', history: [{ role: 'user', text: 'sudah lama', ts: TS }] }]));
+      await first.close();
+      const db = new Database(file);
+      db.exec('DROP TABLE search_pending; PRAGMA user_version = 3;');
+      db.close();
+      const store = await openStore(`sqlite:${file}`, { readOnly: true });
+      try {
+        expect((await store.list()).items.map((u) => u.user_id)).toEqual(['old']);
+        expect((await store.search('ikan pari')).map((u) => u.user_id)).toEqual(['old']);
+        expect((await store.search('sudah lama')).map((u) => u.user_id)).toEqual(['old']);
+        expect((await store.stats()).users).toBe(1);
+      } finally {
+        await store.close();
+      }
+      const raw = new Database(file, { readonly: true });
+      try {
+        expect(raw.pragma('user_version', { simple: true })).toBe(3);
+        expect(raw.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'search_pending'").get()).toEqual({ n: 0 });
+      } finally {
+        raw.close();
+      }
+      // Older than schema 3 (no index at all): refused with what to do.
+      const old = new Database(file);
+      old.exec('PRAGMA user_version = 2;');
+      old.close();
+      await expect(openStore(`sqlite:${file}`, { readOnly: true })).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringContaining('open it writable once') });
+    } finally {
+      await t.cleanup();
+    }
+  });
+
   it('migrates a version 3 store: adds the queue, keeps the index, and appends queue their documents', async () => {
     const t = await tempDir();
     try {

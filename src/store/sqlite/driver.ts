@@ -20,6 +20,8 @@ import {
   migrate,
   newTablesSql,
   PENDING_ADD,
+  queueStandIn,
+  READABLE_FROM,
   PENDING_DELETE,
   SCHEMA_VERSION,
   TOTALS_TRIGGERS,
@@ -212,7 +214,10 @@ export class SqliteDriver implements StoreDriver {
       const db = new Database(abs, { readonly: true, fileMustExist: true });
       db.pragma('busy_timeout = 10000');
       const version = db.pragma('user_version', { simple: true }) as number;
-      if (version !== SCHEMA_VERSION) throw new Error(`schema version ${version}, expected ${SCHEMA_VERSION}`);
+      if (version > SCHEMA_VERSION || version < READABLE_FROM) {
+        throw new Error(`schema version ${version}, expected ${READABLE_FROM} to ${SCHEMA_VERSION}${version < READABLE_FROM ? ' (open it writable once, e.g. `chatmem serve`, to upgrade it)' : ''}`);
+      }
+      queueStandIn(db);
       return new SqliteDriver(abs, db);
     } catch (err) {
       throw new StoreError('E_STORE_OPEN', `cannot open SQLite store ${abs} read-only: ${(err as Error).message}`, { cause: err });
@@ -476,6 +481,7 @@ export class SqliteDriver implements StoreDriver {
     if (!this.searchReader) {
       this.searchReader = new Database(this.file, { readonly: true, fileMustExist: true });
       this.searchReader.pragma('busy_timeout = 10000');
+      queueStandIn(this.searchReader);
       // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
       // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
       this.searchReader.pragma('cache_size = -65536');

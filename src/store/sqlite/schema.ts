@@ -22,6 +22,16 @@ export const GENERATION = /^(users|search_docs|search_fts|search_pending)_(old|n
  */
 export const PENDING_TABLE = (name: string): string =>
   `CREATE TABLE ${name} (seq INTEGER PRIMARY KEY, op INTEGER NOT NULL, doc_id INTEGER NOT NULL, text TEXT NOT NULL)`;
+/** The oldest schema a read-only open reads: schema 3 lacks only the queue, which it would hold empty. */
+export const READABLE_FROM = 3;
+/**
+ * On a read-only connection to a store an older chatmem wrote (schema 3), an empty temporary queue
+ * stands in for the one the next writable open adds, so reads and searches work before that open.
+ */
+export function queueStandIn(db: Database.Database): void {
+  const has = db.prepare("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'search_pending'").get();
+  if (!has) db.exec(PENDING_TABLE('temp.search_pending'));
+}
 /** `search_pending.op`: the document goes into the index, or out of it. */
 export const PENDING_ADD = 0;
 export const PENDING_DELETE = 1;
