@@ -37,6 +37,13 @@ const TESTS = {
   'src/ops/merge.ts': ['test/mutation/merge.test.ts'],
   'src/backup/diff.ts': ['test/mutation/diff.test.ts'],
   'src/ops/expire.ts': ['test/ops/expire.test.ts', 'test/mutation/expire.test.ts'],
+  'src/store/postgres/driver.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/section.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/sql.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
 };
 
 /**
