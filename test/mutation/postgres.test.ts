@@ -303,6 +303,7 @@ describePg('postgres driver, for mutation testing', () => {
           expect(await rejection(ctx.clear())).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL clear failed: /) as string });
           expect(await rejection(ctx.putMany([rec('x')]))).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL write failed: /) as string });
           expect(await rejection(ctx.replaceAll(stream([rec('x')])))).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL restore failed: /) as string });
+          expect(await rejection(ctx.putAndDelete!([rec('x')], []))).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL write failed: /) as string });
           // The section's connection is still usable after the failed transactions rolled back.
           expect((await rejection(ctx.count())).code).toBe('E_STORE_READ');
         });
@@ -512,6 +513,43 @@ describePg('postgres driver, for mutation testing', () => {
       }
     });
 
+    it('a stream is written in statements of 500 rows as it is read, and may be scanned while the section writes', async () => {
+      const s = await fresh();
+      try {
+        // The section's connection between two statements: has it sent a batch yet?
+        const batchesSent = async () =>
+          Number(
+            (
+              await adminPool().query<{ n: string }>(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE $1 AND query LIKE '%unnest(%'",
+                [`INSERT INTO "${s.schema}".%`],
+              )
+            ).rows[0]?.n,
+          );
+        const seen: number[] = [];
+        async function* watched(): AsyncGenerator<MemoryRecord> {
+          for (let i = 0; i < 501; i++) {
+            if (i === 1 || i === 499 || i === 500) seen.push(await batchesSent());
+            yield rec(`b${String(i).padStart(4, '0')}`);
+          }
+        }
+        await s.driver.exclusive('all', async (ctx) => {
+          expect(await ctx.putAll(watched())).toBe(501);
+          // Deleting what was read while the scan goes on (its own connection and snapshot).
+          const scanned: string[] = [];
+          for await (const [id] of ctx.scanJson({ after: 'b0497' })) {
+            scanned.push(id);
+            expect(await ctx.delete([id])).toBe(1);
+          }
+          expect(scanned).toEqual(['b0498', 'b0499', 'b0500']);
+        });
+        expect(seen).toEqual([0, 0, 1]);
+        expect(await s.driver.count()).toBe(498);
+      } finally {
+        await s.done();
+      }
+    });
+
     it('a stream error comes out as thrown and rolls back; a database error inside a batch is a store error', async () => {
       const s = await fresh();
       try {
@@ -520,6 +558,9 @@ describePg('postgres driver, for mutation testing', () => {
         const bad = new Error('corrupt backup');
         await s.driver.exclusive('all', async (ctx) => {
           expect(await rejection(ctx.putAll(stream(many, bad)))).toBe(bad);
+          // A stream that fails before its first record.
+          expect(await rejection(ctx.putAll(stream([], bad)))).toBe(bad);
+          expect(await rejection(ctx.replaceAll(stream([], bad)))).toBe(bad);
           expect(await rejection(ctx.replaceAll(stream(many, bad)))).toBe(bad);
           // The 500th record makes the first batch fail in the database (NUL in text), inside the loop.
           const poisoned = many.map((r, i) => (i === 499 ? { ...r, name: 'x\u0000' } : r));
@@ -713,6 +754,13 @@ describePg('postgres driver, for mutation testing', () => {
           const [again, rival] = await Promise.all([s.driver.leader(), b.leader()]);
           expect([again, rival]).toEqual([true, false]);
           expect(await holder()).toEqual(first);
+        }
+        // Another store in the same database elects its own leader.
+        const elsewhere = await fresh();
+        try {
+          expect(await elsewhere.driver.leader()).toBe(true);
+        } finally {
+          await elsewhere.done();
         }
         // The leader's connection dies: the server frees its lock, and it must stop leading.
         const { rows } = await adminPool().query<{ pid: number }>(
