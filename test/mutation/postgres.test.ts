@@ -550,6 +550,30 @@ describePg('postgres driver, for mutation testing', () => {
       }
     });
 
+    it('putMany writes each row once, in statements of 500 rows', async () => {
+      const s = await fresh();
+      try {
+        const many = Array.from({ length: 1201 }, (_, i) => rec(`w${String(i).padStart(4, '0')}`));
+        await s.driver.exclusive('all', (ctx) => ctx.putMany(many));
+        expect(await s.driver.count()).toBe(1201);
+        // A backend sends its table statistics when idle for 10 s, or when it exits: closing makes them arrive.
+        await s.driver.close();
+        const stats = async () => {
+          const c = await adminPool().connect();
+          try {
+            await c.query('SELECT pg_stat_clear_snapshot()');
+            return (await c.query<{ ins: string; upd: string }>('SELECT n_tup_ins AS ins, n_tup_upd AS upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2', [s.schema, 'chatmem_users'])).rows[0];
+          } finally {
+            c.release();
+          }
+        };
+        await until('the statistics arrive', async () => Number((await stats())?.ins) === 1201);
+        expect(Number((await stats())?.upd)).toBe(0);
+      } finally {
+        await s.done();
+      }
+    });
+
     it('a stream error comes out as thrown and rolls back; a database error inside a batch is a store error', async () => {
       const s = await fresh();
       try {
