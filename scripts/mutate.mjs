@@ -3,7 +3,8 @@
 // "Mutation testing"). A full run of every file against the whole suite takes hours on two cores;
 // each file against its own tests takes minutes, and the score is then a lower bound.
 //
-//   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files
+//   node scripts/mutate.mjs file src/record.ts [more files]   every mutant of these files (or of
+//                                                              `src/x.ts:start-end`, those lines)
 //   node scripts/mutate.mjs changed [base]                     CI: the mutants on the lines changed
 //                                                              since base (default: merge-base with
 //                                                              origin/main), capped; on main itself or
@@ -56,6 +57,8 @@ const CI_TESTS = {
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
   'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
+  // Without the file that creates databases (seconds each).
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
 };
 
 /**
@@ -177,7 +180,8 @@ if (mode === 'file') {
   if (args.length === 0) throw new Error('usage: scripts/mutate.mjs file src/x.ts [...]');
   // MUTATE_FAST=1: each file against its fast tests only (CI_TESTS), as the RELIABILITY.md scores say.
   const ci = process.env.MUTATE_FAST === '1';
-  for (const f of args) ok = run(f, [f], { incremental: true, concurrency, ci }) && ok;
+  // `src/x.ts:120-180` mutates those lines only (a rerun over the lines that still had survivors).
+  for (const [file, specs] of byFile(args)) ok = run(file, specs, { incremental: true, concurrency, ci }) && ok;
 } else if (mode === 'changed' || mode === 'sample') {
   const base = mode === 'changed' ? baseCommit(args[0]) : null;
   let specs;

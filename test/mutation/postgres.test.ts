@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres/index.js';
+import { RecordError } from '../../src/errors.js';
 import { LockKeys } from '../../src/store/postgres/locks.js';
 import type { DriverContext } from '../../src/store/types.js';
 import { PG_URL, createSchema, describePg, pgUnreachable, urlWithSchema } from '../helpers/pg.js';
@@ -363,6 +364,33 @@ describePg('postgres driver, for mutation testing', () => {
         expect(await again.leader().then(() => 'resolved', (e: { code?: string }) => e.code)).toBe('E_STORE_READ');
       } finally {
         if (!pool.ended) await pool.end();
+        await s.drop();
+      }
+    });
+
+    it('a chatmem error raised while a section writes comes out as it is; leases leave no listener behind', async () => {
+      const pool = new pg.Pool({ connectionString: PG_URL, max: 1 });
+      pool.on('error', () => undefined);
+      const s = await createSchema();
+      try {
+        const driver = await PostgresDriver.connect({ pool, schema: s.schema });
+        const refused = new RecordError('E_RECORD', 'not serialisable');
+        const odd = { ...rec('odd'), lazy: { toJSON: () => { throw refused; } } };
+        await driver.exclusive('all', async (ctx) => {
+          expect(await rejection(ctx.putMany([odd]))).toBe(refused);
+        });
+        for (let i = 0; i < 15; i++) await driver.update(`l${i}`, () => rec(`l${i}`));
+        await driver.exclusive('all', (ctx) => ctx.count());
+        for await (const pair of driver.scanJson()) void pair;
+        await driver.close();
+        const client = await pool.connect();
+        try {
+          expect(client.listenerCount('error')).toBe(0);
+        } finally {
+          client.release();
+        }
+      } finally {
+        await pool.end();
         await s.drop();
       }
     });
