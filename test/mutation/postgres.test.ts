@@ -871,15 +871,15 @@ describePg('postgres driver, for mutation testing', () => {
       try {
         const first = await PostgresDriver.connect({ connectionString: PG_URL, schema: s.schema });
         await first.exclusive('all', (ctx) =>
-          ctx.putMany(Array.from({ length: 502 }, (_, i) => rec(`V${String(i).padStart(4, '0')}`, { name: `Name${i}`, address: `Street ${i}` }))),
+          ctx.putMany(Array.from({ length: 502 }, (_, i) => rec(`A${String(i).padStart(4, '0')}`, { name: `Name${i}`, address: `Street ${i}` }))),
         );
         await first.close();
         await adminPool().query(`UPDATE "${s.schema}".chatmem_users SET search_text = ''`);
         await adminPool().query(`UPDATE "${s.schema}".chatmem_schema SET version = 1`);
         const upgraded = await PostgresDriver.connect({ connectionString: PG_URL, schema: s.schema });
         try {
-          expect((await upgraded.search('name0', 10)).map((r) => r.user_id)).toEqual(['V0000']);
-          expect((await upgraded.search('street 501', 10)).map((r) => r.user_id)).toEqual(['V0501']);
+          expect((await upgraded.search('name0', 10)).map((r) => r.user_id)).toEqual(['A0000']);
+          expect((await upgraded.search('street 501', 10)).map((r) => r.user_id)).toEqual(['A0501']);
           const { rows } = await adminPool().query<{ n: string }>(`SELECT COUNT(*) AS n FROM "${s.schema}".chatmem_users WHERE search_text = ''`);
           expect(Number(rows[0]?.n)).toBe(0);
           const v = await adminPool().query(`SELECT version FROM "${s.schema}".chatmem_schema`);
