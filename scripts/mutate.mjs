@@ -57,6 +57,13 @@ const TESTS = {
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/schema.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
+  'src/store/postgres/driver.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/section.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/sql.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts'],
+  'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
 };
 
 /**
@@ -80,6 +87,8 @@ const CI_TESTS = {
   'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
   'src/store/json-file.ts': ['test/mutation/json-file.test.ts'],
+  // Without the file that creates databases (seconds each).
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
 };
 
 /**

@@ -103,8 +103,8 @@ export class PostgresDriver implements StoreDriver {
     if (this.closed) throw new StoreError('E_STORE_CLOSED', `PostgreSQL store ${this.url} is closed`);
   }
 
+  // Callers check `closed` first: a write accepted before close() must still get its connection.
   private async checkout(code: string): Promise<Lease> {
-    this.checkOpen();
     try {
       return new Lease(await this.pool.connect());
     } catch (err) {
@@ -287,6 +287,7 @@ export class PostgresDriver implements StoreDriver {
    * without parsing it; the core parses it for `scan`.
    */
   async *scanJson(options: ScanOptions = {}): AsyncGenerator<[string, string]> {
+    this.checkOpen();
     const lease = await this.checkout('E_STORE_READ');
     const { client } = lease;
     let open = false;
@@ -329,6 +330,7 @@ export class PostgresDriver implements StoreDriver {
    * comment. Waits (without a timeout) for a section held by another daemon to end.
    */
   async exclusive<T>(scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T> {
+    this.checkOpen();
     const lease = await this.checkout('E_STORE_WRITE');
     const { client } = lease;
     const section = new Section(this, client, this.sql);

@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, expect, it } from 'vitest';
+import { PostgresDriver } from '../../src/store/postgres/index.js';
+import { newRecord } from '../../src/record.js';
+import { PG_URL, createSchema, describePg, pgUnreachable } from '../helpers/pg.js';
+
+// What a start makes of the database it finds (src/store/postgres/migrations.ts), on databases and a
+// role made for each test: the encoding check, the pg_trgm index created where the role may create it
+// and search without it where it may not, and the index name at PostgreSQL's 63-byte limit. Apart from
+// test/mutation/postgres.test.ts because creating databases costs seconds, paid only for this file.
+
+const admin = pgUnreachable === null ? new pg.Pool({ connectionString: PG_URL, max: 2 }) : null;
+afterAll(async () => {
+  await admin?.end();
+});
+
+function adminPool(): pg.Pool {
+  if (!admin) throw new Error('PostgreSQL is unreachable');
+  return admin;
+}
+
+function urlFor(db: string, user?: string): string {
+  const u = new URL(PG_URL);
+  u.pathname = `/${db}`;
+  if (user) u.username = user;
+  return u.toString();
+}
+
+/** A database of its own (names are unique per run), dropped by the returned function. */
+async function database(encoding: string): Promise<{ name: string; drop: () => Promise<void> }> {
+  const name = `chatmem_mut_${process.pid}_${randomBytes(4).toString('hex')}`;
+  await adminPool().query(`CREATE DATABASE "${name}" TEMPLATE template0 ENCODING '${encoding}' LC_COLLATE 'C' LC_CTYPE 'C'`);
+  return { name, drop: async () => void (await adminPool().query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)) };
+}
+
+describePg('postgres migrations on fresh databases, for mutation testing', () => {
+  it('refuses a database that is neither UTF8 nor SQL_ASCII, naming its encoding; opens an SQL_ASCII one', async () => {
+    const latin = await database('LATIN1');
+    const ascii = await database('SQL_ASCII');
+    try {
+      const err = (await PostgresDriver.connect({ connectionString: urlFor(latin.name), schema: 's' }).then(
+        () => null,
+        (e: unknown) => e,
+      )) as { code?: string; message?: string } | null;
+      expect(err?.code).toBe('E_STORE_OPEN');
+      expect(err?.message).toContain('the database encoding is LATIN1; chatmem needs UTF8 (emoji and any script in names and messages)');
+      // The refused start ended its pool: its backend exits (at once, not after pg's 10 s idle timeout).
+      const end = Date.now() + 3_000;
+      const left = async () => Number((await adminPool().query<{ n: string }>('SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = $1', [latin.name])).rows[0]?.n);
+      while ((await left()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(await left()).toBe(0);
+      const driver = await PostgresDriver.connect({ connectionString: urlFor(ascii.name), schema: 's' });
+      await driver.update('a', () => newRecord('a'));
+      expect(await driver.count()).toBe(1);
+      await driver.close();
+    } finally {
+      await latin.drop();
+      await ascii.drop();
+    }
+  });
+
+  it('creates pg_trgm where it may; a role that may not create it opens a schema made for it and searches without the index', async () => {
+    const db = await database('UTF8');
+    const role = `chatmem_mut_role_${process.pid}_${randomBytes(3).toString('hex')}`;
+    const c = new pg.Client({ connectionString: urlFor(db.name) });
+    await c.connect();
+    try {
+      await adminPool().query(`CREATE ROLE "${role}" LOGIN`);
+      await adminPool().query(`REVOKE CREATE ON DATABASE "${db.name}" FROM PUBLIC`);
+      // The schema exists and is the role's, but the role may not create schemas or extensions.
+      await c.query(`CREATE SCHEMA app AUTHORIZATION "${role}"`);
+      const limited = await PostgresDriver.connect({ connectionString: urlFor(db.name, role), schema: 'app' });
+      try {
+        expect(limited.searchIndex).toBe(false);
+        await limited.update('u1', () => ({ ...newRecord('u1'), name: 'Siti Rahayu' }));
+        expect((await limited.search('rahayu', 5)).map((r) => r.user_id)).toEqual(['u1']);
+      } finally {
+        await limited.close();
+      }
+      expect((await c.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")).rowCount).toBe(0);
+      // The owner may: the extension and the index are made at the next start.
+      const owner = await PostgresDriver.connect({ connectionString: urlFor(db.name), schema: 'app' });
+      try {
+        expect(owner.searchIndex).toBe(true);
+        expect((await owner.search('rahayu', 5)).map((r) => r.user_id)).toEqual(['u1']);
+      } finally {
+        await owner.close();
+      }
+      const idx = await c.query<{ indexname: string }>("SELECT indexname FROM pg_indexes WHERE schemaname = 'app' AND indexdef LIKE '%gin_trgm_ops%'");
+      expect(idx.rows.map((r) => r.indexname)).toEqual(['chatmem_users_search_trgm']);
+    } finally {
+      await c.end();
+      await db.drop();
+      await adminPool().query(`DROP ROLE IF EXISTS "${role}"`);
+    }
+  });
+
+  it('an index name of exactly 63 bytes is kept as it is', async () => {
+    const s = await createSchema();
+    try {
+      const table = `t${'x'.repeat(50)}`;
+      expect(Buffer.byteLength(`${table}_search_trgm`)).toBe(63);
+      const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema: s.schema, table });
+      await driver.close();
+      const idx = await adminPool().query<{ indexname: string }>("SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%gin_trgm_ops%'", [s.schema]);
+      expect(idx.rows.map((r) => r.indexname)).toEqual([`${table}_search_trgm`]);
+    } finally {
+      await s.drop();
+    }
+  });
+});
