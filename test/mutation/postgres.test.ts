@@ -617,6 +617,10 @@ describePg('postgres driver, for mutation testing', () => {
       const s = await fresh();
       try {
         await s.driver.update('keep', () => rec('keep'));
+        // A real refusal by the server for names starting with "refuse" (a trigger of this schema).
+        await adminPool().query(`CREATE FUNCTION "${s.schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN IF NEW.name LIKE 'refuse%' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$`);
+        await adminPool().query(`CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON "${s.schema}".chatmem_users FOR EACH ROW EXECUTE FUNCTION "${s.schema}".refuse()`);
         const many = Array.from({ length: 600 }, (_, i) => rec(`p${String(i).padStart(4, '0')}`));
         const bad = new Error('corrupt backup');
         await s.driver.exclusive('all', async (ctx) => {
@@ -625,14 +629,14 @@ describePg('postgres driver, for mutation testing', () => {
           expect(await rejection(ctx.putAll(stream([], bad)))).toBe(bad);
           expect(await rejection(ctx.replaceAll(stream([], bad)))).toBe(bad);
           expect(await rejection(ctx.replaceAll(stream(many, bad)))).toBe(bad);
-          // The 500th record makes the first batch fail in the database (NUL in text), inside the loop.
-          const poisoned = many.map((r, i) => (i === 499 ? { ...r, name: 'x\u0000' } : r));
+          // The 500th record makes the first batch fail in the database, inside the loop.
+          const poisoned = many.map((r, i) => (i === 499 ? { ...r, name: 'refuse me' } : r));
           const inLoop = await rejection(ctx.putAll(stream(poisoned)));
           expect(inLoop).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL write failed: /) as string });
           const replaced = await rejection(ctx.replaceAll(stream(poisoned)));
           expect(replaced).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL restore failed: /) as string });
           // In the last, partial batch.
-          const last = many.map((r, i) => (i === 599 ? { ...r, name: 'x\u0000' } : r));
+          const last = many.map((r, i) => (i === 599 ? { ...r, name: 'refuse me' } : r));
           expect((await rejection(ctx.putAll(stream(last)))).code).toBe('E_STORE_WRITE');
         });
         expect(await ids(s.driver)).toEqual(['keep']);
