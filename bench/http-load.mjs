@@ -21,6 +21,7 @@ import { createServer } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -202,6 +203,14 @@ for (const n of USERS) {
     if (BASE_DIST) {
       await fsp.mkdir(path.dirname(baseStoreFile), { recursive: true, mode: 0o700 });
       await fsp.copyFile(storeFile, baseStoreFile);
+      // Schema 4 is schema 3 plus the (here empty) full-text queue: a base tree of schema 3 gets its copy as schema 3.
+      const { SCHEMA_VERSION: baseSchema } = await import(path.join(BASE_DIST, 'store/sqlite/schema.js'));
+      if (baseSchema === 3) {
+        const db = new Database(baseStoreFile);
+        if (db.prepare('SELECT COUNT(*) AS n FROM search_pending').get().n !== 0) throw new Error('the loaded store has queued index work; cannot hand it to a schema-3 tree');
+        db.exec('DROP TABLE search_pending; PRAGMA user_version = 3;');
+        db.close();
+      }
     }
     await fsp.mkdir(path.join(dir, 'redis'), { recursive: true });
     procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', path.join(dir, 'redis')]));
