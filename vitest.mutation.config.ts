@@ -6,8 +6,8 @@ import { defineConfig } from 'vitest/config';
  * real daemon) or drive Chromium can never see a mutant: they would only add minutes per mutant and,
  * being timing-dependent under a loaded CPU, report flaky "kills". They stay in `npm test`.
  * test/store/postgres.test.ts is out too: its leader-election and lock-timeout tests failed the dry
- * run under mutation load (a failing dry run stops Stryker), and store/postgres/ is not in the mutated set
- * that has been run; mutate it with its own config when it is.
+ * run under mutation load (a failing dry run stops Stryker); store/postgres/ is mutated against
+ * test/mutation/postgres.test.ts and friends instead (scripts/mutate.mjs).
  */
 // MUTATE_TESTS=a.test.ts,b.test.ts narrows the suite for a quick run on a busy machine; the score is
 // then a lower bound (a mutant those tests miss may still be killed by the rest).

@@ -1,4 +1,4 @@
-import { existsSync, promises as fsp, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
@@ -12,6 +12,7 @@ import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { VERSION } from '../../src/version.js';
 import { errnoError } from '../reliability/fs-faults.js';
 import { tempDir } from '../helpers/tmp.js';
+import { openUnder } from '../helpers/fd.js';
 
 // The promises of the backup writer (src/backup/create.ts): a backup never overwrites another one
 // (same second: `_1`, `_2`…, and one id whatever its extension), its manifest says what it holds and
@@ -21,20 +22,6 @@ const users = (n: number, tag = 'u'): MemoryRecord[] => Array.from({ length: n }
 const at = new Date('2026-03-04T05:06:07.890Z');
 const now = () => at;
 const opts = { reason: 'manual' as const, scope: 'full' as const, source: 'sqlite:test', now };
-
-/** Descriptors of this process open on files under `root` (deleted ones included). */
-function openUnder(root: string): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (target.startsWith(root)) out.push(target);
-    } catch {
-      // Closed while listing (the listing's own descriptor).
-    }
-  }
-  return out;
-}
 
 async function namesIn(source: AsyncIterable<MemoryRecord>): Promise<string[]> {
   const out: string[] = [];

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
@@ -12,6 +12,7 @@ import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { tempDir } from '../helpers/tmp.js';
+import { openUnder } from '../helpers/fd.js';
 
 // The promises of forget (src/ops/forget.ts) beyond test/ops/forget.test.ts: the key is made once and
 // kept, the audit hash is a keyed 128-bit HMAC, an id is replaced where it stands alone (raw and
@@ -20,20 +21,6 @@ import { tempDir } from '../helpers/tmp.js';
 
 const ACTOR = { kind: 'os' as const, name: 'tester' };
 const rec = (id: string, name = `n-${id}`): MemoryRecord => ({ ...newRecord(id, '2026-01-01T00:00:00Z'), name });
-
-/** Descriptors of this process open on files under `root` (deleted ones included). */
-function openUnder(root: string): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (target.startsWith(root)) out.push(target);
-    } catch {
-      // Closed while listing (the listing's own descriptor).
-    }
-  }
-  return out;
-}
 
 describe('forgetKey and forgottenId', () => {
   let dir: string;

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, promises as fsp, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -6,6 +6,7 @@ import { finishParts, mergeSorted, PartsWriter, partsOp, type PartsManifest, typ
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { errnoError } from '../reliability/fs-faults.js';
 import { tempDir } from '../helpers/tmp.js';
+import { openUnder } from '../helpers/fd.js';
 
 // The promises of the two-phase backup (src/backup/two-phase.ts): every part is durable and checked
 // before the next step; the seal is the pre-image on disk; the final content is the snapshot with every
@@ -34,20 +35,6 @@ async function sealedSet(dir: string, op: string): Promise<PartsWriter> {
   await w.delta(new Map<string, string | null>([['c', null]]));
   await w.seal(new Map<string, string | null>([['a', null], ['e', rec('e', '3')]]));
   return w;
-}
-
-/** Descriptors of this process open on files under `root` (deleted ones included). */
-function openUnder(root: string): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (target.startsWith(root)) out.push(target);
-    } catch {
-      // Closed while listing (the listing's own descriptor).
-    }
-  }
-  return out;
 }
 
 const failed = (p: Promise<unknown>): Promise<unknown> =>
