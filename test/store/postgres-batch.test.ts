@@ -128,12 +128,54 @@ describePg('PostgreSQL batched hot-path writes', () => {
     await blocker;
     const settled = await Promise.allSettled(ops);
     expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
-    expect((settled[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STORE_WRITE' });
+    expect((settled[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringContaining('commit of 3 writes') });
     expect([...calls.values()]).toEqual([1, 1, 1]);
     expect(await driver.get('l1')).toBeNull();
     // The connection that saw the failed COMMIT is not reused; the driver goes on writing.
     await driver.update('l3', appendFn('l3', 'after'));
     expect((await driver.get('l3'))?.history).toHaveLength(1);
+  });
+
+  it('a batch holds at most 32 writes; the rest wait for the next', async () => {
+    const { driver, admin, users } = await oneBatchDriver();
+    const blocker = driver.update('b-block', appendFn('b-block', 'x'));
+    const ops = Array.from({ length: 70 }, (_, i) => driver.update(`b${String(i).padStart(2, '0')}`, appendFn(`b${i}`, 'x')));
+    await blocker;
+    await Promise.all(ops);
+    const x = await xmins(admin, users);
+    const sizes = new Map<string, number>();
+    for (const [id, xid] of x) if (id !== 'b-block') sizes.set(xid, (sizes.get(xid) ?? 0) + 1);
+    expect([...sizes.values()].sort((a, b) => b - a)).toEqual([32, 32, 6]);
+  });
+
+  it('with several batches in flight, one user is never in two at once: its writes apply in the order they came', async () => {
+    const { schema, drop } = await createSchema();
+    const pool = new pg.Pool({ connectionString: PG_URL, max: 10 });
+    const driver = await PostgresDriver.connect({ pool, schema });
+    cleanups.push(drop, () => pool.end(), () => driver.close());
+    for (let round = 0; round < 3; round++) {
+      const ops: Promise<MemoryRecord>[] = [];
+      for (let i = 0; i < 240; i++) ops.push(driver.update(`o${i % 12}`, appendFn(`o${i % 12}`, `${round}.${i}`)));
+      await Promise.all(ops);
+    }
+    for (let u = 0; u < 12; u++) {
+      const want = [0, 1, 2].flatMap((round) => Array.from({ length: 20 }, (_, k) => `${round}.${u + 12 * k}`));
+      expect((await driver.get(`o${u}`))?.history.map((h) => h.text)).toEqual(want);
+    }
+  });
+
+  it('a write waiting for its user\'s batch starts no transaction of its own meanwhile (no empty batches)', async () => {
+    const { schema, drop } = await createSchema();
+    const pool = new pg.Pool({ connectionString: PG_URL, max: 4 });
+    const driver = await PostgresDriver.connect({ pool, schema });
+    cleanups.push(drop, () => pool.end(), () => driver.close());
+    let checkouts = 0;
+    pool.on('acquire', () => void checkouts++);
+    // Two slots: the first write's batch runs, the second (same user) must wait without using the other slot.
+    const ops = [driver.update('e', appendFn('e', 'a')), driver.update('e', appendFn('e', 'b'))];
+    await Promise.all(ops);
+    expect(checkouts).toBe(2);
+    expect((await driver.get('e'))?.history.map((h) => h.text)).toEqual(['a', 'b']);
   });
 
   it('close() lets every write it accepted commit, queued ones included, and refuses new ones', async () => {
