@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
-import { chatMessage, envInt, machineInfo, makeRecord, rmDir, rng, round, tmpDir, userId } from './lib.mjs';
+import { chatMessage, envInt, machineInfo, makeRecord, rmDir, rng, round, tmpDir, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USERS = envInt('BENCH_HTTP_USERS', 10_000);
@@ -73,11 +73,6 @@ if (process.argv[2] === '--child') {
   const trees = [['this tree', path.join(here, '..', 'dist')]];
   if (process.env.BENCH_HTTP_BASE_DIST) trees.unshift(['baseline', path.resolve(process.env.BENCH_HTTP_BASE_DIST)]);
   const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
-  const cpuSeconds = async (pid) => {
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  };
   const dir = await tmpDir('http-cpu');
   const children = [];
   try {

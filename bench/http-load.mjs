@@ -25,7 +25,7 @@ import Database from 'better-sqlite3';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { chatMessage, envInt, envInts, loadUsers, machineInfo, makeRecord, openStoreAt, rmDir, rng, round, tmpDir, userId } from './lib.mjs';
+import { chatMessage, envInt, envInts, loadUsers, machineInfo, makeRecord, openStoreAt, rmDir, rng, round, tmpDir, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USERS = envInts('BENCH_HTTP_USERS', [10_000, 100_000]);
@@ -40,17 +40,6 @@ const DAEMONS = STORE === 'postgres' ? 2 : 1;
 const BASE_DIST = process.env.BENCH_HTTP_BASE_DIST ? path.resolve(process.env.BENCH_HTTP_BASE_DIST) : null;
 if (BASE_DIST && STORE !== 'sqlite') throw new Error('BENCH_HTTP_BASE_DIST runs with the SQLite store only');
 
-/** CPU seconds (user + system) a process has used so far, from /proc; 0 once it is gone. */
-async function cpuSeconds(pid) {
-  try {
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15: utime, stime
-  } catch {
-    return 0;
-  }
-}
-const CLK_TCK = 100; // USER_HZ on Linux x86-64
 
 async function vmHwmMB(pid) {
   return fsp.readFile(`/proc/${pid}/status`, 'utf8').then((s) => round(Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024, 0), () => null);

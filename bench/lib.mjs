@@ -381,3 +381,14 @@ export function machineInfo() {
 export function randomHex(n) {
   return randomBytes(n).toString('hex');
 }
+
+/** CPU seconds (user + system) process `pid` has used so far, from /proc; 0 once it is gone. */
+export async function procCpuSeconds(pid) {
+  try {
+    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, utime and stime, in USER_HZ (100 on Linux x86-64)
+  } catch {
+    return 0;
+  }
+}

@@ -6,12 +6,11 @@
 // clients of `test` inflate it). CPU moves much less with the machine's load than appends/s do.
 // Usage: node bench/pg-append-cpu.mjs [BASELINE_DIST]  (e.g. a copy of main's built dist)
 // Knobs: BENCH_PG_CPU_USERS (10000), BENCH_PG_CPU_OPS (4000 per run), BENCH_CONCURRENCY (64,8), BENCH_PG_CPU_ROUNDS (2).
-import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { envInt, loadUsers, machineInfo, round, runAppends } from './lib.mjs';
+import { envInt, loadUsers, machineInfo, round, runAppends, procCpuSeconds as cpuSeconds } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PG = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -20,16 +19,6 @@ const OPS = envInt('BENCH_PG_CPU_OPS', 4000);
 const ROUNDS = envInt('BENCH_PG_CPU_ROUNDS', 2);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '64,8').split(',').map(Number);
 const schema = `chatmem_bench_pgcpu_${process.pid}`;
-
-async function cpuSeconds(pid) {
-  try {
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 const urlFor = (app) => {
   const u = new URL(PG);

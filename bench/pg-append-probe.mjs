@@ -13,10 +13,9 @@
 // inserts the entry, trims to the cap and bumps the head, without reading or rewriting the record.
 // BENCH_PG_PROBE_VARIANTS (a substring: only the variants whose name holds it). Knobs: BENCH_PG_PROBE_USERS (10000), BENCH_PG_PROBE_OPS (2000 per
 // variant and round), BENCH_PG_PROBE_CONCURRENCY (8: one daemon's write slots), BENCH_PG_PROBE_ROUNDS (2).
-import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import pg from 'pg';
-import { chatMessage, envInt, latencyStats, loadUsers, machineInfo, openStoreAt, rng, round, runAppends, userId } from './lib.mjs';
+import { chatMessage, envInt, latencyStats, loadUsers, machineInfo, openStoreAt, rng, round, runAppends, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
 import { searchText } from '../dist/store/search-text.js';
 import { stringifyJson } from '../dist/json-safe.js';
 
@@ -28,16 +27,6 @@ const ROUNDS = envInt('BENCH_PG_PROBE_ROUNDS', 2);
 const ONLY = process.env.BENCH_PG_PROBE_VARIANTS ?? '';
 const schema = `chatmem_bench_probe_${process.pid}`;
 const appName = schema;
-
-async function cpuSeconds(pid) {
-  try {
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 function urlWith(extra) {
   const u = new URL(PG);
