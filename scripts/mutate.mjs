@@ -56,7 +56,7 @@ const TESTS = {
   'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts'],
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts'],
-  'src/store/sqlite/schema.ts': ['test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
+  'src/store/sqlite/schema.ts': ['test/store/sqlite-migrations.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
   'src/store/postgres/driver.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-batch.test.ts'],
   'src/store/postgres/section.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
