@@ -363,6 +363,20 @@ export class SqliteDriver implements StoreDriver {
     return this.db.prepare<[], number>('SELECT COUNT(*) FROM search_pending').pluck().get() ?? 0;
   }
 
+  /**
+   * Deletes users and their search documents, the index written now (in the caller's transaction, after
+   * {@link applyAllPending}: a 'delete' must follow its document's insert). Returns how many existed.
+   */
+  private deleteUsers(ids: string[]): number {
+    let n = 0;
+    for (const id of ids) {
+      const current = this.readRecord(id);
+      if (current) this.reindex(id, indexPlan(current, null));
+      n += this.stmts.del.run(id).changes;
+    }
+    return n;
+  }
+
   /** Writes whole records (restore, import), replacing each user's documents (in the caller's transaction). */
   private writeRecords(records: MemoryRecord[]): void {
     this.applyAllPending();
@@ -506,22 +520,14 @@ export class SqliteDriver implements StoreDriver {
       delete: async (ids) =>
         this.db.transaction(() => {
           this.applyAllPending();
-          return ids.reduce((n, id) => {
-            const current = this.readRecord(id);
-            if (current) this.reindex(id, indexPlan(current, null));
-            return n + this.stmts.del.run(id).changes;
-          }, 0);
+          return this.deleteUsers(ids);
         })(),
       clear: async () => this.bulk('clear', async () => this.swapGeneration(null)),
       forget: (ids) => this.forget(ids),
       putAndDelete: async (records, ids) => {
         this.db.transaction(() => {
           this.writeRecords(records);
-          for (const id of ids) {
-            const current = this.readRecord(id);
-            if (current) this.reindex(id, indexPlan(current, null));
-            this.stmts.del.run(id);
-          }
+          this.deleteUsers(ids);
         })();
       },
       putMany: async (records) => {
@@ -563,11 +569,7 @@ export class SqliteDriver implements StoreDriver {
       // below follow their inserts), and its rows are deleted with secure_delete on.
       const n = this.db.transaction(() => {
         this.applyAllPending();
-        return ids.reduce((k, id) => {
-          const current = this.readRecord(id);
-          if (current) this.reindex(id, indexPlan(current, null));
-          return k + this.stmts.del.run(id).changes;
-        }, 0);
+        return this.deleteUsers(ids);
       })();
       // Merges the full-text index's segments, dropping the deleted users' entries instead of marking them.
       this.db.exec("INSERT INTO main.search_fts (search_fts) VALUES ('optimize')");
