@@ -66,19 +66,37 @@ export async function prepareSqlite(storeFile, n, cache, log) {
   return { buildS, copyS: seconds(t0) };
 }
 
-/** Loads each user's history into Redis as the peer keeps it, so both sides start from the same data. */
+/** One Redis command in the protocol's own encoding (RESP), as `redis-cli --pipe` takes it. */
+function resp(args) {
+  let out = `*${args.length}\r\n`;
+  for (const a of args) out += `$${Buffer.byteLength(a)}\r\n${a}\r\n`;
+  return out;
+}
+
+/**
+ * Loads each user's history into Redis as the peer keeps it, so both sides start from the same data.
+ * The commands are written as RESP into `redis-cli --pipe` (Redis's mass-insert path): through
+ * ioredis pipelines, 1M users loaded at ~300 users/s on this shared machine.
+ */
 export async function loadRedis(port, n) {
-  const redis = new Redis({ port, host: '127.0.0.1' });
-  for (let i = 0; i < n; i += 1000) {
-    const p = redis.pipeline();
-    for (let j = i; j < Math.min(n, i + 1000); j++) {
-      const r = makeRecord(j);
-      p.rpush(`h:${r.user_id}`, ...r.history.map((h) => JSON.stringify(h)));
-      p.hset(`u:${r.user_id}`, { updated_at: r.updated_at, last_answer: r.last_answer ?? '' });
+  const cli = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--pipe'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let reply = '';
+  cli.stdout.on('data', (d) => (reply = (reply + d.toString()).slice(-2000)));
+  const exited = once(cli, 'exit');
+  let chunk = '';
+  for (let i = 0; i < n; i++) {
+    const r = makeRecord(i);
+    chunk += resp(['RPUSH', `h:${r.user_id}`, ...r.history.map((h) => JSON.stringify(h))]);
+    chunk += resp(['HSET', `u:${r.user_id}`, 'updated_at', r.updated_at, 'last_answer', r.last_answer ?? '']);
+    if (chunk.length > 1 << 20) {
+      if (!cli.stdin.write(chunk)) await once(cli.stdin, 'drain');
+      chunk = '';
     }
-    await p.exec();
   }
-  await redis.quit();
+  cli.stdin.end(chunk);
+  const [code] = await exited;
+  // redis-cli --pipe ends with "errors: 0, replies: N".
+  if (code !== 0 || !/errors: 0,/.test(reply)) throw new Error(`redis-cli --pipe failed (${code}): ${reply}`);
 }
 
 async function redisInfo(redis, key) {
@@ -149,6 +167,25 @@ async function writeCopyFile(file, n) {
 }
 
 /**
+ * The COPY text file of users 0..n-1 in `dir` (written unless there). Exported so that the file can be
+ * written ahead of a run: `node -e "import('./bench/http-stores.mjs').then((m) => m.pgCopyFile(1e6, dir))"`.
+ */
+export async function pgCopyFile(n, dir, log = () => undefined) {
+  const { POSTGRES_SCHEMA_VERSION } = await import('../dist/store/postgres/migrations.js');
+  const file = path.join(dir, `pg-${n}-v${POSTGRES_SCHEMA_VERSION}-${generatorKey()}.tsv`);
+  let fileS = null;
+  if (!(await exists(file))) {
+    const t0 = performance.now();
+    const tmp = `${file}.${process.pid}.tmp`;
+    await writeCopyFile(tmp, n);
+    await fsp.rename(tmp, file);
+    fileS = seconds(t0);
+    log(`  [${n}] COPY file written in ${fileS.toFixed(1)} s: ${file}`);
+  }
+  return { file, fileS };
+}
+
+/**
  * Loads users 0..n-1 into the PostgreSQL store at `storeUrl` (an empty schema): the library creates
  * the table and its indexes, the trigram index is dropped, the rows are COPYed in by psql from a file
  * of the driver's own row values (cached when `cache` is set, else written into `tmpDir`), and the
@@ -160,17 +197,7 @@ export async function preparePostgres(admin, schema, pgUrl, storeUrl, n, cache, 
   const { rows: tables } = await admin.query("SELECT table_name FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'search_text'", [schema]);
   if (tables.length !== 1) throw new Error(`expected one users table in ${schema}, found ${tables.length}`);
   const table = `${schema}.${tables[0].table_name}`;
-  const { POSTGRES_SCHEMA_VERSION } = await import('../dist/store/postgres/migrations.js');
-  const file = path.join(cache ?? tmpDir, `pg-${n}-v${POSTGRES_SCHEMA_VERSION}-${generatorKey()}.tsv`);
-  let fileS = null;
-  if (!(await exists(file))) {
-    const t0 = performance.now();
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeCopyFile(tmp, n);
-    await fsp.rename(tmp, file);
-    fileS = seconds(t0);
-    log(`  [${n}] COPY file written in ${fileS.toFixed(1)} s: ${file}`);
-  }
+  const { file, fileS } = await pgCopyFile(n, cache ?? tmpDir, log);
   const { rows: indexes } = await admin.query("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexdef ILIKE '%gin%'", [schema, tables[0].table_name]);
   for (const ix of indexes) await admin.query(`DROP INDEX ${schema}.${ix.indexname}`);
   const t1 = performance.now();
