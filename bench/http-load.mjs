@@ -13,9 +13,10 @@
 // and node_modules beside it) runs too, as `base`, on its own copy of the same loaded store, interleaved with
 // the others (base chatmem noop redis, ...): a before/after in one run.
 // BENCH_HTTP_CACHE (a directory, e.g. /work/big/bench1m): the loaded SQLite store, the Redis peer's AOF
-// and the PostgreSQL COPY file are built there once per user count and copied/COPYed in by each run
-// (bench/http-stores.mjs); without it they are built in the run's temp dir. SQLite is loaded by a full
-// restore, PostgreSQL by COPY plus one trigram index build; load, copy and index times are reported.
+// are built there once per user count and copied by each run; PostgreSQL's loaded store is kept as a
+// database of its own on the server, cloned per run by CREATE DATABASE … TEMPLATE (bench/http-stores.mjs).
+// Without it all is built in the run's temp dir / schema. SQLite is loaded by a full restore, PostgreSQL
+// by COPY plus one trigram index build; load, copy and index times are reported.
 // Memory: the daemons' and redis-server's RSS is sampled every 250 ms (VmRSS with its anon/file split)
 // and reported at start (loaded, idle), peak (and VmHWM) and steady (5 s after the last round).
 // Every run also reports the CPU seconds its server side used (daemons + their PostgreSQL backends, the
@@ -33,7 +34,7 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { chatMessage, envInt, envInts, machineInfo, openStoreAt, rmDir, rng, round, tmpDir, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
-import { loadRedis, preparePostgres, prepareRedisDir, prepareSqlite } from './http-stores.mjs';
+import { clonePostgresDb, loadRedis, preparePostgres, prepareRedisDir, prepareSqlite } from './http-stores.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USERS = envInts('BENCH_HTTP_USERS', [10_000, 100_000]);
@@ -168,12 +169,14 @@ for (const n of USERS) {
   const procs = [];
   let admin = null;
   let schema = null;
+  let runDb = null;
   let cleaning = null;
   const cleanup = () =>
     (cleaning ??= (async () => {
       await Promise.all(procs.map((p) => p.stop()));
       if (admin) {
-        if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
+        if (runDb) await admin.query(`DROP DATABASE IF EXISTS ${runDb} WITH (FORCE)`).catch((e) => process.stderr.write(`  drop database: ${e.message}\n`));
+        else if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
         await admin.end();
       }
       await rmDir(dir);
@@ -190,17 +193,27 @@ for (const n of USERS) {
       appName = schema;
       admin = new pg.Client({ connectionString: PG });
       await admin.connect();
+    }
+    const tLoad = performance.now();
+    let loaded;
+    if (STORE === 'postgres' && CACHE) {
+      // The loaded store is a cached database; this run works on a file copy of it, dropped after.
+      const c = await clonePostgresDb(admin, PG, n, CACHE, log);
+      runDb = c.db;
+      const u = new URL(c.url);
+      u.searchParams.set('application_name', appName);
+      storeUrl = u.toString();
+      loaded = { ...(c.built ?? {}), cloneS: c.cloneS };
+    } else if (STORE === 'postgres') {
       await admin.query(`CREATE SCHEMA ${schema}`);
       const u = new URL(PG);
       u.searchParams.set('options', `-c search_path=${schema}`);
       u.searchParams.set('application_name', appName);
       storeUrl = u.toString();
+      loaded = await preparePostgres(admin, schema, PG, storeUrl, n, null, dir, log);
+    } else {
+      loaded = await prepareSqlite(storeFile, n, CACHE, log);
     }
-    const tLoad = performance.now();
-    const loaded =
-      STORE === 'postgres'
-        ? await preparePostgres(admin, schema, PG, storeUrl, n, CACHE, dir, log)
-        : await prepareSqlite(storeFile, n, CACHE, log);
     const loadS = (performance.now() - tLoad) / 1000;
     const store = await openStoreAt(storeUrl);
     const before = await store.stats();

@@ -16,6 +16,7 @@ import { createReadStream, createWriteStream, promises as fsp, readFileSync } fr
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { FIXTURE, makeRecord, openStoreAt, restoreUsers, rmDir, userId } from './lib.mjs';
 
 const exists = (p) => fsp.access(p).then(() => true, () => false);
@@ -187,7 +188,8 @@ export async function pgCopyFile(n, dir, log = () => undefined) {
 
 /**
  * Loads users 0..n-1 into the PostgreSQL store at `storeUrl` (an empty schema): the library creates
- * the table and its indexes, the trigram index is dropped, the rows are COPYed in by psql from a file
+ * the table and its indexes, the trigram index is dropped, the rows are COPYed in by psql (`pgUrl`:
+ * libpq does not read URL-encoded `options`; the table name is qualified) from a file
  * of the driver's own row values (cached when `cache` is set, else written into `tmpDir`), and the
  * index is built again. Returns { fileS (null when cached), copyS, indexS }.
  */
@@ -202,6 +204,8 @@ export async function preparePostgres(admin, schema, pgUrl, storeUrl, n, cache, 
   for (const ix of indexes) await admin.query(`DROP INDEX ${schema}.${ix.indexname}`);
   const t1 = performance.now();
   const psql = spawn('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', pgUrl, '-c', `\\copy ${table} FROM STDIN`], { stdio: ['pipe', 'inherit', 'inherit'] });
+  // A psql that fails to connect closes its stdin: its exit code reports it, not an EPIPE.
+  psql.stdin.on('error', () => undefined);
   createReadStream(file).pipe(psql.stdin);
   const [code] = await once(psql, 'exit');
   if (code !== 0) throw new Error(`psql \\copy exited ${code}`);
@@ -214,4 +218,47 @@ export async function preparePostgres(admin, schema, pgUrl, storeUrl, n, cache, 
   if (!cache) await fsp.rm(file, { force: true });
   log(`  [${n}] postgres: COPY ${copyS.toFixed(1)} s, trigram index ${indexS.toFixed(1)} s`);
   return { fileS, copyS, indexS };
+}
+
+/**
+ * With a cache: the loaded PostgreSQL store is kept as a database of its own on the server (named by
+ * user count, schema version and generator key; built once by preparePostgres into schema
+ * `chatmem_bench_http`), and each run gets a fresh copy of it by `CREATE DATABASE … TEMPLATE …
+ * STRATEGY FILE_COPY` (a file copy, no COPY or index build per run). `admin` is connected to another
+ * database of the server. Returns the run database's name and URL (search_path set), and timings.
+ */
+export async function clonePostgresDb(admin, pgUrl, n, cache, log) {
+  const { POSTGRES_SCHEMA_VERSION } = await import('../dist/store/postgres/migrations.js');
+  const schema = 'chatmem_bench_http';
+  const cached = `chatmem_bench_http_${n}_v${POSTGRES_SCHEMA_VERSION}_${generatorKey()}`;
+  const urlFor = (db, options = true) => {
+    const u = new URL(pgUrl);
+    u.pathname = `/${db}`;
+    if (options) u.searchParams.set('options', `-c search_path=${schema}`);
+    return u.toString();
+  };
+  let built = null;
+  if ((await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [cached])).rowCount === 0) {
+    const building = `${cached}_b${process.pid}`;
+    await admin.query(`CREATE DATABASE ${building}`);
+    try {
+      const c = new pg.Client({ connectionString: urlFor(building) });
+      await c.connect();
+      try {
+        await c.query(`CREATE SCHEMA ${schema}`);
+        built = await preparePostgres(c, schema, urlFor(building, false), urlFor(building), n, cache, cache, log);
+      } finally {
+        await c.end();
+      }
+      await admin.query(`ALTER DATABASE ${building} RENAME TO ${cached}`);
+      log(`  [${n}] postgres store cached as database ${cached}`);
+    } catch (err) {
+      await admin.query(`DROP DATABASE IF EXISTS ${building} WITH (FORCE)`);
+      throw err;
+    }
+  }
+  const db = `chatmem_bench_http_run_${process.pid}_${n}`;
+  const t0 = performance.now();
+  await admin.query(`CREATE DATABASE ${db} TEMPLATE ${cached} STRATEGY FILE_COPY`);
+  return { db, url: urlFor(db), schema, built, cloneS: seconds(t0) };
 }
