@@ -29,10 +29,26 @@ export function generatorKey() {
   return h.digest('hex').slice(0, 10);
 }
 
-/** Copies every file of `from` into `to` (one level: an AOF directory). */
+/**
+ * Copies a file and fsyncs the copy. Without the fsync the kernel still holds the copy's gigabytes as
+ * dirty pages, and the first fsync of the file by the server under test (SQLite's first WAL checkpoint)
+ * writes them all back: at 1M users the daemon then answered nothing for a whole 10 s round
+ * (2026-11-30, 7.2 GB store copied just before; 1.6 s of its CPU in that round: it was waiting on the disk).
+ */
+async function copySynced(from, to) {
+  await fsp.copyFile(from, to);
+  const fh = await fsp.open(to, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Copies every file of `from` into `to` (one level: an AOF directory), synced. */
 async function copyDir(from, to) {
   await fsp.mkdir(to, { recursive: true, mode: 0o700 });
-  for (const e of await fsp.readdir(from)) await fsp.copyFile(path.join(from, e), path.join(to, e));
+  for (const e of await fsp.readdir(from)) await copySynced(path.join(from, e), path.join(to, e));
 }
 
 /**
@@ -63,7 +79,7 @@ export async function prepareSqlite(storeFile, n, cache, log) {
     log(`  [${n}] sqlite store built in ${buildS.toFixed(1)} s, cached as ${cached}`);
   }
   const t0 = performance.now();
-  await fsp.copyFile(cached, storeFile);
+  await copySynced(cached, storeFile);
   return { buildS, copyS: seconds(t0) };
 }
 
