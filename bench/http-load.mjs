@@ -12,12 +12,20 @@
 // BENCH_HTTP_BASE_DIST (SQLite only): another tree's built dist (e.g. a copy of main's, with its package.json
 // and node_modules beside it) runs too, as `base`, on its own copy of the same loaded store, interleaved with
 // the others (base chatmem noop redis, ...): a before/after in one run.
+// BENCH_HTTP_CACHE (a directory, e.g. /work/big/bench1m): the loaded SQLite store, the Redis peer's AOF
+// are built there once per user count and copied by each run; PostgreSQL's loaded store is kept as a
+// database of its own on the server, cloned per run by CREATE DATABASE … TEMPLATE (bench/http-stores.mjs).
+// Without it all is built in the run's temp dir / schema. SQLite is loaded by a full restore, PostgreSQL
+// by COPY plus one trigram index build; load, copy and index times are reported.
+// Memory: the daemons' and redis-server's RSS is sampled every 250 ms (VmRSS with its anon/file split)
+// and reported at start (loaded, idle), peak (and VmHWM) and steady (5 s after the last round).
 // Every run also reports the CPU seconds its server side used (daemons + their PostgreSQL backends, the
 // peer + its redis-server) and the load generator's, per 1,000 acknowledged appends: a figure the
 // machine's load stretches much less than req/s.
 import { spawn } from 'node:child_process';
 import { promises as fsp, openSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { setInterval, clearInterval } from 'node:timers';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +33,8 @@ import Database from 'better-sqlite3';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { chatMessage, envInt, envInts, loadUsers, machineInfo, makeRecord, openStoreAt, rmDir, rng, round, tmpDir, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
+import { chatMessage, envInt, envInts, machineInfo, openStoreAt, rmDir, rng, round, tmpDir, userId, procCpuSeconds as cpuSeconds } from './lib.mjs';
+import { clonePostgresDb, loadRedis, preparePostgres, prepareRedisDir, prepareSqlite } from './http-stores.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const USERS = envInts('BENCH_HTTP_USERS', [10_000, 100_000]);
@@ -39,10 +48,31 @@ const PG = process.env.CHATMEM_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/te
 const DAEMONS = STORE === 'postgres' ? 2 : 1;
 const BASE_DIST = process.env.BENCH_HTTP_BASE_DIST ? path.resolve(process.env.BENCH_HTTP_BASE_DIST) : null;
 if (BASE_DIST && STORE !== 'sqlite') throw new Error('BENCH_HTTP_BASE_DIST runs with the SQLite store only');
+const CACHE = process.env.BENCH_HTTP_CACHE ? path.resolve(process.env.BENCH_HTTP_CACHE) : null;
+if (CACHE) await fsp.mkdir(CACHE, { recursive: true, mode: 0o700 });
+const log = (line) => process.stderr.write(`${line}\n`);
 
 
-async function vmHwmMB(pid) {
-  return fsp.readFile(`/proc/${pid}/status`, 'utf8').then((s) => round(Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024, 0), () => null);
+/** A process's memory from /proc/<pid>/status, in MB: VmRSS, its anonymous / file-backed / shared parts, VmHWM. */
+async function procMem(pid) {
+  const s = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => null);
+  if (!s) return null;
+  const mb = (k) => round(Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0) / 1024, 0);
+  return { rss: mb('VmRSS'), anon: mb('RssAnon'), file: mb('RssFile'), shmem: mb('RssShmem'), hwm: mb('VmHWM') };
+}
+
+/** Samples procMem(pid) every `everyMs`; peak() is the sample with the largest VmRSS. */
+function memSampler(pid, everyMs = 250) {
+  let peak = null;
+  let busy = false;
+  const t = setInterval(async () => {
+    if (busy) return;
+    busy = true;
+    const m = await procMem(pid);
+    busy = false;
+    if (m && (!peak || m.rss > peak.rss)) peak = m;
+  }, everyMs);
+  return { peak: () => peak, stop: () => clearInterval(t) };
 }
 
 function freePort() {
@@ -56,7 +86,7 @@ function freePort() {
   });
 }
 
-async function waitFor(check, what, ms = 120_000) {
+async function waitFor(check, what, ms = 900_000) {
   const until = Date.now() + ms;
   for (;;) {
     if (await check().catch(() => false)) return;
@@ -82,21 +112,6 @@ function start(cmd, args, opts) {
         child.kill('SIGTERM');
       }),
   };
-}
-
-/** Loads each user's history into Redis as the peer keeps it, so both sides start from the same data. */
-async function loadRedis(port, n) {
-  const redis = new Redis({ port, host: '127.0.0.1' });
-  for (let i = 0; i < n; i += 1000) {
-    const p = redis.pipeline();
-    for (let j = i; j < Math.min(n, i + 1000); j++) {
-      const r = makeRecord(j);
-      p.rpush(`h:${r.user_id}`, ...r.history.map((h) => JSON.stringify(h)));
-      p.hset(`u:${r.user_id}`, { updated_at: r.updated_at, last_answer: r.last_answer ?? '' });
-    }
-    await p.exec();
-  }
-  await redis.quit();
 }
 
 function drive(url, users, seed, headers = {}) {
@@ -154,12 +169,14 @@ for (const n of USERS) {
   const procs = [];
   let admin = null;
   let schema = null;
+  let runDb = null;
   let cleaning = null;
   const cleanup = () =>
     (cleaning ??= (async () => {
       await Promise.all(procs.map((p) => p.stop()));
       if (admin) {
-        if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
+        if (runDb) await admin.query(`DROP DATABASE IF EXISTS ${runDb} WITH (FORCE)`).catch((e) => process.stderr.write(`  drop database: ${e.message}\n`));
+        else if (schema) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch((e) => process.stderr.write(`  drop schema: ${e.message}\n`));
         await admin.end();
       }
       await rmDir(dir);
@@ -176,16 +193,32 @@ for (const n of USERS) {
       appName = schema;
       admin = new pg.Client({ connectionString: PG });
       await admin.connect();
+    }
+    const tLoad = performance.now();
+    let loaded;
+    if (STORE === 'postgres' && CACHE) {
+      // The loaded store is a cached database; this run works on a file copy of it, dropped after.
+      const c = await clonePostgresDb(admin, PG, n, CACHE, log);
+      runDb = c.db;
+      const u = new URL(c.url);
+      u.searchParams.set('application_name', appName);
+      storeUrl = u.toString();
+      loaded = { ...(c.built ?? {}), cloneS: c.cloneS };
+    } else if (STORE === 'postgres') {
       await admin.query(`CREATE SCHEMA ${schema}`);
       const u = new URL(PG);
       u.searchParams.set('options', `-c search_path=${schema}`);
       u.searchParams.set('application_name', appName);
       storeUrl = u.toString();
+      loaded = await preparePostgres(admin, schema, PG, storeUrl, n, null, dir, log);
+    } else {
+      loaded = await prepareSqlite(storeFile, n, CACHE, log);
     }
+    const loadS = (performance.now() - tLoad) / 1000;
     const store = await openStoreAt(storeUrl);
-    const loadS = await loadUsers(store, n, { label: `load ${n}` });
     const before = await store.stats();
     await store.close();
+    if (before.users !== n) throw new Error(`the loaded store has ${before.users} users, expected ${n}`);
     const [pNoop, pPeer, pRedis, pBase, ...pDaemons] = await Promise.all([freePort(), freePort(), freePort(), freePort(), ...Array.from({ length: DAEMONS }, freePort)]);
     // The base tree gets its own copy of the loaded store (closed, so the file is whole).
     const baseStoreFile = path.join(dir, 'base-data', 'memory.db');
@@ -201,21 +234,32 @@ for (const n of USERS) {
         db.close();
       }
     }
-    await fsp.mkdir(path.join(dir, 'redis'), { recursive: true });
-    procs.push(start('redis-server', ['--port', String(pRedis), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', path.join(dir, 'redis')]));
-    await waitFor(async () => {
-      const r = new Redis({ port: pRedis, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-      r.on('error', () => undefined);
-      try {
-        await r.connect();
-        return (await r.ping()) === 'PONG';
-      } finally {
-        r.disconnect();
-      }
-    }, 'redis-server');
+    /** Starts a redis-server on `redisDir` (AOF on; `extra` overrides) and waits until it has loaded its data. */
+    const startRedis = async (redisDir, extra = [], port = null) => {
+      port ??= await freePort();
+      const p = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', redisDir, ...extra]);
+      await waitFor(async () => {
+        const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+        r.on('error', () => undefined);
+        try {
+          await r.connect();
+          return (await r.ping()) === 'PONG';
+        } finally {
+          r.disconnect();
+        }
+      }, 'redis-server');
+      return { port, stop: p.stop, proc: p };
+    };
+    const redisDir = path.join(dir, 'redis');
+    const redisCached = await prepareRedisDir(redisDir, n, CACHE, startRedis, log);
     const tR = performance.now();
-    await loadRedis(pRedis, n);
-    process.stderr.write(`  [${n}] ${STORE} load ${loadS.toFixed(1)} s, redis load ${((performance.now() - tR) / 1000).toFixed(1)} s\n`);
+    const redisStarted = await startRedis(redisDir, [], pRedis);
+    procs.unshift(redisStarted.proc);
+    if (!redisCached) await loadRedis(pRedis, n);
+    const redisLoadS = (performance.now() - tR) / 1000;
+    const loadReport = { ...loaded, loadS, redisBuildS: redisCached?.buildS ?? null, redisCopyS: redisCached?.copyS ?? null, redisStartOrLoadS: redisLoadS };
+    for (const k of Object.keys(loadReport)) if (typeof loadReport[k] === 'number') loadReport[k] = round(loadReport[k], 1);
+    log(`  [${n}] load (s): ${JSON.stringify(loadReport)}`);
     const profile = process.env.BENCH_HTTP_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.BENCH_HTTP_PROFILE)}`] : [];
     const daemon = (dist, port, name, url, dataDir, args = []) => {
       const log = openSync(path.join(dir, `${name}.log`), 'a');
@@ -253,7 +297,10 @@ for (const n of USERS) {
       }
       return pids;
     };
-    const redisServer = procs[0];
+    const redisServer = redisStarted.proc;
+    const memStart = { daemons: await Promise.all(daemons.map((d) => procMem(d.child.pid))), redisServer: await procMem(redisServer.child.pid) };
+    const samplers = [...daemons, redisServer].map((d) => memSampler(d.child.pid));
+    log(`  [${n}] memory at start (MB): ${JSON.stringify(memStart)}`);
     const targets = [
       ...(base ? [['base', `http://127.0.0.1:${pBase}`, MINIMAL ? { prefer: 'return=minimal' } : {}, async () => [[base.child.pid, false]]]] : []),
       ['chatmem', pDaemons.map((p) => `http://127.0.0.1:${p}`), MINIMAL ? { prefer: 'return=minimal' } : {}, chatmemPids],
@@ -294,7 +341,16 @@ for (const n of USERS) {
       if (row.base) row.cpuVsBase = round(row.chatmem.serverCpuMsPerK / row.base.serverCpuMsPerK, 2);
       results.push(row);
     }
-    const rss = await Promise.all(daemons.map((d) => vmHwmMB(d.child.pid)));
+    // Steady: 5 s after the last round, with nothing in flight.
+    await new Promise((r) => setTimeout(r, 5000));
+    for (const s of samplers) s.stop();
+    const mem = {
+      start: memStart,
+      peak: { daemons: samplers.slice(0, -1).map((s) => s.peak()), redisServer: samplers.at(-1).peak() },
+      steady: { daemons: await Promise.all(daemons.map((d) => procMem(d.child.pid))), redisServer: await procMem(redisServer.child.pid) },
+    };
+    const rss = mem.steady.daemons.map((m) => m?.hwm ?? null);
+    log(`  [${n}] memory peak (MB): ${JSON.stringify(mem.peak)}; steady: ${JSON.stringify(mem.steady)}`);
     await Promise.all(daemons.map((d) => d.stop()));
     if (base) {
       // The base tree's acknowledged appends must all be in its copy too.
@@ -312,7 +368,7 @@ for (const n of USERS) {
     const after = await check.stats();
     await check.close();
     const added = after.messages - before.messages;
-    results.push({ users: n, store: STORE, daemonPeakRssMB: rss, loadSeconds: round(loadS, 1), ackedAppends: acked, messagesAdded: added, missing: Math.max(0, acked - added) });
+    results.push({ users: n, store: STORE, daemonPeakRssMB: rss, memory: mem, load: loadReport, loadSeconds: round(loadS, 1), ackedAppends: acked, messagesAdded: added, missing: Math.max(0, acked - added) });
     process.stderr.write(`  [${n}] daemon peak RSS ${rss.join(', ')} MB; acked ${acked}, messages added ${added}\n`);
   } finally {
     await cleanup();
@@ -322,7 +378,7 @@ for (const n of USERS) {
 
 console.log('');
 for (const r of results) if (!r.chatmem && r.base) console.log(`users ${r.users}: base ${r.base}: acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
-for (const r of results) if (!r.chatmem && !r.base) console.log(`users ${r.users}: daemon peak RSS ${r.daemonPeakRssMB.join(', ')} MB; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
+for (const r of results) if (!r.chatmem && !r.base) console.log(`users ${r.users}: daemon RSS MB start ${r.memory.start.daemons.map((m) => m?.rss).join(', ')}, peak (VmHWM) ${r.daemonPeakRssMB.join(', ')}, steady ${r.memory.steady.daemons.map((m) => `${m?.rss} (anon ${m?.anon}, file ${m?.file})`).join(', ')}; redis-server RSS MB start ${r.memory.start.redisServer?.rss}, peak ${r.memory.peak.redisServer?.rss}; load ${r.loadSeconds} s; acked ${r.ackedAppends}, messages added ${r.messagesAdded}, missing ${r.missing}`);
 console.log(`store ${STORE}${DAEMONS > 1 ? ` (${DAEMONS} daemons, connections split between them)` : ''}; server CPU = CPU ms per 1,000 acked appends`);
 console.log('users  round  load1 | chatmem rps  p99  max  fail  cpu (db) | noop rps  p99  cpu | redis rps  p99  max  fail  cpu (db) | chatmem/redis chatmem/noop');
 for (const r of results) {
