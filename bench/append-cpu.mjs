@@ -10,6 +10,9 @@
 // the whole queue applied in one go by close(). BENCH_CPU_DELAYS=300,1000 adds runs of this tree with
 // the indexer starting that many ms after a commit (the default is 100). BENCH_CPU_NOCKPT=1 adds a run
 // with wal_autocheckpoint = 0 (close() then checkpoints the whole WAL: "incl. close" holds it).
+// BENCH_CPU_MINIMAL=1 appends through appendHistoryMinimal where a tree has it (schema 5: pending
+// appends, folded by a compactor; close() folds what is left, so "incl. close" is the whole cost);
+// BENCH_CPU_FOLDS=100,1000 adds runs of this tree with the compactor folding after that many ms.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -28,7 +31,9 @@ if (process.argv[2] === '--child') {
   // 'held': the background indexer held back; 'delay=N': it starts N ms after a commit.
   const mode = process.argv[4] ?? '';
   // 'nockpt': no automatic WAL checkpoint during the appends (the WAL grows; close checkpoints it).
-  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' ? 100 : null;
+  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' || mode.startsWith('fold=') ? 100 : null;
+  // 'fold=N': the compactor of pending appends (schema 5) folds once the oldest has waited N ms.
+  const foldOptions = mode.startsWith('fold=') ? { foldDelayMs: Math.min(250, Number(mode.slice(5))), foldMaxWaitMs: Number(mode.slice(5)) } : {};
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chatmem-cpu-'));
   try {
     const file = path.join(dir, 'memory.db');
@@ -36,7 +41,7 @@ if (process.argv[2] === '--child') {
     if (indexDelayMs !== null) {
       const { SqliteDriver } = await import(path.join(process.argv[3], 'store/sqlite/index.js'));
       const { createStore } = await import(path.join(process.argv[3], 'store/store.js'));
-      const driver = await SqliteDriver.open(file, { indexDelayMs });
+      const driver = await SqliteDriver.open(file, { indexDelayMs, ...foldOptions });
       // The connection is private to the driver; a bench reaches it to switch the checkpoints off.
       if (mode === 'nockpt') driver.db.pragma('wal_autocheckpoint = 0');
       store = createStore(driver);
@@ -86,6 +91,8 @@ if (process.argv[2] === '--child') {
   // BENCH_CPU_DELAYS=500,1000: this tree again with the indexer starting that many ms after a commit.
   for (const d of (process.env.BENCH_CPU_DELAYS ?? '').split(',').filter(Boolean)) trees.push([`delay ${d} ms`, path.join(here, '..', 'dist'), `delay=${d}`]);
   // BENCH_CPU_NOCKPT=1: this tree again without automatic checkpoints: the difference is their cost.
+  // BENCH_CPU_FOLDS=100,1000: this tree again with its compactor folding pending appends after that many ms (default 1000).
+  for (const d of (process.env.BENCH_CPU_FOLDS ?? '').split(',').filter(Boolean)) trees.push([`fold ${d} ms`, path.join(here, '..', 'dist'), `fold=${d}`]);
   if (process.env.BENCH_CPU_NOCKPT === '1') trees.push(['no checkpoint', path.join(here, '..', 'dist'), 'nockpt']);
   if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
   const results = [];
