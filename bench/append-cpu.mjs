@@ -10,9 +10,6 @@
 // the whole queue applied in one go by close(). BENCH_CPU_DELAYS=300,1000 adds runs of this tree with
 // the indexer starting that many ms after a commit (the default is 100). BENCH_CPU_NOCKPT=1 adds a run
 // with wal_autocheckpoint = 0 (close() then checkpoints the whole WAL: "incl. close" holds it).
-// BENCH_CPU_MINIMAL=1 appends through appendHistoryMinimal where a tree has it (schema 5: pending
-// appends, folded by a compactor; close() folds what is left, so "incl. close" is the whole cost);
-// BENCH_CPU_FOLDS=100,1000 adds runs of this tree with the compactor folding after that many ms.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -31,9 +28,7 @@ if (process.argv[2] === '--child') {
   // 'held': the background indexer held back; 'delay=N': it starts N ms after a commit.
   const mode = process.argv[4] ?? '';
   // 'nockpt': no automatic WAL checkpoint during the appends (the WAL grows; close checkpoints it).
-  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' || mode.startsWith('fold=') ? 100 : null;
-  // 'fold=N': the compactor of pending appends (schema 5) folds once the oldest has waited N ms.
-  const foldOptions = mode.startsWith('fold=') ? { foldDelayMs: Math.min(250, Number(mode.slice(5))), foldMaxWaitMs: Number(mode.slice(5)) } : {};
+  const indexDelayMs = mode === 'held' ? 1e9 : mode.startsWith('delay=') ? Number(mode.slice(6)) : mode === 'nockpt' ? 100 : null;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chatmem-cpu-'));
   try {
     const file = path.join(dir, 'memory.db');
@@ -41,7 +36,7 @@ if (process.argv[2] === '--child') {
     if (indexDelayMs !== null) {
       const { SqliteDriver } = await import(path.join(process.argv[3], 'store/sqlite/index.js'));
       const { createStore } = await import(path.join(process.argv[3], 'store/store.js'));
-      const driver = await SqliteDriver.open(file, { indexDelayMs, ...foldOptions });
+      const driver = await SqliteDriver.open(file, { indexDelayMs });
       // The connection is private to the driver; a bench reaches it to switch the checkpoints off.
       if (mode === 'nockpt') driver.db.pragma('wal_autocheckpoint = 0');
       store = createStore(driver);
@@ -50,12 +45,6 @@ if (process.argv[2] === '--child') {
       const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => makeRecord(i + j));
       await store.exclusive('all', (ctx) => ctx.putMany(batch));
     }
-    // BENCH_CPU_MINIMAL=1: the append of a caller that does not need the record back (`Prefer:
-    // return=minimal`), where a tree has it (appendHistoryMinimal); a tree without it appends as usual.
-    const append =
-      process.env.BENCH_CPU_MINIMAL === '1' && typeof store.appendHistoryMinimal === 'function'
-        ? (id, e) => store.appendHistoryMinimal(id, [e])
-        : (id, e) => store.appendHistory(id, e);
     const rand = rng(7);
     let k = 0;
     const cpu0 = process.cpuUsage();
@@ -63,7 +52,7 @@ if (process.argv[2] === '--child') {
     const t0 = performance.now();
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
-        while (k < APPENDS) await append(userId(Math.floor(rand() * USERS)), chatMessage(k++));
+        while (k < APPENDS) await store.appendHistory(userId(Math.floor(rand() * USERS)), chatMessage(k++));
       }),
     );
     const ms = performance.now() - t0;
@@ -91,8 +80,6 @@ if (process.argv[2] === '--child') {
   // BENCH_CPU_DELAYS=500,1000: this tree again with the indexer starting that many ms after a commit.
   for (const d of (process.env.BENCH_CPU_DELAYS ?? '').split(',').filter(Boolean)) trees.push([`delay ${d} ms`, path.join(here, '..', 'dist'), `delay=${d}`]);
   // BENCH_CPU_NOCKPT=1: this tree again without automatic checkpoints: the difference is their cost.
-  // BENCH_CPU_FOLDS=100,1000: this tree again with its compactor folding pending appends after that many ms (default 1000).
-  for (const d of (process.env.BENCH_CPU_FOLDS ?? '').split(',').filter(Boolean)) trees.push([`fold ${d} ms`, path.join(here, '..', 'dist'), `fold=${d}`]);
   if (process.env.BENCH_CPU_NOCKPT === '1') trees.push(['no checkpoint', path.join(here, '..', 'dist'), 'nockpt']);
   if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
   const results = [];

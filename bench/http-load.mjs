@@ -194,18 +194,10 @@ for (const n of USERS) {
       await fsp.copyFile(storeFile, baseStoreFile);
       // Schema 4 is schema 3 plus the (here empty) full-text queue: a base tree of schema 3 gets its copy as schema 3.
       const { SCHEMA_VERSION: baseSchema } = await import(path.join(BASE_DIST, 'store/sqlite/schema.js'));
-      // Schema 5 adds the pending appends (empty in a closed store): a base tree of schema 3 or 4 gets its copy without them.
-      if (baseSchema === 3 || baseSchema === 4) {
+      if (baseSchema === 3) {
         const db = new Database(baseStoreFile);
-        const has = (t) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t) !== undefined;
-        if (has('appends')) {
-          if (db.prepare('SELECT COUNT(*) AS n FROM appends').get().n !== 0) throw new Error('the loaded store has pending appends; cannot hand it to an older tree');
-          db.exec('DROP TABLE appends; PRAGMA user_version = 4;');
-        }
-        if (baseSchema === 3) {
-          if (db.prepare('SELECT COUNT(*) AS n FROM search_pending').get().n !== 0) throw new Error('the loaded store has queued index work; cannot hand it to a schema-3 tree');
-          db.exec('DROP TABLE search_pending; PRAGMA user_version = 3;');
-        }
+        if (db.prepare('SELECT COUNT(*) AS n FROM search_pending').get().n !== 0) throw new Error('the loaded store has queued index work; cannot hand it to a schema-3 tree');
+        db.exec('DROP TABLE search_pending; PRAGMA user_version = 3;');
         db.close();
       }
     }

@@ -44,7 +44,7 @@ function brokenStore(kind: Store['kind'], url: string, error: StoreError): Store
   };
   // Every method of the Store interface, listed so that a new one fails typecheck here rather than work silently.
   const methods: Record<Exclude<keyof Store, 'kind' | 'url' | 'historyCap' | 'close'>, () => never> = {
-    get: fail, put: fail, patch: fail, appendHistory: fail, appendHistoryMany: fail, appendHistoryMinimal: fail, ensure: fail, refreshSessionToken: fail, addContext: fail, fillSlots: fail, setFlag: fail, clearFlag: fail, setSlot: fail, delete: fail, clear: fail,
+    get: fail, put: fail, patch: fail, appendHistory: fail, appendHistoryMany: fail, ensure: fail, refreshSessionToken: fail, addContext: fail, fillSlots: fail, setFlag: fail, clearFlag: fail, setSlot: fail, delete: fail, clear: fail,
     count: fail, list: fail, scan: fail, scanJson: fail, stats: fail, search: fail, exclusive: fail, isLeader: fail, trackWrites: fail, stage: fail,
   };
   return { kind, url, historyCap: 0, ...methods, close: async () => undefined };

@@ -162,30 +162,6 @@ class CoreStore implements Store {
     return this.write(id, (current) => applyAppendMany(current, id, parsed, this.historyCap));
   }
 
-  async appendHistoryMinimal(id: string, entries: HistoryInput[]): Promise<{ user_id: string; id: string }> {
-    validateUserId(id);
-    if (!Array.isArray(entries) || entries.length === 0) throw new RecordError('E_RECORD', 'give at least one history entry');
-    const now = nowIso();
-    const parsed = entries.map((e) => parseHistoryInput(e, now));
-    // parseHistoryInput gives every entry an id: a fresh one is the newest, a repeated one keeps its id.
-    const answer = { user_id: id, id: parsed[parsed.length - 1]!.id as string };
-    const append = this.driver.appendDeferred?.bind(this.driver);
-    if (!append) {
-      await this.write(id, (current) => applyAppendMany(current, id, parsed, this.historyCap, now));
-      return answer;
-    }
-    this.checkWritable();
-    await this.gate.write(id, async () => {
-      this.noteWrite(id);
-      try {
-        await append(id, parsed, this.historyCap, now);
-      } finally {
-        this.noteWrite(id);
-      }
-    });
-    return answer;
-  }
-
   async ensure(id: string): Promise<MemoryRecord> {
     validateUserId(id);
     // Reads stay reads: only an unknown user costs a write.

@@ -1,5 +1,5 @@
 import { stringifyJson } from '../json-safe.js';
-import type { ContextInput, HistoryEntry, HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
+import type { ContextInput, HistoryInput, MemoryRecord, RecordInput, RecordPatch } from '../record.js';
 
 /** One row of the user listing. */
 export interface UserSummary {
@@ -105,11 +105,6 @@ export interface StoreDriver {
    * and the error propagates.
    */
   update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord>;
-  /**
-   * Optional: appends parsed `entries` exactly as `update(id, (c) => applyAppendMany(c, id, entries, cap, now))`
-   * would, durable when the promise resolves, without reading the record (SQLite: a pending append).
-   */
-  appendDeferred?(id: string, entries: HistoryEntry[], cap: number, now: string): Promise<void>;
   count(): Promise<number>;
   /** At most `limit` summaries of the users after `cursor` (all when null), in user_id order. The core pages. */
   list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]>;
@@ -162,12 +157,6 @@ export interface Store {
    * skipped, so a retried request never duplicates a turn.
    */
   appendHistoryMany(id: string, entries: HistoryInput[]): Promise<MemoryRecord>;
-  /**
-   * As {@link appendHistoryMany}, durable when it resolves, without the record back: the user id and
-   * the id of the last entry (the one given, or the one the server assigned). A backend that can
-   * (SQLite) then writes the entries alone, without reading or rewriting the record.
-   */
-  appendHistoryMinimal(id: string, entries: HistoryInput[]): Promise<{ user_id: string; id: string }>;
   /** The record, created (with a session token, as the seed did) when the user is unknown. */
   ensure(id: string): Promise<MemoryRecord>;
   /** A new session token; creates the user when unknown. */

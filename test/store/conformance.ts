@@ -158,21 +158,6 @@ export function testStore(name: string, factory: () => Promise<StoreHarness>, op
       expect((await store.get('u'))?.history).toHaveLength(4);
     });
 
-    it('appendHistoryMinimal appends as appendHistoryMany does and answers only the ids', async () => {
-      expect(await store.appendHistoryMinimal('m', [{ role: 'user', text: 'one', id: 'w1' }])).toEqual({ user_id: 'm', id: 'w1' });
-      const assigned = await store.appendHistoryMinimal('m', [{ role: 'bot', text: 'two' }]);
-      expect(assigned.id).toMatch(/^[A-Za-z0-9_-]{12}$/);
-      // A retried entry is a no-op and answers the id it was sent with.
-      expect(await store.appendHistoryMinimal('m', [{ role: 'user', text: 'one again', id: 'w1' }])).toEqual({ user_id: 'm', id: 'w1' });
-      const r = await store.get('m');
-      expect(r?.history.map((e) => [e.text, e.id])).toEqual([['one', 'w1'], ['two', assigned.id]]);
-      expect(r?.last_answer).toBe('one');
-      expect((await store.list()).items.find((u) => u.user_id === 'm')?.messages).toBe(2);
-      await expect(store.appendHistoryMinimal('m', [])).rejects.toMatchObject({ code: 'E_RECORD' });
-      await expect(store.appendHistoryMinimal('m', [{ role: '', text: 'bad' }])).rejects.toMatchObject({ code: 'E_RECORD' });
-      expect((await store.get('m'))?.history).toHaveLength(2);
-    });
-
     it("ensure creates an unknown user the seed's way and leaves a known one untouched", async () => {
       const made = await store.ensure('fresh');
       expect(made.session_token).toMatch(/^[0-9a-f]{16}$/);

@@ -179,7 +179,7 @@ describe('sqlite search index migration', () => {
       expect((await again.search('setelah migrasi')).map((u) => u.user_id)).toEqual(['628161973069']);
       await again.close();
       const check = new Database(file, { readonly: true });
-      expect(check.pragma('user_version', { simple: true })).toBe(5);
+      expect(check.pragma('user_version', { simple: true })).toBe(4);
       check.close();
     } finally {
       await t.cleanup();

@@ -21,7 +21,7 @@ const people: MemoryRecord[] = [phone, ...Array.from({ length: 1202 }, (_, i) =>
   ],
 }))];
 
-async function storeAt(version: 1 | 2 | 3 | 4 | 99): Promise<{ file: string; cleanup: () => Promise<void> }> {
+async function storeAt(version: 1 | 2 | 3 | 99): Promise<{ file: string; cleanup: () => Promise<void> }> {
   const t = await tempDir();
   const file = path.join(t.dir, 'memory.db');
   const s = await openStore(`sqlite:${file}`);
@@ -29,7 +29,6 @@ async function storeAt(version: 1 | 2 | 3 | 4 | 99): Promise<{ file: string; cle
   await s.close();
   const db = new Database(file);
   try {
-    if (version <= 4) db.exec('DROP TABLE appends');
     if (version <= 3) db.exec('DROP TABLE search_pending');
     if (version <= 2) db.exec('DROP TABLE search_fts; DROP TABLE search_docs');
     if (version <= 1) {
@@ -64,7 +63,7 @@ describe('sqlite schema migrations', () => {
         }
         const db = new Database(file, { readonly: true });
         try {
-          expect(db.pragma('user_version', { simple: true })).toBe(5);
+          expect(db.pragma('user_version', { simple: true })).toBe(4);
           expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'users_updated_at'").pluck().get()).toBe('users_updated_at');
           // One profile document and one per message, for every user.
           expect(db.prepare('SELECT COUNT(*) FROM search_docs').pluck().get()).toBe(1 + 1202 * 3 + 1);
@@ -77,45 +76,12 @@ describe('sqlite schema migrations', () => {
     });
   }
 
-  it('a version 4 store gets the table of pending appends: a minimal append lands there and reads back folded', async () => {
-    const { file, cleanup } = await storeAt(4);
-    try {
-      const store = await openStore(`sqlite:${file}`);
-      try {
-        await store.appendHistoryMinimal('u0001', [{ role: 'user', text: 'kalimat baru', id: 'k1' }]);
-        const raw = new Database(file, { readonly: true });
-        try {
-          expect(raw.pragma('user_version', { simple: true })).toBe(5);
-          expect(raw.prepare('SELECT user_id, cap FROM appends').all()).toEqual([{ user_id: 'u0001', cap: 50 }]);
-        } finally {
-          raw.close();
-        }
-        const r = await store.get('u0001');
-        expect(r?.history.map((h) => h.text)).toEqual(['pesan nomor 1', 'jawaban', 'kalimat baru']);
-        expect(r?.last_answer).toBe('kalimat baru');
-        expect((await store.stats()).messages).toBe(2405);
-      } finally {
-        await store.close();
-      }
-      const db = new Database(file, { readonly: true });
-      try {
-        // close() folds: a closed store holds no pending appends.
-        expect(db.prepare('SELECT COUNT(*) FROM appends').pluck().get()).toBe(0);
-        expect((JSON.parse(db.prepare("SELECT data FROM users WHERE user_id = 'u0001'").pluck().get() as string) as MemoryRecord).history).toHaveLength(3);
-      } finally {
-        db.close();
-      }
-    } finally {
-      await cleanup();
-    }
-  });
-
   it('a store written by a newer chatmem is refused, naming both versions, and left as it is', async () => {
     const { file, cleanup } = await storeAt(99);
     try {
       await expect(openStore(`sqlite:${file}`)).rejects.toMatchObject({
         code: 'E_STORE_OPEN',
-        message: expect.stringContaining('store schema version 99 is newer than this chatmem supports (5)'),
+        message: expect.stringContaining('store schema version 99 is newer than this chatmem supports (4)'),
         cause: expect.objectContaining({ code: 'E_STORE_VERSION' }),
       });
       const db = new Database(file, { readonly: true });

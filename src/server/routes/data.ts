@@ -145,13 +145,15 @@ export async function dataRoutes(app: FastifyInstance, { store, ops }: DataRoute
   addRoute(app, A.appendHistory, auth, async ({ params }, req, reply) => {
     const sent = req.body;
     // An array is one batch, appended in order in one write (a UI saving its whole message list).
-    const entries = Array.isArray(sent) ? (sent as HistoryInput[]) : [sent as HistoryInput];
+    const record = Array.isArray(sent) ? await store.appendHistoryMany(params.id, sent as HistoryInput[]) : await store.appendHistory(params.id, sent as HistoryInput);
     if (PREFER_MINIMAL.test(String(req.headers.prefer ?? ''))) {
-      // Without the record the SQLite store writes the entries alone (a pending append, folded later).
-      const answer = await store.appendHistoryMinimal(params.id, entries);
-      return reply.status(201).header('preference-applied', 'return=minimal').send(answer);
+      const last = Array.isArray(sent) ? (sent as unknown[]).at(-1) : sent;
+      const given = (last as { id?: unknown } | undefined)?.id;
+      // The write is atomic per user, so a fresh entry is the newest one; a retried entry keeps the id it was sent with.
+      const entryId = typeof given === 'string' ? given : (record.history.at(-1)?.id ?? null);
+      return reply.status(201).header('preference-applied', 'return=minimal').send({ user_id: record.user_id, id: entryId });
     }
-    return store.appendHistoryMany(params.id, entries);
+    return record;
   });
   // Dropping turns destroys memory, so it goes through the guarded path: a per-user backup of what is dropped.
   addRoute(app, A.truncateHistory, auth, async ({ params, body }, req) => {

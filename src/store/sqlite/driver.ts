@@ -3,8 +3,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { isChatmemError, StoreError } from '../../errors.js';
 import { ensurePrivateDir } from '../../fs-util.js';
-import type { HistoryEntry, MemoryRecord } from '../../record.js';
-import { foldDeltas, pendingAfter, withPending, type DeltaRow } from './deltas.js';
+import type { MemoryRecord } from '../../record.js';
 import { stringifyJson } from '../../json-safe.js';
 import { profileText } from '../search-text.js';
 import { SqliteSearch } from './search.js';
@@ -33,10 +32,12 @@ type Row = { data: string };
 type Totals = { users: number; messages: number; bytes: number };
 type SummaryRow = { user_id: string; name: string | null; product: string | null; created_at: string; updated_at: string; messages: number };
 
-type PendingUpdate =
-  | { id: string; fn: (current: MemoryRecord | null) => MemoryRecord; resolve: (r: MemoryRecord) => void; reject: (e: unknown) => void }
-  /** A deferred append (see deltas.ts): one row of `appends`, the record neither read nor returned. */
-  | { id: string; fn: null; entries: HistoryEntry[]; cap: number; now: string; resolve: (r: null) => void; reject: (e: unknown) => void };
+interface PendingUpdate {
+  id: string;
+  fn: (current: MemoryRecord | null) => MemoryRecord;
+  resolve: (r: MemoryRecord) => void;
+  reject: (e: unknown) => void;
+}
 
 const SCAN_BATCH = 500;
 let generationSeq = 0;
@@ -62,17 +63,6 @@ const INDEX_ROWS = 500;
  */
 const INDEX_DELAY_MS = 100;
 const INDEX_MAX_WAIT_MS = 1000;
-/**
- * The compactor of pending appends (deltas.ts): it folds once FOLD_ROWS appends are pending or the
- * oldest has waited FOLD_MAX_WAIT_MS, looking every FOLD_DELAY_MS, FOLD_USERS users per chunk (scaled
- * to ~DROP_TURN_MS). A fold costs what an append used to (read, parse, rewrite the row), once for all
- * of a user's appends that arrived meanwhile: the longer the wait, the more a conversation's turns
- * share one rewrite, and the more a read replays.
- */
-const FOLD_ROWS = 5_000;
-const FOLD_DELAY_MS = 250;
-const FOLD_MAX_WAIT_MS = 1000;
-const FOLD_USERS = 200;
 /**
  * How a write changes a user's search documents; computed in JS before any SQL runs. The index is
  * contentless, so removing a document takes the text it was indexed with: the stored record is the
@@ -133,7 +123,7 @@ export class SqliteDriver implements StoreDriver {
   private searchReader: Database.Database | null = null;
   private searcher: SqliteSearch | null = null;
   /** One op's row and index changes, as a savepoint inside the batch transaction. */
-  private readonly applyOp: (row: Record<string, unknown>, plan: IndexPlan, id: string, folded: boolean) => void;
+  private readonly applyOp: (row: Record<string, unknown>, plan: IndexPlan, id: string) => void;
 
   private constructor(
     readonly file: string,
@@ -145,19 +135,12 @@ export class SqliteDriver implements StoreDriver {
     this.db = db;
     // Nested in the batch's transaction, better-sqlite3 makes this a savepoint: an op whose statements
     // fail half-way leaves none of its changes.
-    this.applyOp = db.transaction((row: Record<string, unknown>, plan: IndexPlan, id: string, folded: boolean) => {
+    this.applyOp = db.transaction((row: Record<string, unknown>, plan: IndexPlan, id: string) => {
       this.stmts.upsert.run(row);
       this.reindex(id, plan, true);
-      if (folded) this.dropDeltas(id);
     });
     this.stmts = {
       get: db.prepare<[string], Row>('SELECT data FROM users WHERE user_id = ?'),
-      deltasOf: db.prepare<[string], DeltaRow>('SELECT now, cap, entries FROM appends WHERE user_id = ? ORDER BY seq'),
-      insertDelta: db.prepare<[string, number, string, number, string]>('INSERT INTO appends (user_id, seq, now, cap, entries) VALUES (?, ?, ?, ?, ?)'),
-      dropDeltas: db.prepare<[string]>('DELETE FROM appends WHERE user_id = ?'),
-      deltaUsers: db.prepare<[string, number], string>('SELECT DISTINCT user_id FROM appends WHERE user_id > ? ORDER BY user_id LIMIT ?').pluck(),
-      deltaCounts: db.prepare<[], { user_id: string; n: number }>('SELECT user_id, COUNT(*) AS n FROM appends GROUP BY user_id'),
-      maxDeltaSeq: db.prepare<[], number | null>('SELECT MAX(seq) FROM appends').pluck(),
       upsert: db.prepare(
         `INSERT INTO users (user_id, data, name, product, created_at, updated_at, messages, search_text)
          VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)
@@ -192,10 +175,7 @@ export class SqliteDriver implements StoreDriver {
    * Opens (creating if needed) the database at `file`; the directory is created 0700.
    * `readOnly` creates nothing: a missing database reads as an empty store.
    */
-  static async open(
-    file: string,
-    options: { readOnly?: boolean; indexDelayMs?: number; indexMaxWaitMs?: number; foldDelayMs?: number; foldMaxWaitMs?: number } = {},
-  ): Promise<SqliteDriver> {
+  static async open(file: string, options: { readOnly?: boolean; indexDelayMs?: number; indexMaxWaitMs?: number } = {}): Promise<SqliteDriver> {
     const abs = path.resolve(file);
     if (options.readOnly) return SqliteDriver.openReadOnly(abs);
     await ensurePrivateDir(path.dirname(abs));
@@ -216,9 +196,6 @@ export class SqliteDriver implements StoreDriver {
     const driver = new SqliteDriver(abs, db);
     if (options.indexDelayMs !== undefined) driver.indexDelayMs = options.indexDelayMs;
     if (options.indexMaxWaitMs !== undefined) driver.indexMaxWaitMs = options.indexMaxWaitMs;
-    if (options.foldDelayMs !== undefined) driver.foldDelayMs = options.foldDelayMs;
-    if (options.foldMaxWaitMs !== undefined) driver.foldMaxWaitMs = options.foldMaxWaitMs;
-    driver.loadDeltas();
     // Index work a crash (or a failed close) left queued is resumed in the background.
     if (driver.stmts.hasPending.get() === 1) {
       driver.queuedRows = INDEX_ROWS;
@@ -393,10 +370,8 @@ export class SqliteDriver implements StoreDriver {
   private deleteUsers(ids: string[]): number {
     let n = 0;
     for (const id of ids) {
-      const stored = this.readStored(id);
-      if (stored) this.reindex(id, indexPlan(stored, null));
-      // Sections fold pending appends first (see exclusive): none are left to count here, only to drop.
-      this.dropDeltas(id);
+      const current = this.readRecord(id);
+      if (current) this.reindex(id, indexPlan(current, null));
       n += this.stmts.del.run(id).changes;
     }
     return n;
@@ -406,62 +381,15 @@ export class SqliteDriver implements StoreDriver {
   private writeRecords(records: MemoryRecord[]): void {
     this.applyAllPending();
     for (const r of records) {
-      const stored = this.readStored(r.user_id);
+      const current = this.readRecord(r.user_id);
       this.stmts.upsert.run(this.row(r));
-      this.reindex(r.user_id, indexPlan(stored, r));
-      this.dropDeltas(r.user_id);
+      this.reindex(r.user_id, indexPlan(current, r));
     }
   }
 
-  /** The user's row as stored, without its pending appends: what the search index holds. */
-  private readStored(id: string): MemoryRecord | null {
+  private readRecord(id: string): MemoryRecord | null {
     const row = this.stmts.get.get(id);
     return row ? (JSON.parse(row.data) as MemoryRecord) : null;
-  }
-
-  /** The user's record: the row with its pending appends replayed. */
-  private readRecord(id: string): MemoryRecord | null {
-    const stored = this.readStored(id);
-    const deltas = this.deltasOf(id);
-    return deltas.length === 0 ? stored : foldDeltas(id, stored, deltas);
-  }
-
-  /**
-   * Pending appends per user, kept by the writing connection so that a read or write of a user with
-   * none (nearly all) costs no lookup in `appends`. A read-only connection (another process writes)
-   * does not track them: it looks every time.
-   */
-  private readonly deltaUsers = new Map<string, number>();
-  private deltaRows = 0;
-  private deltaSeq = 0;
-  private trackDeltas = false;
-
-  private loadDeltas(): void {
-    this.deltaUsers.clear();
-    this.deltaRows = 0;
-    for (const r of this.stmts.deltaCounts.all()) {
-      this.deltaUsers.set(r.user_id, r.n);
-      this.deltaRows += r.n;
-    }
-    this.deltaSeq = Math.max(this.deltaSeq, this.stmts.maxDeltaSeq.get() ?? 0);
-    this.trackDeltas = true;
-    if (this.deltaRows > 0) this.scheduleFold();
-  }
-
-  private deltasOf(id: string): DeltaRow[] {
-    if (this.trackDeltas && !this.deltaUsers.has(id)) return [];
-    return this.stmts.deltasOf.all(id);
-  }
-
-  /** Deletes the user's pending appends (inside the caller's transaction); returns how many there were. */
-  private dropDeltas(id: string): number {
-    if (this.trackDeltas && !this.deltaUsers.has(id)) return 0;
-    const n = this.stmts.dropDeltas.run(id).changes;
-    if (this.trackDeltas) {
-      this.deltaRows -= this.deltaUsers.get(id) ?? 0;
-      this.deltaUsers.delete(id);
-    }
-    return n;
   }
 
   async get(id: string): Promise<MemoryRecord | null> {
@@ -471,27 +399,11 @@ export class SqliteDriver implements StoreDriver {
   update(id: string, fn: (current: MemoryRecord | null) => MemoryRecord): Promise<MemoryRecord> {
     return new Promise((resolve, reject) => {
       this.queue.push({ id, fn, resolve, reject });
-      this.scheduleFlush();
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
     });
-  }
-
-  /**
-   * Appends `entries` (parsed, ids assigned) as `applyAppendMany(current, id, entries, cap, now)`
-   * would, durable when the promise resolves, without reading the record: one row of `appends`
-   * (see deltas.ts), in the same group commit as updates.
-   */
-  appendDeferred(id: string, entries: HistoryEntry[], cap: number, now: string): Promise<void> {
-    return new Promise<null>((resolve, reject) => {
-      this.queue.push({ id, fn: null, entries, cap, now, resolve, reject });
-      this.scheduleFlush();
-    }).then(() => undefined);
-  }
-
-  private scheduleFlush(): void {
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
   }
 
   private flush(): void {
@@ -499,41 +411,26 @@ export class SqliteDriver implements StoreDriver {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const results: ({ ok: true; value: MemoryRecord | null } | { ok: false; error: unknown })[] = [];
+    const results: ({ ok: true; value: MemoryRecord } | { ok: false; error: unknown })[] = [];
     try {
       this.db.transaction(() => {
         // Each op's new row is computed inside its own try: one op that throws (a bad record, a value
         // too deep to serialise) fails alone, never the others sharing its transaction.
         for (const op of batch) {
-          if (op.fn === null) {
-            try {
-              this.insertDelta(op.id, op.entries, op.cap, op.now);
-            } catch (err) {
-              if (!this.db.inTransaction) throw err;
-              results.push({ ok: false, error: new StoreError('E_STORE_WRITE', `SQLite append for user ${JSON.stringify(op.id)} failed: ${(err as Error).message}`, { cause: err }) });
-              continue;
-            }
-            results.push({ ok: true, value: null });
-            continue;
-          }
           let next: MemoryRecord;
           let row: Record<string, unknown>;
           let plan: IndexPlan;
-          let folded: boolean;
           try {
-            // The index holds the stored row's documents: the plan goes from it, the pending appends' messages being new.
-            const stored = this.readStored(op.id);
-            const deltas = this.deltasOf(op.id);
-            folded = deltas.length > 0;
-            next = op.fn(folded ? foldDeltas(op.id, stored, deltas) : stored);
+            const current = this.readRecord(op.id);
+            next = op.fn(current);
             row = this.row(next);
-            plan = indexPlan(stored, next);
+            plan = indexPlan(current, next);
           } catch (error) {
             results.push({ ok: false, error });
             continue;
           }
           try {
-            this.applyOp(row, plan, op.id, folded);
+            this.applyOp(row, plan, op.id);
           } catch (err) {
             // A failed statement is undone on its own and the transaction goes on, unless SQLite had to
             // abort the transaction (disk full, I/O error): then the batch fails as a whole, below.
@@ -545,136 +442,23 @@ export class SqliteDriver implements StoreDriver {
         }
       })();
     } catch (err) {
-      // The transaction rolled back: the counts of pending appends are read again.
-      if (this.db.open) this.loadDeltas();
       const error = new StoreError('E_STORE_WRITE', `SQLite write failed: ${(err as Error).message}`, { cause: err });
       for (const op of batch) op.reject(error);
       return;
     }
     if (this.queuedRows > 0) this.scheduleIndex();
-    if (this.deltaRows > 0) this.scheduleFold();
     batch.forEach((op, i) => {
       const r = results[i];
-      if (r?.ok) {
-        if (op.fn === null) op.resolve(null);
-        else op.resolve(r.value as MemoryRecord);
-      } else op.reject(r ? r.error : new StoreError('E_STORE_WRITE', 'lost update result'));
+      if (r?.ok) op.resolve(r.value);
+      else op.reject(r ? r.error : new StoreError('E_STORE_WRITE', 'lost update result'));
     });
   }
 
-  private insertDelta(id: string, entries: HistoryEntry[], cap: number, now: string): void {
-    this.stmts.insertDelta.run(id, ++this.deltaSeq, now, cap, stringifyJson(entries));
-    this.deltaUsers.set(id, (this.deltaUsers.get(id) ?? 0) + 1);
-    this.deltaRows++;
-  }
-
-  /** See {@link FOLD_ROWS}; tests hold the compactor back with a long delay and step it with {@link foldChunk}. */
-  private foldDelayMs = FOLD_DELAY_MS;
-  private foldMaxWaitMs = FOLD_MAX_WAIT_MS;
-  private foldTimer: NodeJS.Timeout | null = null;
-  private folding: Promise<void> | null = null;
-  private foldSince = 0;
-
-  /** Arms the compactor's timer unless it is armed or running (the same pattern as the indexer's). */
-  private scheduleFold(): void {
-    if (this.foldTimer || this.folding || this.closing || this.db.readonly || !this.db.open || this.inMemory) return;
-    if (this.foldSince === 0) this.foldSince = performance.now();
-    this.foldTimer = setTimeout(() => {
-      this.foldTimer = null;
-      if (this.deltaRows === 0) {
-        this.foldSince = 0;
-        return;
-      }
-      if (this.deltaRows < FOLD_ROWS && performance.now() - this.foldSince < this.foldMaxWaitMs) {
-        this.scheduleFold();
-        return;
-      }
-      this.folding = this.runFolder()
-        // A failure (disk full, say) leaves the appends pending: they are durable, and reads replay them.
-        .catch(() => undefined)
-        .finally(() => {
-          this.folding = null;
-          this.foldSince = 0;
-          if (this.deltaRows > 0) this.scheduleFold();
-        });
-    }, this.foldDelayMs);
-    this.foldTimer.unref();
-  }
-
-  /** Folds every pending append in chunks of ~DROP_TURN_MS, a pause as long between them. */
-  private async runFolder(): Promise<void> {
-    let scale = 1;
-    let after = '';
-    for (;;) {
-      if (this.closing || !this.db.open) return;
-      const limit = Math.max(1, Math.round(FOLD_USERS * scale));
-      let last: string | null = null;
-      scale = this.chunk(scale, () => {
-        last = this.foldUsers(after, limit);
-      });
-      if (this.queuedRows > 0) this.scheduleIndex();
-      if (last === null) return;
-      after = last;
-      await new Promise((r) => setTimeout(r, DROP_TURN_MS));
-    }
-  }
-
-  /**
-   * Folds the pending appends of up to `limit` users after `after` into their rows (inside the
-   * caller's transaction); returns the last user folded, or null when none was left.
-   */
-  private foldUsers(after: string, limit: number): string | null {
-    const ids = this.stmts.deltaUsers.all(after, limit);
-    for (const id of ids) {
-      const stored = this.readStored(id);
-      const next = foldDeltas(id, stored, this.stmts.deltasOf.all(id));
-      if (next) {
-        this.stmts.upsert.run(this.row(next));
-        this.reindex(id, indexPlan(stored, next), true);
-      }
-      this.dropDeltas(id);
-    }
-    return ids.at(-1) ?? null;
-  }
-
-  /** Folds every pending append now, in one transaction: before a read or section that reads the tables. */
-  private foldAll(): void {
-    if (this.db.readonly || (this.trackDeltas && this.deltaRows === 0)) return;
-    this.db.transaction(() => {
-      for (let after = ''; ; ) {
-        const last = this.foldUsers(after, FOLD_USERS * 4);
-        if (last === null) break;
-        after = last;
-      }
-    })();
-    if (this.queuedRows > 0) this.scheduleIndex();
-  }
-
-  /**
-   * Folds the pending appends of up to `limit` users, in one transaction; returns how many users.
-   * For tests and benches that step the compactor by hand.
-   * @internal
-   */
-  foldChunk(limit: number): number {
-    return this.db.transaction(() => {
-      const ids = this.stmts.deltaUsers.all('', limit);
-      this.foldUsers('', limit);
-      return ids.length;
-    })();
-  }
-
-  /** Pending appends not yet folded. For tests and benches. @internal */
-  pendingAppends(): number {
-    return this.db.prepare<[], number>('SELECT COUNT(*) FROM appends').pluck().get() ?? 0;
-  }
-
   async count(): Promise<number> {
-    this.foldAll();
     return this.stmts.totals.get()?.users ?? 0;
   }
 
   async list(options: { cursor: string | null; limit: number }): Promise<UserSummary[]> {
-    this.foldAll();
     return this.stmts.list.all(options.cursor ?? '', options.limit);
   }
 
@@ -685,19 +469,14 @@ export class SqliteDriver implements StoreDriver {
    */
   async *scanJson(options: ScanOptions = {}): AsyncGenerator<[string, string]> {
     if (this.inMemory) return;
-    // Synchronously before the snapshot below starts: no append can commit between the two.
-    this.foldAll();
     const reader = new Database(this.file, { readonly: true });
     try {
       reader.pragma('busy_timeout = 10000');
       const stmt = reader.prepare<[string], Row & { user_id: string }>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id');
-      queueStandIn(reader);
       reader.prepare('BEGIN').run();
       let n = 0;
-      // Read first, in the snapshot: no other statement may run on a connection while an iterator is open.
-      const pending = pendingAfter(reader, options.after ?? '');
-      for (const row of withPending(stmt.iterate(options.after ?? ''), pending)) {
-        yield row;
+      for (const row of stmt.iterate(options.after ?? '')) {
+        yield [row.user_id, row.data];
         // Yield to the event loop now and then so a long scan does not starve the hot path.
         if (++n % SCAN_BATCH === 0) await new Promise((r) => setImmediate(r));
       }
@@ -708,7 +487,6 @@ export class SqliteDriver implements StoreDriver {
   }
 
   async stats(): Promise<StoreStats> {
-    this.foldAll();
     const t = this.stmts.totals.get();
     return { users: t?.users ?? 0, messages: t?.messages ?? 0, bytes: t?.bytes ?? 0, lastUpdate: this.stmts.lastUpdate.get()?.last ?? null };
   }
@@ -727,7 +505,6 @@ export class SqliteDriver implements StoreDriver {
 
   /** See {@link SqliteSearch.search}; on a read-only connection of its own. */
   async search(query: string, limit: number): Promise<UserSummary[]> {
-    this.foldAll();
     if (this.inMemory) return new SqliteSearch(this.db).search(query, limit);
     this.searcher ??= new SqliteSearch(this.reader());
     return this.searcher.search(query, limit);
@@ -736,9 +513,6 @@ export class SqliteDriver implements StoreDriver {
   async exclusive<T>(_scope: ExclusiveScope, fn: (ctx: DriverContext) => Promise<T>): Promise<T> {
     // One process owns a SQLite store (the daemon, or the CLI when no daemon runs); the core's
     // in-process gate is the whole lock. Each mutation below is still a single transaction.
-    // The section's paths (swaps, bulk writes, counts) read the tables as they are: pending appends
-    // are folded first (a section over some users holds their appends back; others' may follow).
-    this.foldAll();
     const ctx: DriverContext = {
       getMany: async (ids) => ids.map((id) => this.readRecord(id)).filter((r): r is MemoryRecord => r !== null),
       scanJson: (options) => this.scanJson(options),
@@ -1135,17 +909,8 @@ export class SqliteDriver implements StoreDriver {
   }
 
   async close(): Promise<void> {
-    if (this.queue.length > 0) this.flush();
-    // Before `closing` (which stops the background work): a closed store keeps no pending appends, so
-    // an older reader or a copy of the file sees every record whole.
-    try {
-      this.foldAll();
-    } catch {
-      // Pending appends are durable: the next open's reads replay them.
-    }
     this.closing = true;
-    if (this.foldTimer) clearTimeout(this.foldTimer);
-    this.foldTimer = null;
+    if (this.queue.length > 0) this.flush();
     if (this.indexTimer) clearTimeout(this.indexTimer);
     this.indexTimer = null;
     if (this.db.open && !this.db.readonly) {

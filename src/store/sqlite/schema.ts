@@ -2,9 +2,8 @@ import type Database from 'better-sqlite3';
 import { StoreError } from '../../errors.js';
 import type { MemoryRecord } from '../../record.js';
 import { profileText } from '../search-text.js';
-import { APPENDS_TABLE } from './deltas.js';
 
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 4;
 export const DELETE_TRIGGER = `CREATE TRIGGER users_totals_delete AFTER DELETE ON users BEGIN
   UPDATE totals SET users = users - 1, messages = messages - OLD.messages, bytes = bytes - length(CAST(OLD.data AS BLOB)) WHERE id = 1;
 END`;
@@ -23,16 +22,15 @@ export const GENERATION = /^(users|search_docs|search_fts|search_pending)_(old|n
  */
 export const PENDING_TABLE = (name: string): string =>
   `CREATE TABLE ${name} (seq INTEGER PRIMARY KEY, op INTEGER NOT NULL, doc_id INTEGER NOT NULL, text TEXT NOT NULL)`;
-/** The oldest schema a read-only open reads: schema 3 lacks only the queue, 4 the pending appends, which it would hold empty. */
+/** The oldest schema a read-only open reads: schema 3 lacks only the queue, which it would hold empty. */
 export const READABLE_FROM = 3;
 /**
  * On a read-only connection to a store an older chatmem wrote (schema 3), an empty temporary queue
  * stands in for the one the next writable open adds, so reads and searches work before that open.
  */
 export function queueStandIn(db: Database.Database): void {
-  const has = (name: string): boolean => db.prepare("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
-  if (!has('search_pending')) db.exec(PENDING_TABLE('temp.search_pending'));
-  if (!has('appends')) db.exec(APPENDS_TABLE('temp.appends'));
+  const has = db.prepare("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'search_pending'").get();
+  if (!has) db.exec(PENDING_TABLE('temp.search_pending'));
 }
 /** `search_pending.op`: the document goes into the index, or out of it. */
 export const PENDING_ADD = 0;
@@ -180,9 +178,5 @@ export function migrate(db: Database.Database): void {
   }
   if (version < 4) {
     db.transaction(() => db.exec(`${PENDING_TABLE('search_pending')}; PRAGMA user_version = 4;`))();
-  }
-  if (version < 5) {
-    // A store taken back to schema 4 and written there: its rows are the truth, pending appends older than them are dropped.
-    db.transaction(() => db.exec(`DROP TABLE IF EXISTS appends; ${APPENDS_TABLE('appends')}; PRAGMA user_version = 5;`))();
   }
 }
