@@ -10,8 +10,10 @@
 // the whole queue applied in one go by close(). BENCH_CPU_DELAYS=300,1000 adds runs of this tree with
 // the indexer starting that many ms after a commit (the default is 100). BENCH_CPU_NOCKPT=1 adds a run
 // with wal_autocheckpoint = 0 (close() then checkpoints the whole WAL: "incl. close" holds it).
+// "written KB/append": bytes the process passed to write(2) (WAL frames and checkpoints), from
+// /proc/self/io: it does not depend on the machine's load, only on how the commits grouped.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +49,10 @@ if (process.argv[2] === '--child') {
     }
     const rand = rng(7);
     let k = 0;
+    // Bytes this process handed to write(2) (WAL frames, checkpoints): unlike CPU time, it does not
+    // depend on what else the machine runs, only on how the commits grouped.
+    const wchar = () => Number(/^wchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN);
+    const w0 = wchar();
     const cpu0 = process.cpuUsage();
     const elu0 = performance.eventLoopUtilization();
     const t0 = performance.now();
@@ -61,6 +67,7 @@ if (process.argv[2] === '--child') {
     const cpuClose0 = process.cpuUsage();
     await store.close();
     const cpuClose = process.cpuUsage(cpuClose0);
+    const written = wchar() - w0;
     const us = (c) => c.user + c.system;
     console.log(
       JSON.stringify({
@@ -69,6 +76,7 @@ if (process.argv[2] === '--child') {
         closeMs: round(us(cpuClose) / 1000, 1),
         eventLoopBusyUsPerAppend: round((elu.active * 1000) / APPENDS, 1),
         appendsPerS: Math.round((APPENDS / ms) * 1000),
+        writtenKbPerAppend: round(written / 1024 / APPENDS, 2),
       }),
     );
   } finally {
@@ -92,10 +100,10 @@ if (process.argv[2] === '--child') {
       process.stderr.write(`  ${JSON.stringify(row)}\n`);
     }
   }
-  console.log('tree          round  load1 | cpu µs/append  incl. close  close ms  event-loop busy µs/append  appends/s');
+  console.log('tree          round  load1 | cpu µs/append  incl. close  close ms  event-loop busy µs/append  appends/s  written KB/append');
   for (const r of results)
     console.log(
-      `${r.tree.padEnd(13)} ${String(r.round).padStart(5)} ${String(r.load1).padStart(6)} | ${String(r.cpuUsPerAppend).padStart(13)} ${String(r.withCloseUsPerAppend ?? '').padStart(12)} ${String(r.closeMs ?? '').padStart(9)} ${String(r.eventLoopBusyUsPerAppend).padStart(26)} ${String(r.appendsPerS).padStart(10)}`,
+      `${r.tree.padEnd(13)} ${String(r.round).padStart(5)} ${String(r.load1).padStart(6)} | ${String(r.cpuUsPerAppend).padStart(13)} ${String(r.withCloseUsPerAppend ?? '').padStart(12)} ${String(r.closeMs ?? '').padStart(9)} ${String(r.eventLoopBusyUsPerAppend).padStart(26)} ${String(r.appendsPerS).padStart(10)} ${String(r.writtenKbPerAppend ?? '').padStart(18)}`,
     );
   console.log(`JSON ${JSON.stringify({ bench: 'append-cpu', date: new Date().toISOString(), machine: machineInfo(), users: USERS, appends: APPENDS, concurrency: CONCURRENCY, results })}`);
 }
