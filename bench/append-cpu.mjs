@@ -2,7 +2,7 @@
 // when the machine's cores are the limit. Each tree runs in its own child process, alternating A B A B.
 // Usage: node bench/append-cpu.mjs [BASELINE_DIST]  (the baseline is another tree's built dist, e.g. a
 // copy of main's; without it only this tree runs). Knobs: BENCH_CPU_USERS (10000), BENCH_CPU_APPENDS
-// (20000), BENCH_CONCURRENCY (64), BENCH_CPU_ROUNDS (2).
+// (20000), BENCH_CONCURRENCY (64), BENCH_CPU_ROUNDS (2), BENCH_CPU_HISTORY (0: messages per user first).
 // Columns: CPU per append while the appends run (with whatever background work runs meanwhile: the
 // full-text indexer of schema 4), then up to the end of close() (which applies the index work still
 // queued, and checkpoints): the whole cost of an append. With BENCH_CPU_HELD=1 this tree also runs with
@@ -24,6 +24,9 @@ const USERS = envInt('BENCH_CPU_USERS', 10_000);
 const APPENDS = envInt('BENCH_CPU_APPENDS', 20_000);
 const CONCURRENCY = envInt('BENCH_CONCURRENCY', 64);
 const ROUNDS = envInt('BENCH_CPU_ROUNDS', 2);
+// Messages per user before the appends (0: the seed-shaped 10–18). At the cap (50), every append drops
+// the oldest message, and its search document leaves the index: a bot's steady state.
+const HISTORY = envInt('BENCH_CPU_HISTORY', 0);
 
 if (process.argv[2] === '--child') {
   const { openStore } = await import(path.join(process.argv[3], 'store/open.js'));
@@ -44,7 +47,11 @@ if (process.argv[2] === '--child') {
       store = createStore(driver);
     } else store = await openStore(`sqlite:${file}`);
     for (let i = 0; i < USERS; i += 1000) {
-      const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => makeRecord(i + j));
+      const batch = Array.from({ length: Math.min(1000, USERS - i) }, (_, j) => {
+        const r = makeRecord(i + j);
+        for (let m = 0; r.history.length < HISTORY; m++) r.history.push({ ...chatMessage(m), ts: r.history.at(-1).ts });
+        return r;
+      });
       await store.exclusive('all', (ctx) => ctx.putMany(batch));
     }
     const rand = rng(7);
