@@ -1,0 +1,455 @@
+// src/store/json-file.ts at the steps of its swap, through the src/fsio.ts seam: another program
+// writing the file at the instant chatmem moves it away, creating it between the move and the link,
+// writing the new file right after the link; a disk that fails one write of a coalesced batch; a
+// rename or link that fails. Each test asserts what the store promises (every acknowledged write in
+// the file, every outside edit taken over or kept aside, a refused write not applied) and that its
+// injected step really ran. Real files in a temp dir; the outside writes are real writes.
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { serializeSeed } from '../../src/format/seed.js';
+import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
+import type { MemoryRecord } from '../../src/record.js';
+import { JsonFileDriver, type OutsideChange } from '../../src/store/json-file.js';
+import { createStore } from '../../src/store/store.js';
+import type { Store } from '../../src/store/types.js';
+import { tempDir } from '../helpers/tmp.js';
+
+type FileData = Record<string, Record<string, unknown>>;
+const readData = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as FileData;
+const T0 = '2026-01-01T00:00:00.000Z';
+
+function rec(id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { user_id: id, name: id.toUpperCase(), created_at: T0, updated_at: T0, history: [], ...extra };
+}
+
+let root: string;
+let cleanupRoot: () => Promise<void>;
+let n = 0;
+
+beforeAll(async () => {
+  ({ dir: root, cleanup: cleanupRoot } = await tempDir('chatmem-jsonswap-'));
+});
+afterAll(async () => {
+  await cleanupRoot();
+});
+afterEach(() => {
+  resetFsIo();
+  vi.useRealTimers();
+});
+
+function freshFile(seed?: [string, unknown][]): string {
+  const dir = path.join(root, `d${n++}`);
+  mkdirSync(dir, { mode: 0o700 });
+  const file = path.join(dir, 'memory.json');
+  if (seed) writeFileSync(file, serializeSeed(seed), { mode: 0o600 });
+  return file;
+}
+
+interface Opened {
+  driver: JsonFileDriver;
+  store: Store;
+  changes: { change: OutsideChange; message: string }[];
+}
+
+async function open(file: string): Promise<Opened> {
+  const changes: Opened['changes'] = [];
+  const driver = await JsonFileDriver.open(file, { onOutsideChange: (change, message) => changes.push({ change, message }), warn: () => undefined });
+  return { driver, store: createStore(driver), changes };
+}
+
+/** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
+function writeInPlace(file: string, text: string): void {
+  writeFileSync(file, text);
+  const later = new Date(Date.now() + 5_000 + n++);
+  utimesSync(file, later, later);
+}
+
+const errOf = async (p: Promise<unknown>) =>
+  p.then(
+    () => null,
+    (e: unknown) => e as { code: string; message: string; cause?: { code?: string }; details: { file: string; kept: string | null; adopted: number; conflicts: number } },
+  );
+
+function errno(code: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`${code}: injected`);
+  err.code = code;
+  return err;
+}
+
+const names = (file: string) => readdirSync(path.dirname(file)).sort();
+const isPrev = (p: string) => p.endsWith('.prev');
+const isTmp = (p: string) => p.endsWith('.tmp');
+
+describe('another program writes the file at the instant chatmem moves it away', () => {
+  it('an added user is taken over, the write is acknowledged, and the merge is written with it (no outside copy left)', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && isPrev(to) && hits === 0) {
+          hits++;
+          writeInPlace(file, serializeSeed(Object.entries({ ...readData(file), n: rec('n') })));
+        }
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    // The moved-away file is checked after the write is acknowledged; close waits for that, and for the
+    // write that brings the taken-over user into the file.
+    await o.driver.close();
+    expect(hits).toBe(1);
+    const message = `another program wrote ${file} while chatmem replaced it; its changes were taken over (1 user(s))`;
+    expect(o.changes).toEqual([{ change: { when: 'during-write', adopted: 1, conflicts: 0, kept: null, unparsable: false }, message }]);
+    expect((await o.driver.get('n'))?.name).toBe('N');
+    expect(Object.keys(readData(file))).toEqual(['a', 'b', 'n']);
+    expect(names(file)).toEqual(['memory.json']);
+  });
+
+  it('a user removed then is a conflict: chatmem keeps it, the other file is kept aside (0600) and named', async () => {
+    const file = freshFile([['a', rec('a')], ['b', rec('b')]]);
+    const o = await open(file);
+    let hits = 0;
+    let theirs = '';
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && isPrev(to) && hits === 0) {
+          hits++;
+          const d = readData(file);
+          delete d.a;
+          theirs = serializeSeed(Object.entries({ ...d, n: rec('n') }));
+          writeInPlace(file, theirs);
+        }
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    await o.store.put('c', { name: 'C' });
+    await o.driver.close();
+    expect(hits).toBe(1);
+    const kept = o.changes[0]?.change.kept ?? '';
+    expect(o.changes).toEqual([
+      {
+        change: { when: 'during-write', adopted: 1, conflicts: 1, kept, unparsable: false },
+        message: `another program wrote ${file} while chatmem replaced it; 1 user(s) taken over, 1 not (chatmem's version kept); its file is kept at ${kept}`,
+      },
+    ]);
+    expect(path.basename(kept)).toMatch(/^memory\.json\.outside-\d{8}T\d{9}Z$/);
+    expect(readFileSync(kept, 'utf8')).toBe(theirs);
+    expect(statSync(kept).mode & 0o777).toBe(0o600);
+    expect(Object.keys(readData(file))).toEqual(['a', 'b', 'c', 'n']);
+    expect(names(file)).toEqual(['memory.json', path.basename(kept)]);
+  });
+
+  it('what it wrote does not parse: kept untouched and reported, chatmem\'s write stands', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && isPrev(to) && hits++ === 0) writeInPlace(file, '{"half": {"user_id"');
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    await o.driver.close();
+    expect(hits).toBe(1);
+    const kept = o.changes[0]?.change.kept ?? '';
+    expect(o.changes).toEqual([
+      {
+        change: { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: true },
+        message: `another program wrote ${file} while chatmem replaced it, and what it wrote does not parse; kept untouched at ${kept}`,
+      },
+    ]);
+    expect(readFileSync(kept, 'utf8')).toBe('{"half": {"user_id"');
+    expect(Object.keys(readData(file))).toEqual(['a', 'b']);
+    expect(names(file)).toEqual(['memory.json', path.basename(kept)]);
+  });
+
+  it('the file deleted between the check and the move: the write lands whole', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && isPrev(to) && hits++ === 0) rmSync(file);
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    expect(hits).toBe(1);
+    expect(Object.keys(readData(file))).toEqual(['a', 'b']);
+    expect(names(file)).toEqual(['memory.json']);
+    // The new file's fingerprint was taken: the next write sees no outside change.
+    await o.store.put('c', { name: 'C' });
+    expect(o.changes).toEqual([]);
+    await o.store.close();
+  });
+});
+
+describe('another program creates the file between the move and the link', () => {
+  it('with a new user: nothing of chatmem is written over it, the user is taken over and the write refused', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let theirs = '';
+    let hits = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (to === file && isTmp(from) && hits++ === 0) {
+          theirs = serializeSeed([['a', rec('a')], ['n', rec('n')]]);
+          writeFileSync(file, theirs);
+        }
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    const message = `${file} was changed by another program; chatmem took over its changes (1 user(s)) and did not apply this write. Retry the write.`;
+    expect(err).toMatchObject({ code: 'E_STORE_CONFLICT', message, details: { adopted: 1, conflicts: 0, kept: null } });
+    expect(o.changes.map((c) => c.change)).toEqual([{ when: 'during-write', adopted: 1, conflicts: 0, kept: null, unparsable: false }]);
+    // Their file is what is there; the moved-away old file, unchanged, was removed.
+    expect(readFileSync(file, 'utf8')).toBe(theirs);
+    expect(names(file)).toEqual(['memory.json']);
+    expect(await o.store.get('b')).toBeNull();
+    await o.store.put('b', { name: 'B' });
+    expect(Object.keys(readData(file))).toEqual(['a', 'n', 'b']);
+    await o.store.close();
+  });
+
+  it('with what chatmem already has: the write is still refused, saying the file was replaced', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const same = readFileSync(file);
+    let hits = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (to === file && isTmp(from) && hits++ === 0) writeFileSync(file, same);
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({
+      code: 'E_STORE_CONFLICT',
+      message: `${file} was replaced by another program while chatmem wrote it; this write was not applied. Retry the write.`,
+    });
+    expect(o.changes).toEqual([]);
+    expect(await o.store.get('b')).toBeNull();
+    expect(readFileSync(file)).toEqual(same);
+    expect(names(file)).toEqual(['memory.json']);
+    await o.store.put('b', { name: 'B' });
+    expect(Object.keys(readData(file))).toEqual(['a', 'b']);
+    await o.store.close();
+  });
+});
+
+describe('another program writes the new file right after chatmem links it', () => {
+  it('its edit is not taken for chatmem\'s own: the next write finds it and takes it over', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      fsyncDir: async (dir) => {
+        // The directory sync right after the link: the other program writes before chatmem's stat.
+        if (dir === path.dirname(file) && existsSync(file) && hits++ === 0) {
+          const d = readData(file);
+          writeFileSync(file, serializeSeed(Object.entries({ ...d, n: rec('n', { name: 'just after' }) })));
+        }
+        return defaultFsIo.fsyncDir(dir);
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    expect(hits).toBe(1);
+    resetFsIo();
+    const err = await errOf(o.store.put('c', { name: 'C' }));
+    expect(err).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 1, conflicts: 0 } });
+    expect((await o.store.get('n'))?.name).toBe('just after');
+    await o.store.put('c', { name: 'C' });
+    expect(Object.keys(readData(file))).toEqual(['a', 'b', 'n', 'c']);
+    await o.store.close();
+  });
+});
+
+describe('failed steps of the swap', () => {
+  it('a rename that fails (EIO): the write is refused with E_STORE_WRITE, not applied; file and directory as before', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const before = readFileSync(file);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && hits++ === 0) throw errno('EIO');
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_WRITE', message: `cannot write ${file}: EIO: injected`, cause: { code: 'EIO' } });
+    expect(await o.store.get('b')).toBeNull();
+    expect(readFileSync(file)).toEqual(before);
+    expect(names(file)).toEqual(['memory.json']);
+    await o.store.put('c', { name: 'C' });
+    expect(Object.keys(readData(file))).toEqual(['a', 'c']);
+    await o.store.close();
+  });
+
+  it('a link that fails after the move (EIO): the old file is put back, the write refused', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const before = readFileSync(file);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (to === file && isTmp(from) && hits++ === 0) throw errno('EIO');
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_WRITE', cause: { code: 'EIO' } });
+    expect(readFileSync(file)).toEqual(before);
+    expect(names(file)).toEqual(['memory.json']);
+    expect(await o.store.get('b')).toBeNull();
+    await o.store.put('c', { name: 'C' });
+    expect(o.changes).toEqual([]);
+    expect(Object.keys(readData(file))).toEqual(['a', 'c']);
+    await o.store.close();
+  });
+
+  it('a failed fsync of the new file: refused, its temp copy removed, the file untouched', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const before = readFileSync(file);
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      sync: async (fh, f) => {
+        if (isTmp(f) && hits++ === 0) throw errno('EIO');
+        return defaultFsIo.sync(fh, f);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_WRITE', message: `cannot write ${file}: EIO: injected` });
+    expect(readFileSync(file)).toEqual(before);
+    expect(names(file)).toEqual(['memory.json']);
+    await o.store.close();
+  });
+
+  it('the link of the pinned read fails (EIO): E_STORE_READ naming the file, the write refused, the file untouched', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    writeInPlace(file, serializeSeed([['a', rec('a')], ['n', rec('n')]]));
+    const theirs = readFileSync(file);
+    let hits = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (from === file && isTmp(to)) {
+          hits++;
+          throw errno('EIO');
+        }
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_READ', message: `cannot read ${file}: EIO: injected` });
+    expect(readFileSync(file)).toEqual(theirs);
+    expect(names(file)).toEqual(['memory.json']);
+    resetFsIo();
+    // Read through a pinned link next time, which is removed after: only the store and nothing else.
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.code).toBe('E_STORE_CONFLICT');
+    expect(names(file)).toEqual(['memory.json']);
+    await o.store.close();
+  });
+
+  it('a write that cannot be re-sent (nothing queued, only a merge to write back) gives up until the next write, and close returns', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const stale = readFileSync(file);
+    await o.store.put('a', { name: 'A2' });
+    writeInPlace(file, stale.toString('utf8'));
+    let opens = 0;
+    setFsIo({
+      open: async (f, flags, mode) => {
+        if (isTmp(f)) {
+          opens++;
+          throw errno('EIO');
+        }
+        return defaultFsIo.open(f, flags, mode);
+      },
+    });
+    // The stale copy is found: the write is refused, chatmem's A2 is to be written back, and that fails.
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.code).toBe('E_STORE_CONFLICT');
+    await o.driver.close();
+    expect(opens).toBeGreaterThanOrEqual(1);
+    expect(opens).toBeLessThanOrEqual(2);
+    expect(readFileSync(file)).toEqual(stale);
+    resetFsIo();
+    await o.driver.close();
+    expect(readData(file).a?.name).toBe('A2');
+  });
+});
+
+describe('a disk that refuses one write of a coalesced batch', () => {
+  it('the batch is halved until the write that does not fit is alone: it fails, every other write lands', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const opened: string[] = [];
+    const { open: realOpen } = defaultFsIo;
+    setFsIo({
+      open: async (f, flags, mode) => {
+        if (isTmp(f)) opened.push(f);
+        return realOpen(f, flags, mode);
+      },
+      writeAll: async (fh, f, data) => {
+        if (isTmp(f) && String(data).includes('TOO BIG')) throw errno('ENOSPC');
+        return defaultFsIo.writeAll(fh, f, data);
+      },
+    });
+    // One write in flight, so the ones behind it are coalesced into the next flush.
+    const warm = o.store.put('w', { name: 'warm' });
+    const big = o.store.put('big', { name: 'TOO BIG' });
+    const smalls = Array.from({ length: 9 }, (_, i) => o.store.put(`s${i}`, { name: `small ${i}` }));
+    const bigErr = await errOf(big);
+    expect(bigErr).toMatchObject({ code: 'E_STORE_WRITE', message: `cannot write ${file}: ENOSPC: injected`, cause: { code: 'ENOSPC' } });
+    await warm;
+    const written = await Promise.all(smalls);
+    expect(written.map((r) => r.name)).toEqual(Array.from({ length: 9 }, (_, i) => `small ${i}`));
+    const data = readData(file);
+    expect(Object.keys(data)).toEqual(['a', 'w', ...Array.from({ length: 9 }, (_, i) => `s${i}`)]);
+    expect(await o.store.get('big')).toBeNull();
+    // Once the failing write is out, batches are whole again: ten writes queued behind one flush in one more file write.
+    await o.driver.close();
+    const before = opened.length;
+    const again = [o.store.put('x', { name: 'x' }), ...Array.from({ length: 10 }, (_, i) => o.store.put(`y${i}`, { name: 'y' }))];
+    await Promise.all(again);
+    expect(opened.length - before).toBe(2);
+    await o.store.close();
+    expect(names(file)).toEqual(['memory.json']);
+  });
+
+  it('a change that no longer applies on what is durable after the split fails with its own error', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    setFsIo({
+      writeAll: async (fh, f, data) => {
+        if (isTmp(f) && String(data).includes('TOO BIG')) throw errno('ENOSPC');
+        return defaultFsIo.writeAll(fh, f, data);
+      },
+    });
+    const warm = o.driver.update('w', () => rec('w') as unknown as MemoryRecord);
+    const big = o.driver.update('big', () => rec('big', { name: 'TOO BIG' }) as unknown as MemoryRecord);
+    // Written on top of big: computed on the view (where big is) first, then again on what is durable.
+    const onBig = o.driver.update('big', (cur) => {
+      if (cur === null) throw new Error('big is gone');
+      return { ...cur, extra: 1 };
+    });
+    const small = o.driver.update('s', () => rec('s', { name: 'small' }) as unknown as MemoryRecord);
+    expect((await errOf(big))?.code).toBe('E_STORE_WRITE');
+    expect((await errOf(onBig))?.message).toBe('big is gone');
+    await warm;
+    expect((await small).name).toBe('small');
+    expect(Object.keys(readData(file))).toEqual(['a', 'w', 's']);
+    await o.driver.close();
+  });
+});
