@@ -453,3 +453,225 @@ describe('a disk that refuses one write of a coalesced batch', () => {
     await o.driver.close();
   });
 });
+
+describe('opening while another chatmem swaps the file', () => {
+  it("a live process's swap leftover with the file missing: open waits, and reads the file once it is back", async () => {
+    const file = freshFile();
+    // The parent of this test worker is alive and is not this process.
+    const prev = path.join(path.dirname(file), `.memory.json.${process.ppid}.0000000a.prev`);
+    writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'moved away' })]]));
+    const back = setTimeout(() => {
+      writeFileSync(file, serializeSeed([['a', rec('a', { name: 'new file' })]]));
+      rmSync(prev);
+    }, 60);
+    try {
+      const o = await open(file);
+      expect((await o.driver.get('a'))?.name).toBe('new file');
+      await o.driver.close();
+    } finally {
+      clearTimeout(back);
+    }
+  });
+
+  it('a swap that never finishes: refused with E_STORE_PARSE, saying the file keeps changing, nothing touched', async () => {
+    const file = freshFile();
+    const prev = path.join(path.dirname(file), `.memory.json.${process.ppid}.0000000b.prev`);
+    writeFileSync(prev, 'x');
+    const err = (await JsonFileDriver.open(file).catch((e: unknown) => e)) as { code: string; message: string; details: { file: string } };
+    expect(err).toMatchObject({
+      code: 'E_STORE_PARSE',
+      message: `refusing to open ${file}: ${file} keeps changing; another program is writing it. The file was left untouched; fix it or restore a backup.`,
+      details: { file },
+    });
+    expect(names(file)).toEqual([path.basename(prev)]);
+    expect(readFileSync(prev, 'utf8')).toBe('x');
+  });
+
+  it("this process's own swap leftover is no other chatmem: a missing file is an empty store at once", async () => {
+    const file = freshFile();
+    const prev = path.join(path.dirname(file), `.memory.json.${process.pid}.0000000c.prev`);
+    writeFileSync(prev, 'x');
+    const o = await open(file);
+    expect(await o.driver.count()).toBe(0);
+    expect(existsSync(prev)).toBe(true);
+    await o.driver.close();
+  });
+
+  it('a half-written file (json.dump truncated it) is read again until it parses', async () => {
+    const file = freshFile();
+    const whole = serializeSeed([['a', rec('a')], ['b', rec('b')]]);
+    writeFileSync(file, whole.slice(0, whole.length >> 1));
+    const done = setTimeout(() => writeFileSync(file, whole), 40);
+    try {
+      const o = await open(file);
+      expect(await o.driver.count()).toBe(2);
+      await o.driver.close();
+    } finally {
+      clearTimeout(done);
+    }
+  });
+});
+
+describe("what chatmem remembers of its own versions", () => {
+  const at = (i: number) => `2026-02-${String(i + 1).padStart(2, '0')}T00:00:00.000Z`;
+
+  it('the last 8 versions of a user: a stale copy of one of them is no change, of an older one a conflict', async () => {
+    const file = freshFile([['a', rec('a', { name: 'v0', updated_at: at(0) })]]);
+    const o = await open(file);
+    const copies = [readFileSync(file, 'utf8')];
+    for (let i = 1; i <= 9; i++) {
+      await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: `v${i}`, updated_at: at(i) }));
+      copies.push(readFileSync(file, 'utf8'));
+    }
+    // v2 is the oldest of the eight kept (v2..v9): a stale copy carried by a read-modify-write.
+    writeInPlace(file, copies[2] ?? '');
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.details).toMatchObject({ adopted: 0, conflicts: 0, kept: null });
+    await o.driver.close();
+    expect(readData(file).a?.name).toBe('v9');
+    // v1 is not remembered: its copy is an edit of an unknown base, kept aside.
+    writeInPlace(file, copies[1] ?? '');
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(err?.details).toMatchObject({ adopted: 0, conflicts: 1 });
+    expect(readFileSync(err?.details.kept ?? '', 'utf8')).toBe(copies[1]);
+    expect((await o.driver.get('a'))?.name).toBe('v9');
+    await o.driver.close();
+  });
+
+  it('an edit whose base matches two different versions with the same updated_at is a conflict, not a guess', async () => {
+    const file = freshFile([['a', rec('a', { updated_at: at(0) })]]);
+    const o = await open(file);
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'X', updated_at: at(5) }));
+    const x = readData(file);
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'Y', updated_at: at(5) }));
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'Z', serial: 'z', updated_at: at(6) }));
+    writeInPlace(file, serializeSeed(Object.entries({ ...readData(file), a: { ...x.a, product: 'edited' } })));
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(err?.details).toMatchObject({ adopted: 0, conflicts: 1 });
+    expect(await o.driver.get('a')).toMatchObject({ name: 'Z', serial: 'z' });
+    expect((await o.driver.get('a'))?.product).toBeNull();
+    await o.driver.close();
+  });
+
+  it('the same version written twice (same content, same updated_at) is one base: the edit is merged', async () => {
+    const file = freshFile([['a', rec('a', { updated_at: at(0) })]]);
+    const o = await open(file);
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'X', updated_at: at(5) }));
+    const x = readData(file);
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'W', updated_at: at(4) }));
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), name: 'X', updated_at: at(5) }));
+    await o.driver.update('a', (cur) => ({ ...(cur as MemoryRecord), serial: 'z', updated_at: at(6) }));
+    writeInPlace(file, serializeSeed(Object.entries({ ...readData(file), a: { ...x.a, product: 'edited' } })));
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(err?.details).toMatchObject({ adopted: 1, conflicts: 0 });
+    expect(await o.driver.get('a')).toMatchObject({ name: 'X', serial: 'z', product: 'edited' });
+    await o.driver.close();
+  });
+});
+
+describe('names for what is kept aside', () => {
+  const NOW = new Date('2026-03-04T05:06:07.089Z');
+  const base = (file: string) => `${file}.outside-20260304T050607089Z`;
+
+  it('an outside copy never replaces an earlier one: the next free -N name is taken', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(NOW);
+    const file = freshFile([['a', rec('a')], ['b', rec('b')]]);
+    writeFileSync(base(file), 'earlier 0');
+    writeFileSync(`${base(file)}-1`, 'earlier 1');
+    const o = await open(file);
+    const edited = readData(file);
+    delete edited.a;
+    writeInPlace(file, serializeSeed(Object.entries(edited)));
+    const err = await errOf(o.store.put('c', { name: 'C' }));
+    expect(err?.details.kept).toBe(`${base(file)}-2`);
+    expect(readFileSync(base(file), 'utf8')).toBe('earlier 0');
+    expect(readFileSync(`${base(file)}-1`, 'utf8')).toBe('earlier 1');
+    await o.driver.close();
+  });
+
+  it('after 100 taken names it gives up: the write is refused, nothing replaced', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(NOW);
+    const file = freshFile([['a', rec('a')], ['b', rec('b')]]);
+    for (let i = 0; i <= 100; i++) writeFileSync(i === 0 ? base(file) : `${base(file)}-${i}`, `earlier ${i}`);
+    const o = await open(file);
+    const edited = readData(file);
+    delete edited.a;
+    writeInPlace(file, serializeSeed(Object.entries(edited)));
+    const err = await errOf(o.store.put('c', { name: 'C' }));
+    expect(err).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/EEXIST/) });
+    expect(existsSync(`${base(file)}-101`)).toBe(false);
+    expect(readFileSync(`${base(file)}-100`, 'utf8')).toBe('earlier 100');
+    await o.driver.close();
+  });
+
+  it("an interrupted chatmem's older copy is kept under the next free name, linked, then the directory synced", async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(NOW);
+    const file = freshFile([['a', rec('a', { name: 'current' })]]);
+    const dir = path.dirname(file);
+    const gone = await import('node:child_process').then(({ spawnSync }) => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']));
+    const deadPid = Number(gone.stdout.toString());
+    const prev = path.join(dir, `.memory.json.${deadPid}.0000000d.prev`);
+    writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'older' })]]));
+    writeFileSync(base(file), 'earlier 0');
+    const events: string[] = [];
+    setFsIo({
+      link: async (from, to) => {
+        events.push(`link ${path.basename(from)} ${path.basename(to)}`);
+        return defaultFsIo.link(from, to);
+      },
+      fsyncDir: async (d) => {
+        events.push(`sync ${d === dir ? 'dir' : d}`);
+        return defaultFsIo.fsyncDir(d);
+      },
+    });
+    const o = await open(file);
+    // The first name is taken (EEXIST), the next one is linked; then the directory entry is made durable.
+    expect(events.filter((e) => e.includes('.prev') || e === 'sync dir')).toEqual([
+      `link ${path.basename(prev)} ${path.basename(base(file))}`,
+      `link ${path.basename(prev)} ${path.basename(base(file))}-1`,
+      'sync dir',
+    ]);
+    expect(readData(`${base(file)}-1`).a?.name).toBe('older');
+    expect(statSync(`${base(file)}-1`).mode & 0o777).toBe(0o600);
+    expect(existsSync(prev)).toBe(false);
+    expect((await o.driver.get('a'))?.name).toBe('current');
+    await o.driver.close();
+  });
+
+  it("with the file missing, the newest copy is put back: linked, removed, the directory synced", async () => {
+    const file = freshFile();
+    const dir = path.dirname(file);
+    const gone = await import('node:child_process').then(({ spawnSync }) => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']));
+    const deadPid = Number(gone.stdout.toString());
+    const prev = path.join(dir, `.memory.json.${deadPid}.0000000e.prev`);
+    writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'last durable' })]]));
+    const events: string[] = [];
+    setFsIo({
+      link: async (from, to) => {
+        events.push(`link ${path.basename(from)} ${path.basename(to)} ${existsSync(prev)}`);
+        return defaultFsIo.link(from, to);
+      },
+      fsyncDir: async (d) => {
+        events.push(`sync ${d === dir ? 'dir' : d} ${existsSync(prev)}`);
+        return defaultFsIo.fsyncDir(d);
+      },
+    });
+    const o = await open(file);
+    expect(events).toEqual([`link ${path.basename(prev)} memory.json true`, 'sync dir false']);
+    expect(names(file)).toEqual(['memory.json']);
+    expect((await o.driver.get('a'))?.name).toBe('last durable');
+    await o.driver.close();
+  });
+});
+
+describe('search', () => {
+  it('a short query is an id prefix; a longer one searches the text', async () => {
+    const file = freshFile([['a1', rec('a1', { name: 'Zed' })], ['b', rec('b', { name: 'anna' })], ['a2', rec('a2')]]);
+    const o = await open(file);
+    expect((await o.driver.search('a', 10)).map((u) => u.user_id)).toEqual(['a1', 'a2']);
+    expect((await o.driver.search('ann', 10)).map((u) => u.user_id)).toEqual(['b']);
+    await o.driver.close();
+  });
+});
