@@ -675,3 +675,131 @@ describe('search', () => {
     await o.driver.close();
   });
 });
+
+describe('more of what the store promises', () => {
+  const at = (i: number) => `2026-02-${String(i + 1).padStart(2, '0')}T00:00:00.000Z`;
+
+  it("writes to other users do not push a user's older version out of memory", async () => {
+    const file = freshFile([['k', rec('k', { name: 'k0', updated_at: at(0) })]]);
+    const o = await open(file);
+    const k0 = readData(file).k;
+    await o.driver.update('k', (cur) => ({ ...(cur as MemoryRecord), name: 'k1', updated_at: at(1) }));
+    for (let i = 0; i < 9; i++) await o.store.put(`o${i}`, { name: `O${i}` });
+    // A script that read k before chatmem's only change to it writes that stale copy back.
+    writeInPlace(file, serializeSeed(Object.entries({ ...readData(file), k: k0 })));
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.details).toMatchObject({ adopted: 0, conflicts: 0 });
+    await o.driver.close();
+    expect(readData(file).k?.name).toBe('k1');
+  });
+
+  it('a write resolves with what the file holds: recomputed when a write before it failed', async () => {
+    const file = freshFile([['u', rec('u')]]);
+    const o = await open(file);
+    setFsIo({
+      writeAll: async (fh, f, data) => {
+        if (isTmp(f) && String(data).includes('TOO BIG')) throw errno('ENOSPC');
+        return defaultFsIo.writeAll(fh, f, data);
+      },
+    });
+    const add = (text: string) => (cur: MemoryRecord | null) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user' as const, text, ts: T0 }] });
+    const warm = o.driver.update('w', () => rec('w') as unknown as MemoryRecord);
+    const big = o.driver.update('u', add('TOO BIG'));
+    const small = o.driver.update('u', add('small'));
+    expect((await errOf(big))?.code).toBe('E_STORE_WRITE');
+    await warm;
+    expect((await small).history.map((h) => h.text)).toEqual(['small']);
+    expect(readData(file).u?.history).toEqual([{ role: 'user', text: 'small', ts: T0 }]);
+    await o.driver.close();
+  });
+
+  it('a store in a directory that does not exist yet: empty, and the first write creates it (0700)', async () => {
+    const dir = path.join(root, `d${n++}`, 'sub');
+    const file = path.join(dir, 'memory.json');
+    const o = await open(file);
+    expect(await o.driver.count()).toBe(0);
+    await o.store.put('a', { name: 'A' });
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(Object.keys(readData(file))).toEqual(['a']);
+    await o.driver.close();
+  });
+
+  it('a file that cannot be looked at (a symlink loop) is E_STORE_READ at open, not retried as a half-written file', async () => {
+    const file = freshFile();
+    await import('node:fs').then(({ symlinkSync }) => symlinkSync(file, file));
+    await expect(JsonFileDriver.open(file)).rejects.toMatchObject({ code: 'E_STORE_READ', message: expect.stringMatching(new RegExp(`^cannot stat .*memory\\.json: ELOOP`)) });
+  });
+
+  it('the write path: the whole new file synced before it is linked in, the directory synced after', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const events: string[] = [];
+    setFsIo({
+      sync: async (fh, f) => {
+        events.push(`sync ${isTmp(f) ? 'tmp' : path.basename(f)} ${readFileSync(f, 'utf8').includes('"b"')}`);
+        return defaultFsIo.sync(fh, f);
+      },
+      rename: async (from, to) => {
+        events.push(`rename ${path.basename(from)} ${isPrev(to) ? 'prev' : to}`);
+        return defaultFsIo.rename(from, to);
+      },
+      link: async (from, to) => {
+        events.push(`link ${isTmp(from) ? 'tmp' : from} ${path.basename(to)}`);
+        return defaultFsIo.link(from, to);
+      },
+      fsyncDir: async (d) => {
+        events.push(`syncdir ${d === path.dirname(file) ? 'dir' : d} ${readData(file).b !== undefined}`);
+        return defaultFsIo.fsyncDir(d);
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    expect(events).toEqual(['sync tmp true', 'rename memory.json prev', 'link tmp memory.json', 'syncdir dir true']);
+    await o.driver.close();
+  });
+
+  it('an outside copy kept aside is synced, then its directory entry', async () => {
+    const file = freshFile([['a', rec('a')], ['b', rec('b')]]);
+    const o = await open(file);
+    const edited = readData(file);
+    delete edited.a;
+    writeInPlace(file, serializeSeed(Object.entries(edited)));
+    const events: string[] = [];
+    setFsIo({
+      sync: async (fh, f) => {
+        events.push(`sync ${f.includes('.outside-') ? 'outside' : 'other'} ${readFileSync(f).length}`);
+        return defaultFsIo.sync(fh, f);
+      },
+      fsyncDir: async (d) => {
+        events.push(`syncdir ${readdirSync(d).some((x) => x.includes('.outside-'))}`);
+        return defaultFsIo.fsyncDir(d);
+      },
+    });
+    const size = statSync(file).size;
+    const err = await errOf(o.store.put('c', { name: 'C' }));
+    expect(err?.details.conflicts).toBe(1);
+    expect(events.slice(0, 2)).toEqual([`sync outside ${size}`, 'syncdir true']);
+    await o.driver.close();
+  });
+
+  it('a file another program creates while chatmem writes the first version: not replaced; taken over, the write refused', async () => {
+    const file = freshFile();
+    const o = await open(file);
+    let hits = 0;
+    setFsIo({
+      open: async (f, flags, mode) => {
+        if (isTmp(f) && hits === 0) {
+          hits++;
+          writeFileSync(file, serializeSeed([['n', rec('n')]]));
+        }
+        return defaultFsIo.open(f, flags, mode);
+      },
+    });
+    const err = await errOf(o.store.put('a', { name: 'A' }));
+    expect(hits).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 1, conflicts: 0 } });
+    expect(o.changes.map((c) => c.change.when)).toEqual(['during-write']);
+    expect(Object.keys(readData(file))).toEqual(['n']);
+    await o.store.put('a', { name: 'A' });
+    expect(Object.keys(readData(file))).toEqual(['n', 'a']);
+    await o.driver.close();
+  });
+});
