@@ -826,9 +826,10 @@ export class JsonFileDriver implements StoreDriver {
           m.clear();
           return n;
         }),
+      // Detached like update's records: what a read returns is what the file holds (-0 reads back 0).
       putMany: async (records) => {
         await mutate((m) => {
-          for (const r of records) m.set(r.user_id, admit(r.user_id, r));
+          for (const r of records) m.set(r.user_id, admit(r.user_id, r, { detach: true }));
           return records.length;
         });
       },
@@ -837,7 +838,9 @@ export class JsonFileDriver implements StoreDriver {
         const fresh = new Map<string, MemoryRecord>();
         let read = 0;
         for await (const r of records) {
-          fresh.set(r.user_id, r);
+          // Admitted here too: unadmitted records counted 0 bytes in stats until a restart, and one that
+          // cannot be serialised failed the file write as E_STORE_WRITE instead of being refused as itself.
+          fresh.set(r.user_id, admit(r.user_id, r, { detach: true }));
           read++;
         }
         await mutate((m) => {
@@ -848,14 +851,14 @@ export class JsonFileDriver implements StoreDriver {
       },
       putAndDelete: async (records, ids) => {
         await mutate((m) => {
-          for (const r of records) m.set(r.user_id, admit(r.user_id, r));
+          for (const r of records) m.set(r.user_id, admit(r.user_id, r, { detach: true }));
           for (const id of ids) m.delete(id);
           return records.length;
         });
       },
       replaceAll: async (records) => {
         const fresh = new Map<string, MemoryRecord>();
-        for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r));
+        for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r, { detach: true }));
         return mutate((m) => {
           m.clear();
           for (const [k, v] of fresh) m.set(k, v);

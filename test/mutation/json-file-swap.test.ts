@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
-import type { MemoryRecord } from '../../src/record.js';
+import { parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver, type OutsideChange } from '../../src/store/json-file.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
@@ -800,6 +800,53 @@ describe('more of what the store promises', () => {
     expect(Object.keys(readData(file))).toEqual(['n']);
     await o.store.put('a', { name: 'A' });
     expect(Object.keys(readData(file))).toEqual(['n', 'a']);
+    await o.driver.close();
+  });
+});
+
+describe('records written in a section are held as the file holds them', () => {
+  // As the store layer hands them over: parsed, every field present.
+  const full = (id: string, extra: Record<string, unknown> = {}) => parseRecord(id, rec(id, extra), undefined, { limits: false });
+  it('restore and import (putAll): counted in stats as after a restart; a record that cannot be serialised refused alone', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    async function* records(): AsyncGenerator<MemoryRecord> {
+      yield full('b', { flags: { v: -0 }, history: [{ role: 'user', text: 'hello', ts: T0 }] });
+      yield full('c');
+    }
+    expect(await o.driver.exclusive({ all: true } as never, (ctx) => ctx.putAll(records()))).toBe(2);
+    const stats = await o.driver.stats();
+    expect(Object.is((await o.driver.get('b'))?.flags.v, 0)).toBe(true);
+    await o.driver.close();
+    const again = await open(file);
+    expect(await again.driver.stats()).toEqual(stats);
+    async function* hostile(): AsyncGenerator<MemoryRecord> {
+      yield rec('d') as unknown as MemoryRecord;
+      yield { ...(rec('e') as object), big: 1n } as unknown as MemoryRecord;
+    }
+    await expect(again.driver.exclusive({ all: true } as never, (ctx) => ctx.putAll(hostile()))).rejects.toMatchObject({ code: 'E_RECORD' });
+    expect(await again.driver.count()).toBe(3);
+    await again.store.put('f', { name: 'F' });
+    expect(Object.keys(readData(file))).toEqual(['a', 'b', 'c', 'f']);
+    await again.driver.close();
+  });
+
+  it('putMany, putAndDelete and replaceAll: a value JSON does not keep (-0) reads back as after a restart', async () => {
+    const file = freshFile();
+    const o = await open(file);
+    const flagsOf = async (id: string) => (await o.driver.get(id))?.flags.v;
+    await o.driver.exclusive({ all: true } as never, async (ctx) => {
+      await ctx.putMany([rec('a', { flags: { v: -0 } }) as unknown as MemoryRecord]);
+      if (!ctx.putAndDelete) throw new Error('the JSON driver offers putAndDelete');
+      await ctx.putAndDelete([rec('b', { flags: { v: -0 } }) as unknown as MemoryRecord], []);
+    });
+    expect(Object.is(await flagsOf('a'), 0)).toBe(true);
+    expect(Object.is(await flagsOf('b'), 0)).toBe(true);
+    async function* one(): AsyncGenerator<MemoryRecord> {
+      yield rec('c', { flags: { v: -0 } }) as unknown as MemoryRecord;
+    }
+    await o.driver.exclusive({ all: true } as never, (ctx) => ctx.replaceAll(one()));
+    expect(Object.is(await flagsOf('c'), 0)).toBe(true);
     await o.driver.close();
   });
 });
