@@ -4,6 +4,7 @@
 // rename or link that fails. Each test asserts what the store promises (every acknowledged write in
 // the file, every outside edit taken over or kept aside, a refused write not applied) and that its
 // injected step really ran. Real files in a temp dir; the outside writes are real writes.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -610,8 +611,7 @@ describe('names for what is kept aside', () => {
     vi.setSystemTime(NOW);
     const file = freshFile([['a', rec('a', { name: 'current' })]]);
     const dir = path.dirname(file);
-    const gone = await import('node:child_process').then(({ spawnSync }) => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']));
-    const deadPid = Number(gone.stdout.toString());
+    const deadPid = spawnSync('true').pid;
     const prev = path.join(dir, `.memory.json.${deadPid}.0000000d.prev`);
     writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'older' })]]));
     writeFileSync(base(file), 'earlier 0');
@@ -643,8 +643,7 @@ describe('names for what is kept aside', () => {
   it("with the file missing, the newest copy is put back: linked, removed, the directory synced", async () => {
     const file = freshFile();
     const dir = path.dirname(file);
-    const gone = await import('node:child_process').then(({ spawnSync }) => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']));
-    const deadPid = Number(gone.stdout.toString());
+    const deadPid = spawnSync('true').pid;
     const prev = path.join(dir, `.memory.json.${deadPid}.0000000e.prev`);
     writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'last durable' })]]));
     const events: string[] = [];
