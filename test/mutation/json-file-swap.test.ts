@@ -849,3 +849,30 @@ describe('records written in a section are held as the file holds them', () => {
     await o.driver.close();
   });
 });
+
+describe('a write queued while chatmem writes back a merge', () => {
+  it('is written too, in the same run of the queue', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const stale = readFileSync(file, 'utf8');
+    await o.store.put('a', { name: 'A2' });
+    // A stale copy: chatmem's A2 must be written back with no write of its own (a merge-only write).
+    writeInPlace(file, stale);
+    let late: Promise<MemoryRecord> | null = null;
+    let tmpOpens = 0;
+    setFsIo({
+      open: async (f, flags, mode) => {
+        // The merge-only write has taken its (empty) batch: a write arrives now, while it is under way.
+        if (isTmp(f) && tmpOpens++ === 0) late = o.driver.update('late', () => rec('late') as unknown as MemoryRecord);
+        return defaultFsIo.open(f, flags, mode);
+      },
+    });
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.code).toBe('E_STORE_CONFLICT');
+    while (late === null) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect((await (late as Promise<MemoryRecord>)).user_id).toBe('late');
+    expect(Object.keys(readData(file))).toEqual(['a', 'late']);
+    expect(readData(file).a?.name).toBe('A2');
+    resetFsIo();
+    await o.driver.close();
+  });
+});
