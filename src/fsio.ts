@@ -2,8 +2,9 @@ import { createWriteStream, promises as fsp, constants as fsc, type WriteStream 
 import type { FileHandle } from 'node:fs/promises';
 
 /**
- * The file-system calls of the durable write paths (atomic replace, backup writer, manifests, audit
- * append), in one replaceable object so tests can inject failures at each step or model power loss.
+ * The file-system calls of the durable write paths (atomic replace, the JSON store's swap, backup
+ * writer, manifests, audit append), in one replaceable object so tests can inject failures at each
+ * step or model power loss.
  * Every call names the file it acts on. The defaults are node:fs; nothing else changes behaviour.
  */
 export interface FsIo {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoCode, RecordError, StoreError, isChatmemError } from '../errors.js';
 import { ensurePrivateDir, fsyncDir, FILE_MODE, isTempName, tempNameFor } from '../fs-util.js';
+import { io } from '../fsio.js';
 import { compareIds, parseRecord, type MemoryRecord } from '../record.js';
 import { readJsonEntries } from '../format/json-entries.js';
 import { joinParts, partOf } from '../format/seed.js';
@@ -137,7 +138,7 @@ async function parseOnce(file: string, pin: boolean): Promise<Parsed> {
   if (pin) {
     source = tempNameFor(file);
     try {
-      await fsp.link(file, source);
+      await io.link(file, source);
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw new StoreError('E_STORE_READ', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
       source = file;
@@ -230,7 +231,7 @@ async function keepAside(file: string, source: string): Promise<string> {
   for (let n = 0; ; n++) {
     const target = outsideNameFor(file, n);
     try {
-      await fsp.link(source, target);
+      await io.link(source, target);
     } catch (err) {
       if (errnoCode(err) === 'EEXIST' && n < 100) continue;
       throw err;
@@ -247,16 +248,16 @@ async function writeAside(file: string, bytes: Buffer): Promise<string> {
     const target = outsideNameFor(file, n);
     let fh;
     try {
-      fh = await fsp.open(target, 'wx', FILE_MODE);
+      fh = await io.open(target, 'wx', FILE_MODE);
     } catch (err) {
       if (errnoCode(err) === 'EEXIST' && n < 100) continue;
       throw err;
     }
     try {
-      await fh.writeFile(bytes);
-      await fh.sync();
+      await io.writeAll(fh, target, bytes);
+      await io.sync(fh, target);
     } finally {
-      await fh.close();
+      await io.close(fh, target);
     }
     await fsyncDir(path.dirname(file));
     return target;
@@ -293,7 +294,7 @@ async function cleanLeftovers(file: string, warn: (message: string) => void): Pr
     // Interrupted between moving the file away and linking the new one in: the moved file is the last durable state.
     const newest = (await Promise.all(prevs.map(async (p) => ({ p, fp: await statFp(p) })))).sort((a, b) => Number((b.fp?.mtimeNs ?? 0n) - (a.fp?.mtimeNs ?? 0n)))[0];
     if (newest) {
-      await fsp.link(newest.p, file);
+      await io.link(newest.p, file);
       await fsp.rm(newest.p, { force: true });
       await fsyncDir(dir);
       warn(`restored ${file} from the copy an interrupted chatmem left`);
@@ -535,10 +536,10 @@ export class JsonFileDriver implements StoreDriver {
     await ensurePrivateDir(dir);
     const tmp = tempNameFor(this.file);
     let written: Fingerprint;
-    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+    const fh = await io.open(tmp, 'wx', FILE_MODE);
     try {
-      await fh.writeFile(text);
-      await fh.sync();
+      await io.writeAll(fh, tmp, text);
+      await io.sync(fh, tmp);
       written = fingerprint(await fh.stat({ bigint: true }));
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -546,13 +547,13 @@ export class JsonFileDriver implements StoreDriver {
       // Only a failure before the file is touched may be retried in parts (see flush).
       throw new WriteFailure(err);
     }
-    await fh.close();
+    await io.close(fh, tmp);
     let prev: string | null = null;
     try {
       if (this.fp !== null) {
         prev = prevNameFor(this.file);
         try {
-          await fsp.rename(this.file, prev);
+          await io.rename(this.file, prev);
         } catch (err) {
           // Deleted by another program since the check: there is nothing to move away.
           if (errnoCode(err) !== 'ENOENT') throw err;
@@ -560,12 +561,12 @@ export class JsonFileDriver implements StoreDriver {
         }
       }
       try {
-        await fsp.link(tmp, this.file);
+        await io.link(tmp, this.file);
       } catch (err) {
         if (errnoCode(err) === 'EEXIST') return { kind: 'raced', prev };
         // Put the old file back the same careful way (link, not rename), so a file created meanwhile survives.
         if (prev !== null) {
-          await fsp.link(prev, this.file).then(
+          await io.link(prev, this.file).then(
             () => fsp.rm(prev ?? '', { force: true }),
             () => undefined,
           );
@@ -825,9 +826,10 @@ export class JsonFileDriver implements StoreDriver {
           m.clear();
           return n;
         }),
+      // Detached like update's records: what a read returns is what the file holds (-0 reads back 0).
       putMany: async (records) => {
         await mutate((m) => {
-          for (const r of records) m.set(r.user_id, admit(r.user_id, r));
+          for (const r of records) m.set(r.user_id, admit(r.user_id, r, { detach: true }));
           return records.length;
         });
       },
@@ -836,7 +838,9 @@ export class JsonFileDriver implements StoreDriver {
         const fresh = new Map<string, MemoryRecord>();
         let read = 0;
         for await (const r of records) {
-          fresh.set(r.user_id, r);
+          // Admitted here too: unadmitted records counted 0 bytes in stats until a restart, and one that
+          // cannot be serialised failed the file write as E_STORE_WRITE instead of being refused as itself.
+          fresh.set(r.user_id, admit(r.user_id, r, { detach: true }));
           read++;
         }
         await mutate((m) => {
@@ -847,14 +851,14 @@ export class JsonFileDriver implements StoreDriver {
       },
       putAndDelete: async (records, ids) => {
         await mutate((m) => {
-          for (const r of records) m.set(r.user_id, admit(r.user_id, r));
+          for (const r of records) m.set(r.user_id, admit(r.user_id, r, { detach: true }));
           for (const id of ids) m.delete(id);
           return records.length;
         });
       },
       replaceAll: async (records) => {
         const fresh = new Map<string, MemoryRecord>();
-        for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r));
+        for await (const r of records) fresh.set(r.user_id, admit(r.user_id, r, { detach: true }));
         return mutate((m) => {
           m.clear();
           for (const [k, v] of fresh) m.set(k, v);

@@ -31,8 +31,9 @@ let deadPid: number;
 
 beforeAll(async () => {
   ({ dir: root, cleanup: cleanupRoot } = await tempDir('chatmem-jsonmut-'));
-  live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { stdio: 'ignore' });
-  const gone = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  // sleep and true, not node: this runs once per mutant, and a node start costs most of a second under load.
+  live = spawn('sleep', ['600'], { stdio: 'ignore' });
+  const gone = spawn('true', [], { stdio: 'ignore' });
   deadPid = gone.pid ?? 0;
   await new Promise((resolve) => gone.on('exit', resolve));
 });
