@@ -232,7 +232,7 @@ export interface JsonByteScan {
 }
 
 /** Whether a `scanJson` result offers its rows as byte batches too. */
-export function hasJsonBatches(scan: AsyncIterable<[string, string]>): scan is AsyncIterable<[string, string]> & JsonByteScan {
+export function hasJsonBatches<T extends object>(scan: T): scan is T & JsonByteScan {
   return typeof (scan as Partial<JsonByteScan>).jsonBatches === 'function';
 }
 
