@@ -26,7 +26,8 @@ export async function digestBackupFile(
       await fh.close();
       throw new BackupError('E_BACKUP_NOT_REGULAR', `refusing ${path.basename(file)}: not a regular file`);
     }
-    const source = fh.createReadStream();
+    // 1 MB reads: the 64 KB default made ~30,000 reads of a 1M-user backup.
+    const source = fh.createReadStream({ highWaterMark: 1 << 20 });
     const stream = opts.gzip ? source.pipe(createGunzip()) : source;
     source.on('error', (err) => stream.destroy(err));
     for await (const chunk of stream as AsyncIterable<Buffer>) {

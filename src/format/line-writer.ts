@@ -8,6 +8,7 @@ import { FILE_MODE } from '../fs-util.js';
 import { io } from '../fsio.js';
 import { stringifyJson } from '../json-safe.js';
 import { compareIds } from '../record.js';
+import type { JsonByteBatch } from '../store/types.js';
 
 /**
  * A value that is already the `JSON.stringify` text of a record (as the SQL stores keep it), written
@@ -126,6 +127,97 @@ class Sink {
   }
 }
 
+// The hash, count and (optional) gzip of a backup's bytes on their way to `out`. A plain write is
+// pipelined: the next batch is built while the previous one is being written (the wait for the
+// stream comes before the next write, not after each one), so reading and writing overlap.
+class BackupOut {
+  private readonly hash = createHash('sha256');
+  private readonly sink: Sink;
+  private readonly gz: Gzip | undefined;
+  private gzError: unknown = undefined;
+  private pending: Promise<void> | null = null;
+  bytes = 0;
+
+  constructor(out: NodeJS.WritableStream, gzip: boolean) {
+    this.sink = new Sink(out);
+    this.gz = gzip ? createGzip() : undefined;
+    const gz = this.gz;
+    if (gz) {
+      gz.on('error', (err: unknown) => {
+        this.gzError ??= err;
+      });
+      gz.on('data', (chunk: Buffer) => {
+        if (!this.sink.write0(chunk)) {
+          gz.pause();
+          void this.sink.drain().then(
+            () => gz.resume(),
+            (err: unknown) => gz.destroy(err instanceof Error ? err : new Error(String(err))),
+          );
+        }
+      });
+    }
+  }
+
+  private checkGz(z: Gzip): void {
+    this.sink.check();
+    if (this.gzError !== undefined) throw this.gzError;
+    if (z.destroyed) throw new Error('gzip stream closed early');
+  }
+
+  async emit(buf: Buffer): Promise<void> {
+    this.hash.update(buf);
+    this.bytes += buf.length;
+    const gz = this.gz;
+    if (gz) {
+      this.checkGz(gz);
+      // A destroyed stream never emits 'drain' or 'close' again: check before waiting.
+      if (!gz.write(buf) && !gz.destroyed) await waitForEvent(gz, ['drain', 'close']);
+      this.checkGz(gz);
+      return;
+    }
+    if (this.pending) {
+      const p = this.pending;
+      this.pending = null;
+      await p;
+    }
+    this.sink.check();
+    if (!this.sink.write0(buf)) {
+      this.pending = this.sink.drain();
+      // Awaited before the next write or in finish(); an error is also kept by the sink.
+      this.pending.catch(() => undefined);
+    }
+  }
+
+  async finish(): Promise<{ sha256: string; bytes: number }> {
+    if (this.pending) await this.pending;
+    const gz = this.gz;
+    if (gz) {
+      this.checkGz(gz);
+      gz.end();
+      await waitForEvent(gz, ['end', 'close']);
+      if (this.gzError !== undefined) throw this.gzError;
+    }
+    await this.sink.flushed();
+    return { sha256: this.hash.digest('hex'), bytes: this.bytes };
+  }
+
+  destroy(): void {
+    this.gz?.destroy();
+  }
+
+  dispose(): void {
+    this.sink.dispose();
+  }
+}
+
+function orderError(prev: string, key: string): BackupError {
+  return new BackupError(
+    'E_BACKUP_ORDER',
+    `backup entries out of order: ${JSON.stringify(key)} after ${JSON.stringify(prev)}${key === prev ? ' (duplicate)' : ''}`,
+    { details: { previous: prev, key } },
+  );
+}
+
 /**
  * Writes the chatmem line format to `out`: "{\n", one `entryLine` per line separated by ",\n", then
  * "\n}\n" ("{\n}\n" when empty). Entries must arrive in compareIds order; an out-of-order or
@@ -139,82 +231,91 @@ export async function writeBackupStream(
   out: NodeJS.WritableStream,
   opts: { gzip?: boolean; onProgress?: (written: number) => void } = {},
 ): Promise<{ sha256: string; users: number; bytes: number }> {
-  const hash = createHash('sha256');
-  const sink = new Sink(out);
-  const gz = opts.gzip === true ? createGzip() : undefined;
-  let gzError: unknown = undefined;
-  const checkGz = (z: Gzip): void => {
-    sink.check();
-    if (gzError !== undefined) throw gzError;
-    if (z.destroyed) throw new Error('gzip stream closed early');
-  };
-  if (gz) {
-    gz.on('error', (err: unknown) => {
-      gzError ??= err;
-    });
-    gz.on('data', (chunk: Buffer) => {
-      if (!sink.write0(chunk)) {
-        gz.pause();
-        void sink.drain().then(
-          () => gz.resume(),
-          (err: unknown) => gz.destroy(err instanceof Error ? err : new Error(String(err))),
-        );
-      }
-    });
-  }
-
-  let bytes = 0;
+  const w = new BackupOut(out, opts.gzip === true);
   let users = 0;
-  const emit = async (text: string): Promise<void> => {
-    const buf = Buffer.from(text, 'utf8');
-    hash.update(buf);
-    bytes += buf.length;
-    if (gz) {
-      checkGz(gz);
-      // A destroyed stream never emits 'drain' or 'close' again: check before waiting.
-      if (!gz.write(buf) && !gz.destroyed) await waitForEvent(gz, ['drain', 'close']);
-      checkGz(gz);
-    } else {
-      await sink.write(buf);
-    }
-    opts.onProgress?.(users);
-  };
-
   try {
     let batch = '{\n';
     let prev: string | undefined;
     for await (const [key, value] of entries) {
-      if (prev !== undefined && compareIds(prev, key) >= 0) {
-        throw new BackupError(
-          'E_BACKUP_ORDER',
-          `backup entries out of order: ${JSON.stringify(key)} after ${JSON.stringify(prev)}${key === prev ? ' (duplicate)' : ''}`,
-          { details: { previous: prev, key } },
-        );
-      }
+      if (prev !== undefined && compareIds(prev, key) >= 0) throw orderError(prev, key);
       batch += (prev === undefined ? '' : ',\n') + entryLine(key, value);
       prev = key;
       users++;
       if (batch.length >= BATCH_BYTES) {
-        await emit(batch);
+        await w.emit(Buffer.from(batch, 'utf8'));
+        opts.onProgress?.(users);
         batch = '';
       }
     }
     batch += prev === undefined ? '}\n' : '\n}\n';
-    await emit(batch);
-    if (gz) {
-      checkGz(gz);
-      gz.end();
-      await waitForEvent(gz, ['end', 'close']);
-      if (gzError !== undefined) throw gzError;
-    }
-    await sink.flushed();
+    await w.emit(Buffer.from(batch, 'utf8'));
+    opts.onProgress?.(users);
+    const { sha256, bytes } = await w.finish();
+    return { sha256, users, bytes };
   } catch (err) {
-    gz?.destroy();
+    w.destroy();
     throw err;
   } finally {
-    sink.dispose();
+    w.dispose();
   }
-  return { sha256: hash.digest('hex'), users, bytes };
+}
+
+const COMMA_NL = 0x2c0a;
+
+/**
+ * `writeBackupStream` for a store's byte batches (`scanJson(...).jsonBatches()`): the same bytes, each
+ * batch's lines built straight into one buffer from the stored UTF-8 JSON, with no string per record.
+ * Same order check, hash, count, gzip, backpressure and progress.
+ */
+export async function writeBackupBatches(
+  batches: AsyncIterable<JsonByteBatch>,
+  out: NodeJS.WritableStream,
+  opts: { gzip?: boolean; onProgress?: (written: number) => void } = {},
+): Promise<{ sha256: string; users: number; bytes: number }> {
+  const w = new BackupOut(out, opts.gzip === true);
+  let users = 0;
+  try {
+    let prev: string | undefined;
+    let head = true;
+    for await (const b of batches) {
+      const keys: string[] = new Array<string>(b.ids.length);
+      let size = head ? 2 : 0;
+      for (let i = 0; i < b.ids.length; i++) {
+        const id = b.ids[i] as string;
+        if (prev !== undefined && compareIds(prev, id) >= 0) throw orderError(prev, id);
+        prev = id;
+        const k = JSON.stringify(id);
+        keys[i] = k;
+        // ",\n" before every line but the very first; '"id"' ':' data.
+        size += 2 + Buffer.byteLength(k, 'utf8') + 1 + (b.data[i] as Buffer).length;
+      }
+      if (b.ids.length === 0) continue;
+      if (head) size -= 2;
+      const buf = Buffer.allocUnsafe(size);
+      let off = 0;
+      for (let i = 0; i < b.ids.length; i++) {
+        if (head) {
+          off = buf.write('{\n', off, 'latin1');
+          head = false;
+        } else off = buf.writeUInt16BE(COMMA_NL, off);
+        off += buf.write(keys[i] as string, off, 'utf8');
+        buf[off++] = 0x3a;
+        off += (b.data[i] as Buffer).copy(buf, off);
+      }
+      users += b.ids.length;
+      await w.emit(off === size ? buf : buf.subarray(0, off));
+      opts.onProgress?.(users);
+    }
+    await w.emit(Buffer.from(head ? '{\n}\n' : '\n}\n', 'latin1'));
+    opts.onProgress?.(users);
+    const { sha256, bytes } = await w.finish();
+    return { sha256, users, bytes };
+  } catch (err) {
+    w.destroy();
+    throw err;
+  } finally {
+    w.dispose();
+  }
 }
 
 /**

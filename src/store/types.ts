@@ -214,6 +214,28 @@ export interface WriteTracker {
   stop(): void;
 }
 
+/** Rows of a scan as stored bytes: `data[i]` is the UTF-8 JSON text of user `ids[i]`; `bytes` sums them. */
+export interface JsonByteBatch {
+  ids: string[];
+  data: Buffer[];
+  bytes: number;
+}
+
+/**
+ * What a driver's `scanJson` result may also offer: the same rows, in the same order and from the same
+ * snapshot, in batches of UTF-8 bytes. A full backup writes these as they are, without decoding every
+ * record into a string and encoding it back (BENCHMARKS.md, "Full backup at the disk's rate"). A scan
+ * is iterated one way or the other, once.
+ */
+export interface JsonByteScan {
+  jsonBatches(): AsyncIterable<JsonByteBatch>;
+}
+
+/** Whether a `scanJson` result offers its rows as byte batches too. */
+export function hasJsonBatches<T extends object>(scan: T): scan is T & JsonByteScan {
+  return typeof (scan as Partial<JsonByteScan>).jsonBatches === 'function';
+}
+
 /** `scanJson` for a driver that holds parsed records. */
 export async function* stringifyScan(records: AsyncIterable<MemoryRecord>): AsyncGenerator<[string, string]> {
   for await (const r of records) yield [r.user_id, stringifyJson(r)];

@@ -9,6 +9,7 @@ import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
+import { hasJsonBatches, type JsonByteBatch } from '../../src/store/types.js';
 import { loadFixture } from '../store/conformance.js';
 
 async function* pairs(ids: string[]): AsyncGenerator<[string, string]> {
@@ -22,6 +23,32 @@ async function collect(it: AsyncIterable<[string, string]>): Promise<[string, st
 }
 
 describe('two-phase merge', () => {
+  it('a snapshot from byte batches is the same part file as one from pairs', async () => {
+    const t = await tempDir('chatmem-2p-');
+    try {
+      const ids = Array.from({ length: 3000 }, (_, i) => `u${String(i).padStart(5, '0')}\t"é😀`);
+      const rows = await collect(pairs(ids));
+      const a = new PartsWriter(t.dir, 'op-a', { reason: 'clear-all', source: 'test' });
+      await a.snapshot(pairs(ids));
+      async function* batches(): AsyncGenerator<JsonByteBatch> {
+        for (let i = 0; i < rows.length; i += 700) {
+          const part = rows.slice(i, i + 700);
+          const data = part.map(([, t]) => Buffer.from(t, 'utf8'));
+          yield { ids: part.map(([id]) => id), data, bytes: data.reduce((n, d) => n + d.length, 0) };
+        }
+      }
+      const b = new PartsWriter(t.dir, 'op-b', { reason: 'clear-all', source: 'test' });
+      await b.snapshot(Object.assign(pairs([]), { jsonBatches: batches }));
+      const read = (op: string) => readFileSync(path.join(t.dir, `.parts-${op}.snapshot`));
+      expect(read('op-b').equals(read('op-a'))).toBe(true);
+      await a.seal(new Map());
+      await b.seal(new Map());
+      expect(await collect(b.sealed().entries())).toEqual(rows);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
   it('puts changed users in place, drops deleted ones and inserts new ones in user_id order', async () => {
     const t = await tempDir('chatmem-2p-');
     try {
@@ -54,6 +81,12 @@ describe('two-phase merge', () => {
       expect(out.some(([id]) => id === 'b000000' || id === 'b029999' || id === 'zz-gone-before')).toBe(false);
       // Unchanged lines come back byte for byte, tabs and newlines escaped inside the JSON included.
       expect(out.find(([id]) => id === 'b012345')?.[1]).toBe(JSON.stringify({ user_id: 'b012345', v: 'old', text: 'tab\there, line\nbreak, émoji 😀' }));
+      // The final backup reads the same merge as byte batches: the same rows, the same bytes.
+      const entries = parts.sealed().entries();
+      expect(hasJsonBatches(entries)).toBe(true);
+      const viaBytes: [string, string][] = [];
+      if (hasJsonBatches(entries)) for await (const b of entries.jsonBatches()) b.ids.forEach((id, i) => viaBytes.push([id, b.data[i]!.toString('utf8')]));
+      expect(viaBytes).toEqual(out);
     } finally {
       await t.cleanup();
     }

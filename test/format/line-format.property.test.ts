@@ -5,7 +5,8 @@ import { finished } from 'node:stream/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { digestBackupFile, findInLineBackup, isLineFormat } from '../../src/format/line-reader.js';
-import { RawJson, writeBackupStream } from '../../src/format/line-writer.js';
+import { RawJson, writeBackupBatches, writeBackupStream } from '../../src/format/line-writer.js';
+import type { JsonByteBatch } from '../../src/store/types.js';
 import { compareIds } from '../../src/record.js';
 import { readJsonEntries } from '../../src/format/json-entries.js';
 
@@ -93,5 +94,56 @@ describe('backup format round trip (property)', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  // The SQLite store hands a full backup its stored bytes in batches: the file must be the very same.
+  async function writeBatches(entries: [string, unknown, boolean][], cuts: number[], gzip: boolean): Promise<{ file: string; sha256: string; users: number; bytes: number }> {
+    const file = path.join(dir, `b${n++}.json${gzip ? '.gz' : ''}`);
+    const sorted = [...entries].sort(([a], [b]) => compareIds(a, b));
+    async function* batches(): AsyncGenerator<JsonByteBatch> {
+      let i = 0;
+      for (const cut of [...cuts, sorted.length]) {
+        const part = sorted.slice(i, Math.max(i, Math.min(sorted.length, i + cut)));
+        i += part.length;
+        const data = part.map(([, v]) => Buffer.from(JSON.stringify(v), 'utf8'));
+        // Empty batches too: a batch boundary must never change the bytes.
+        yield { ids: part.map(([id]) => id), data, bytes: data.reduce((a, d) => a + d.length, 0) };
+      }
+    }
+    const out = createWriteStream(file);
+    const r = await writeBackupBatches(batches(), out, { gzip });
+    out.end();
+    await finished(out);
+    return { file, ...r };
+  }
+
+  it('byte batches give the same file, hash and count as entries, wherever the batches are cut', async () => {
+    await fc.assert(
+      fc.asyncProperty(entriesArb, fc.array(fc.nat(12), { maxLength: 6 }), fc.boolean(), async (entries, cuts, gzip) => {
+        const a = await write(entries.map(([id, v]) => [id, v, true]), gzip);
+        const b = await writeBatches(entries, cuts, gzip);
+        expect(b.sha256).toBe(a.sha256);
+        expect(b.users).toBe(entries.length);
+        const [fa, fb] = await Promise.all([fsp.readFile(a.file), fsp.readFile(b.file)]);
+        if (!gzip) expect(fb.equals(fa)).toBe(true);
+        expect(await digestBackupFile(b.file, { gzip, lineFormat: true })).toMatchObject({ sha256: a.sha256, users: entries.length, bytes: b.bytes });
+        await fsp.rm(a.file);
+        await fsp.rm(b.file);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
+  it('byte batches out of order or with a duplicate fail with E_BACKUP_ORDER', async () => {
+    for (const ids of [['b', 'a'], ['a', 'a'], ['😀', '\uffff']]) {
+      const file = path.join(dir, `b${n++}.json`);
+      const out = createWriteStream(file);
+      async function* batches(): AsyncGenerator<JsonByteBatch> {
+        yield { ids: [ids[0] as string], data: [Buffer.from('{}')], bytes: 2 };
+        yield { ids: [ids[1] as string], data: [Buffer.from('{}')], bytes: 2 };
+      }
+      await expect(writeBackupBatches(batches(), out)).rejects.toMatchObject({ code: 'E_BACKUP_ORDER' });
+      out.destroy();
+    }
   });
 });
