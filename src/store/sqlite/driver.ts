@@ -6,6 +6,7 @@ import { ensurePrivateDir } from '../../fs-util.js';
 import { compareIds, type MemoryRecord } from '../../record.js';
 import { stringifyJson } from '../../json-safe.js';
 import { profileText } from '../search-text.js';
+import { Checkpointer } from './checkpointer.js';
 import { BuildPacer } from './pacer.js';
 import { SqliteSearch } from './search.js';
 import {
@@ -48,6 +49,8 @@ const USER_COLUMNS = 'user_id, data, name, product, created_at, updated_at, mess
 /** Base sizes of a chunk of the drop (scaled to its time, see SqliteDriver.chunk): users, other rows. */
 const DROP_USERS = 1000;
 const DROP_ROWS = 5000;
+/** SQLite's default auto-checkpoint (pages), set again after a build turned it off. */
+const WAL_AUTOCHECKPOINT = 1000;
 /** Milliseconds one chunk of the old tables' drop aims at (the chunk size adapts to it). */
 const DROP_TURN_MS = 10;
 /**
@@ -759,17 +762,29 @@ export class SqliteDriver implements StoreDriver {
       }
     });
     const pacer = new BuildPacer(DROP_TURN_MS);
-    let batch: MemoryRecord[] = [];
-    for await (const r of records) {
-      batch.push(r);
-      read++;
-      if (batch.length >= pacer.budget) {
-        pacer.run(batch.length, () => this.lightCommit(() => write(batch)));
-        batch = [];
-        await pacer.turn();
+    // Checkpoints off the event loop while the build writes (see checkpointer.ts); a failed one only
+    // leaves frames for the next.
+    const checkpointer = this.inMemory ? null : new Checkpointer(this.file);
+    const checkpoint = (): Promise<unknown> => checkpointer?.checkpoint().catch(() => undefined) ?? Promise.resolve();
+    this.db.pragma('wal_autocheckpoint = 0');
+    try {
+      let batch: MemoryRecord[] = [];
+      for await (const r of records) {
+        batch.push(r);
+        read++;
+        if (batch.length >= pacer.budget) {
+          pacer.run(batch.length, () => this.lightCommit(() => write(batch)));
+          batch = [];
+          if (!checkpointer?.busy) void checkpoint();
+          await pacer.turn();
+        }
       }
+      if (batch.length > 0) this.lightCommit(() => write(batch));
+      await checkpoint();
+    } finally {
+      this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
+      await checkpointer?.close();
     }
-    if (batch.length > 0) this.lightCommit(() => write(batch));
     return { totals, read };
   }
 
