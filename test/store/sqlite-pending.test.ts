@@ -196,6 +196,60 @@ describe('the background indexer', () => {
 });
 
 describe('SQLite index queue across clear, restore, forget, close and a kill', () => {
+  it('search is right at once after a big full restore, while the indexer works through its queue', async () => {
+    const t = await tempDir();
+    try {
+      const file = path.join(t.dir, 'memory.db');
+      const driver = await SqliteDriver.open(file, HELD);
+      const store = createStore(driver);
+      for (let i = 0; i < 50; i++) await store.appendHistory(`old-${i}`, { role: 'user', text: `zebrafish ${WORDS[i % WORDS.length]}` });
+      const rec = (i: number, word: string) => ({
+        ...newRecord(id(i), TS),
+        name: `Pelanggan ${i % 11 === 0 ? 'Istimewa' : 'Biasa'}`,
+        history: Array.from({ length: 1 + (i % 5) }, (_, k) => ({ role: 'user' as const, text: `${word} ${WORDS[(i + k) % WORDS.length]} nomor-${i}-${k}`, ts: TS })),
+      });
+      const staged = await store.stage(
+        (async function* () {
+          for (let i = 0; i < 3000; i++) yield rec(i, 'axolotl');
+          // Repeated users, out of order: the last record wins, with only its documents.
+          for (const i of [5, 1234, 77]) yield rec(i, 'quokka');
+        })(),
+      );
+      await store.exclusive('all', async (ctx) => ctx.replaceStaged!(staged!));
+      await staged!.release();
+      const queued = pendingRows(file);
+      expect(queued.deletes).toBe(0);
+      expect(queued.adds).toBe(3000 + Array.from({ length: 3000 }, (_, i) => 1 + (i % 5)).reduce((a, b) => a + b, 0));
+      const stats = await store.stats();
+      let messages = 0;
+      let bytes = 0;
+      for await (const [, json] of store.scanJson()) {
+        messages += (JSON.parse(json) as { history: unknown[] }).history.length;
+        bytes += Buffer.byteLength(json);
+      }
+      expect(stats).toMatchObject({ users: 3000, messages, bytes });
+      const queries = ['axolotl', 'quokka', 'zebrafish', 'istimewa', 'kipas', 'kulkas', 'tari\u0307f', 'nomor-1234-', 'BOCOR nomor-5', 'mati total'];
+      const check = async (): Promise<void> => {
+        for (const q of queries) {
+          const want = await expected(store, q);
+          for (const limit of [1, 7, 100, 5000]) {
+            expect((await store.search(q, { limit })).map((u) => u.user_id), `${q} limit ${limit}`).toEqual(want.slice(0, limit));
+          }
+        }
+      };
+      // Right after the swap (all queued), half-way through the queue, and once it is applied.
+      await check();
+      for (let k = 0; k < 30; k++) driver.indexChunk(191);
+      await check();
+      while (driver.indexChunk(500) > 0);
+      expect(pendingRows(file)).toEqual({ adds: 0, deletes: 0 });
+      await check();
+      await store.close();
+    } finally {
+      await t.cleanup();
+    }
+  }, 120_000);
+
   it('a clear and a restore take the queued work of the old tables with them', async () => {
     const t = await tempDir();
     try {
@@ -217,10 +271,19 @@ describe('SQLite index queue across clear, restore, forget, close and a kill', (
       expect(driver.pendingIndexWork()).toBeGreaterThan(0);
       await store.exclusive('all', async (ctx) => ctx.replaceStaged!(staged!));
       await staged!.release();
-      expect(driver.pendingIndexWork()).toBe(0);
+      // The old queue went with the old tables; the restored documents (30 profiles, 30 messages) are
+      // queued for the indexer, not indexed in the build.
+      expect(pendingRows(file)).toEqual({ adds: 60, deletes: 0 });
       expect(await store.search('narwhal')).toEqual([]);
       expect((await store.search('axolotl 7')).map((u) => u.user_id)).toEqual([id(7)]);
       await store.appendHistory(id(3), { role: 'user', text: 'capybara' });
+      expect((await store.search('capybara')).map((u) => u.user_id)).toEqual([id(3)]);
+      // A delete queues its 'delete's behind the restored 'add's instead of applying the queue first.
+      await store.delete([id(7)]);
+      expect(pendingRows(file)).toEqual({ adds: 61, deletes: 2 });
+      expect(await store.search('axolotl 7')).toEqual([]);
+      while (driver.indexChunk(7) > 0);
+      expect((await store.search('axolotl', { limit: 100 })).map((u) => u.user_id)).toEqual(await expected(store, 'axolotl'));
       expect((await store.search('capybara')).map((u) => u.user_id)).toEqual([id(3)]);
       // The old generation's queue is dropped with its tables in the background.
       const left = (): string[] => {

@@ -3,9 +3,11 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { isChatmemError, StoreError } from '../../errors.js';
 import { ensurePrivateDir } from '../../fs-util.js';
-import type { MemoryRecord } from '../../record.js';
+import { compareIds, type MemoryRecord } from '../../record.js';
 import { stringifyJson } from '../../json-safe.js';
 import { profileText } from '../search-text.js';
+import { Checkpointer } from './checkpointer.js';
+import { BuildPacer } from './pacer.js';
 import { SqliteSearch } from './search.js';
 import {
   bulkIndex,
@@ -46,10 +48,11 @@ let generationSeq = 0;
 /** A name part unique in this store: the clock (base 36, fixed width this century) and a counter. */
 const newGeneration = (): string => `${Date.now().toString(36)}${(++generationSeq % 36 ** 4).toString(36).padStart(4, '0')}`;
 const USER_COLUMNS = 'user_id, data, name, product, created_at, updated_at, messages, search_text';
-/** Base sizes of a chunk (scaled to its time, see SqliteDriver.chunk): users, other rows, and documents of a restore's index. */
+/** Base sizes of a chunk of the drop (scaled to its time, see SqliteDriver.chunk): users, other rows. */
 const DROP_USERS = 1000;
 const DROP_ROWS = 5000;
-const BUILD_DOCS = 5000;
+/** SQLite's default auto-checkpoint (pages), set again after a build turned it off. */
+const WAL_AUTOCHECKPOINT = 1000;
 /** Milliseconds one chunk of the old tables' drop aims at (the chunk size adapts to it). */
 const DROP_TURN_MS = 10;
 /**
@@ -366,14 +369,18 @@ export class SqliteDriver implements StoreDriver {
   }
 
   /**
-   * Deletes users and their search documents, the index written now (in the caller's transaction, after
-   * {@link applyAllPending}: a 'delete' must follow its document's insert). Returns how many existed.
+   * Deletes users and their search documents (in the caller's transaction). The index changes are
+   * queued behind the queued inserts, as an append's are; with `deferred` false they are written now,
+   * which is right only after {@link applyAllPending} (a 'delete' must follow its document's insert).
+   * Queued rather than applied first: after a full restore the queue holds every document of the store
+   * (see stageAll), and applying it in one transaction would hold writes for minutes at 1M users.
+   * Returns how many existed.
    */
-  private deleteUsers(ids: string[]): number {
+  private deleteUsers(ids: string[], deferred = true): number {
     let n = 0;
     for (const id of ids) {
       const current = this.readRecord(id);
-      if (current) this.reindex(id, indexPlan(current, null));
+      if (current) this.reindex(id, indexPlan(current, null), deferred);
       n += this.stmts.del.run(id).changes;
     }
     return n;
@@ -381,11 +388,10 @@ export class SqliteDriver implements StoreDriver {
 
   /** Writes whole records (restore, import), replacing each user's documents (in the caller's transaction). */
   private writeRecords(records: MemoryRecord[]): void {
-    this.applyAllPending();
     for (const r of records) {
       const current = this.readRecord(r.user_id);
       this.stmts.upsert.run(this.row(r));
-      this.reindex(r.user_id, indexPlan(current, r));
+      this.reindex(r.user_id, indexPlan(current, r), true);
     }
   }
 
@@ -560,27 +566,29 @@ export class SqliteDriver implements StoreDriver {
       getMany: async (ids) => ids.map((id) => this.readRecord(id)).filter((r): r is MemoryRecord => r !== null),
       scanJson: (options) => this.scanJson(options),
       count: () => this.count(),
-      delete: async (ids) =>
-        this.db.transaction(() => {
-          this.applyAllPending();
-          return this.deleteUsers(ids);
-        })(),
+      delete: async (ids) => this.queued(() => this.db.transaction(() => this.deleteUsers(ids))()),
       clear: async () => this.bulk('clear', async () => this.swapGeneration(null)),
       forget: (ids) => this.forget(ids),
-      putAndDelete: async (records, ids) => {
-        this.db.transaction(() => {
-          this.writeRecords(records);
-          this.deleteUsers(ids);
-        })();
-      },
-      putMany: async (records) => {
-        this.db.transaction(() => this.writeRecords(records))();
-      },
+      putAndDelete: async (records, ids) =>
+        this.queued(() =>
+          this.db.transaction(() => {
+            this.writeRecords(records);
+            this.deleteUsers(ids);
+          })(),
+        ),
+      putMany: async (records) => this.queued(() => this.db.transaction(() => this.writeRecords(records))()),
       replaceAll: (records) => this.bulk('restore', () => this.replaceAll(records)),
       replaceStaged: (staged) => this.bulk('restore', async () => this.swapStaged(staged)),
-      putAll: (records) => this.bulk('write', () => this.putAll(records)),
+      putAll: (records) => this.bulk('write', async () => this.queued(await this.putAll(records))),
     };
     return fn(ctx);
+  }
+
+  /** Runs `fn` (or takes its result) and wakes the indexer for the index work it queued. */
+  private queued<T>(fn: (() => T) | T): T {
+    const r = typeof fn === 'function' ? (fn as () => T)() : fn;
+    if (this.queuedRows > 0) this.scheduleIndex();
+    return r;
   }
 
   /**
@@ -612,7 +620,7 @@ export class SqliteDriver implements StoreDriver {
       // below follow their inserts), and its rows are deleted with secure_delete on.
       const n = this.db.transaction(() => {
         this.applyAllPending();
-        return this.deleteUsers(ids);
+        return this.deleteUsers(ids, false);
       })();
       // Merges the full-text index's segments, dropping the deleted users' entries instead of marking them.
       this.db.exec("INSERT INTO main.search_fts (search_fts) VALUES ('optimize')");
@@ -715,26 +723,27 @@ export class SqliteDriver implements StoreDriver {
   private readonly stagedGenerations = new WeakMap<StagedRecords, { g: string; totals: Totals; swapped: boolean }>();
 
   /**
-   * A whole-store replace's preparation, done before its section (a full restore): the rows are
-   * staged in a temp table, then copied into `users_new_<g>`, `search_docs_new_<g>` and
-   * `search_fts_new_<g>` (indexes and full-text index built as they fill) in short transactions, with
-   * a turn of the event loop between, so hot-path commits go on. The section then only renames.
+   * A whole-store replace's preparation, done before its section (a full restore): the records are
+   * written straight from the stream into `users_new_<g>` and `search_docs_new_<g>` in short
+   * transactions (see {@link BuildPacer}), a turn of the event loop between, so hot-path commits go
+   * on. The full-text index is not built here: every document goes into the generation's own queue
+   * (`search_pending_new_<g>`) as an 'add', which the swap makes the live queue, and the background
+   * indexer applies it after the section; search reads the queue beside the index, so it is right
+   * from the swap on. The section then only renames.
    */
   async stageAll(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords> {
     const g = newGeneration();
-    const { table, read } = await this.bulk('restore', () => this.stage(records, true));
-    let totals: Totals;
+    let built: { totals: Totals; read: number };
     try {
-      totals = await this.bulk('restore', () => this.buildGeneration(g, table));
+      this.db.exec(newTablesSql(g));
+      built = await this.bulk('restore', () => this.buildGeneration(g, records));
     } catch (err) {
       this.setAside(g);
       throw err;
-    } finally {
-      this.dropStaged(table);
     }
-    const state = { g, totals, swapped: false };
+    const state = { g, totals: built.totals, swapped: false };
     const staged: StagedRecords = {
-      read,
+      read: built.read,
       release: async () => {
         if (!state.swapped) this.setAside(g);
       },
@@ -743,51 +752,83 @@ export class SqliteDriver implements StoreDriver {
     return staged;
   }
 
-  /** Fills generation `g`'s tables from the staged `table`; returns their totals. */
-  private async buildGeneration(g: string, table: string): Promise<Totals> {
-    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
-    this.db.exec(newTablesSql(g));
-    const maxOf = (t: string): number => (this.db.prepare<[], number | null>(`SELECT MAX(rowid) FROM ${t}`).pluck().get() ?? 0);
-    // A user twice in the stream: the later row wins, as in swapIn's upsert order.
-    const rows = this.db.prepare<[number, number]>(`INSERT OR REPLACE INTO main.users_new_${g} (${USER_COLUMNS}) SELECT ${USER_COLUMNS} FROM ${table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
-    const lastRow = maxOf(table);
-    let scale = 1;
-    for (let from = 0; from < lastRow; ) {
-      const to = from + Math.max(1, Math.round(DROP_USERS * scale));
-      scale = this.chunk(scale, () => rows.run(from, to));
-      from = to;
-      await turn();
-    }
-    // Staging rowids follow history order per user, so they serve as document ids as they are.
-    const docs = this.db.prepare<[number, number]>(`INSERT INTO main.search_docs_new_${g} (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
-    const fts = this.db.prepare<[number, number]>(`INSERT INTO main.search_fts_new_${g} (rowid, text) SELECT rowid, text FROM ${table}_docs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`);
-    const lastDoc = maxOf(`${table}_docs`);
-    scale = 1;
-    for (let from = 0; from < lastDoc; ) {
-      const to = from + Math.max(1, Math.round(BUILD_DOCS * scale));
-      scale = this.chunk(scale, () => {
-        docs.run(from, to);
-        fts.run(from, to);
-      });
-      from = to;
-      await turn();
-    }
-    // The totals of the finished table, summed by key range: nothing else writes it.
-    const sum = this.db.prepare<[string], { n: number; messages: number | null; bytes: number | null; last: string | null }>(
-      `SELECT COUNT(*) AS n, SUM(messages) AS messages, SUM(length(CAST(data AS BLOB))) AS bytes, MAX(user_id) AS last
-       FROM (SELECT user_id, messages, data FROM main.users_new_${g} WHERE user_id > ? ORDER BY user_id LIMIT ${DROP_USERS})`,
+  /**
+   * Fills generation `g`'s tables from `records`; returns their totals (summed here: nothing else
+   * writes these tables) and how many records were read. Document ids are assigned here in stream
+   * order, a user's profile first and then its messages in history order, as the hot path's
+   * `oldestDocs` expects. A user repeated in the stream: the last record wins, with only its documents.
+   */
+  private async buildGeneration(g: string, records: AsyncIterable<MemoryRecord>): Promise<{ totals: Totals; read: number }> {
+    const users = `main.users_new_${g}`;
+    const docsTable = `main.search_docs_new_${g}`;
+    const queueTable = `main.search_pending_new_${g}`;
+    const upsert = this.db.prepare(
+      `INSERT INTO ${users} (${USER_COLUMNS}) VALUES (@user_id, @data, @name, @product, @created_at, @updated_at, @messages, @search_text)
+       ON CONFLICT(user_id) DO UPDATE SET data = excluded.data, name = excluded.name, product = excluded.product,
+         created_at = excluded.created_at, updated_at = excluded.updated_at, messages = excluded.messages, search_text = excluded.search_text`,
     );
+    const insertDoc = this.db.prepare<[number, string, number]>(`INSERT INTO ${docsTable} (id, user_id, kind) VALUES (?, ?, ?)`);
+    const queue = this.db.prepare<[number, string]>(`INSERT INTO ${queueTable} (op, doc_id, text) VALUES (${PENDING_ADD}, ?, ?)`);
+    const previous = this.db.prepare<[string], { messages: number; bytes: number }>(`SELECT messages, length(CAST(data AS BLOB)) AS bytes FROM ${users} WHERE user_id = ?`);
+    const unqueue = this.db.prepare<[string]>(`DELETE FROM ${queueTable} WHERE doc_id IN (SELECT id FROM ${docsTable} WHERE user_id = ?)`);
+    const undoc = this.db.prepare<[string]>(`DELETE FROM ${docsTable} WHERE user_id = ?`);
     const totals: Totals = { users: 0, messages: 0, bytes: 0 };
-    for (let after = ''; ; ) {
-      const r = sum.get(after);
-      if (!r || r.n === 0 || r.last === null) break;
-      totals.users += r.n;
-      totals.messages += r.messages ?? 0;
-      totals.bytes += r.bytes ?? 0;
-      after = r.last;
-      await turn();
+    let docId = 0;
+    let read = 0;
+    let highest: string | null = null;
+    const write = this.db.transaction((batch: MemoryRecord[]) => {
+      for (const r of batch) {
+        const row = this.row(r);
+        // Ids in strictly increasing order (a chatmem backup's) cannot repeat: only an id not above the
+        // highest so far is looked up.
+        if (highest !== null && compareIds(highest, r.user_id) >= 0) {
+          const old = previous.get(r.user_id);
+          if (old) {
+            totals.users--;
+            totals.messages -= old.messages;
+            totals.bytes -= old.bytes;
+            unqueue.run(r.user_id);
+            undoc.run(r.user_id);
+          }
+        }
+        else highest = r.user_id;
+        upsert.run(row);
+        totals.users++;
+        totals.messages += row.messages as number;
+        totals.bytes += Buffer.byteLength(row.data as string);
+        insertDoc.run(++docId, r.user_id, DOC_PROFILE);
+        queue.run(docId, profileText(r));
+        for (const h of historyOf(r)) {
+          insertDoc.run(++docId, r.user_id, DOC_MESSAGE);
+          queue.run(docId, messageText(h));
+        }
+      }
+    });
+    const pacer = new BuildPacer(DROP_TURN_MS);
+    // Checkpoints off the event loop while the build writes (see checkpointer.ts); a failed one only
+    // leaves frames for the next.
+    const checkpointer = this.inMemory ? null : new Checkpointer(this.file);
+    const checkpoint = (): Promise<unknown> => checkpointer?.checkpoint().catch(() => undefined) ?? Promise.resolve();
+    this.db.pragma('wal_autocheckpoint = 0');
+    try {
+      let batch: MemoryRecord[] = [];
+      for await (const r of records) {
+        batch.push(r);
+        read++;
+        if (batch.length >= pacer.budget) {
+          pacer.run(batch.length, () => this.lightCommit(() => write(batch)));
+          batch = [];
+          if (!checkpointer?.busy) void checkpoint();
+          await pacer.turn();
+        }
+      }
+      if (batch.length > 0) this.lightCommit(() => write(batch));
+      await checkpoint();
+    } finally {
+      this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
+      await checkpointer?.close();
     }
-    return totals;
+    return { totals, read };
   }
 
   /** Renames generation `g`'s tables (built, half-built or unused) to old ones and drops them in the background. */
@@ -834,6 +875,11 @@ export class SqliteDriver implements StoreDriver {
       return users;
     })();
     this.scheduleDrop();
+    if (next) {
+      // The restored documents are queued (see stageAll): the indexer starts on them at once.
+      this.queuedRows = Math.max(this.queuedRows, INDEX_ROWS);
+      this.scheduleIndex();
+    }
     return before;
   }
 
@@ -877,16 +923,24 @@ export class SqliteDriver implements StoreDriver {
    */
   private chunk(scale: number, fn: () => void): number {
     const t0 = performance.now();
-    this.db.pragma('synchronous = NORMAL');
-    try {
-      this.db.transaction(fn)();
-    } finally {
-      this.db.pragma('synchronous = FULL');
-    }
+    this.lightCommit(() => this.db.transaction(fn)());
     const ms = performance.now() - t0;
     if (ms > 2 * DROP_TURN_MS) return Math.max(scale / 2, 1 / 64);
     if (ms < DROP_TURN_MS / 2) return Math.min(scale * 2, 4);
     return scale;
+  }
+
+  /**
+   * Runs `fn` (one transaction of background work) with the WAL not fsynced at its commit: see
+   * {@link chunk} for why a lost chunk is harmless.
+   */
+  private lightCommit(fn: () => void): void {
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      fn();
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   /** Deletes one chunk of `name`'s rows (`scale` times the base size), or drops it when it is empty. */

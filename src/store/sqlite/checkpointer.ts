@@ -1,0 +1,78 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+/*
+ * WAL checkpoints of a bulk build, on a connection of their own in a worker thread. A full restore's
+ * build writes the whole store again into the WAL (~0.5 GB at 100k users); with SQLite's auto-
+ * checkpoint, every ~4 MB of it was copied into the database file and fsynced inside whichever commit
+ * crossed the mark, on the event loop: a build chunk or a chat append. The build turns auto-checkpoints
+ * off on the main connection and asks this worker for PASSIVE checkpoints instead (they never wait for
+ * writers, nor writers for them), then one last one before turning them on again, so the first commit
+ * after the build does not inherit the whole backlog.
+ */
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.sqlite);
+const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = 10000');
+parentPort.on('message', (m) => {
+  if (m === 'close') { db.close(); parentPort.close(); return; }
+  try {
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    parentPort.postMessage({ ok: true, log: r.log, checkpointed: r.checkpointed });
+  } catch (err) {
+    parentPort.postMessage({ ok: false, error: String(err && err.message) });
+  }
+});
+`;
+
+export interface CheckpointResult {
+  /** Frames in the WAL, and how many of them are in the database file now (-1, -1: not in WAL mode). */
+  log: number;
+  checkpointed: number;
+}
+
+export class Checkpointer {
+  private readonly worker: Worker;
+  private waiting: ((r: CheckpointResult | Error) => void)[] = [];
+  private running: Promise<CheckpointResult> | null = null;
+
+  constructor(file: string) {
+    const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
+    this.worker = new Worker(WORKER, { eval: true, workerData: { file, sqlite } });
+    this.worker.unref();
+    this.worker.on('message', (m: { ok: boolean; log?: number; checkpointed?: number; error?: string }) => {
+      const done = this.waiting.shift();
+      done?.(m.ok ? { log: m.log ?? -1, checkpointed: m.checkpointed ?? -1 } : new Error(m.error ?? 'checkpoint failed'));
+    });
+    this.worker.on('error', (err) => {
+      for (const done of this.waiting.splice(0)) done(err);
+    });
+  }
+
+  /** A PASSIVE checkpoint in the worker; while one runs, the same one is answered. */
+  checkpoint(): Promise<CheckpointResult> {
+    this.running ??= new Promise<CheckpointResult>((resolve, reject) => {
+      this.waiting.push((r) => (r instanceof Error ? reject(r) : resolve(r)));
+      this.worker.postMessage('checkpoint');
+    }).finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  /** True while a checkpoint runs. */
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  async close(): Promise<void> {
+    await this.running?.catch(() => undefined);
+    this.worker.postMessage('close');
+    await new Promise<void>((resolve) => {
+      this.worker.once('exit', () => resolve());
+      // A worker that already stopped emits no 'exit' again.
+      setTimeout(resolve, 1000).unref();
+    });
+  }
+}
