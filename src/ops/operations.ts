@@ -294,8 +294,9 @@ export class Operations {
    * only the users changed since, seals them with a checksum (fsync file + dir), and commits `change`;
    * the final backup is merged, written, verified and published after the section. The pre-image is
    * on disk and checked before the change commits, and a kill after the seal is finished at the next
-   * start (`finishLeftovers`). Otherwise (PostgreSQL: other daemons write too; or a tracker that gave
-   * up) the section writes the whole backup itself. `needsBackup` false (read in the section): no backup.
+   * start (`finishLeftovers`). On PostgreSQL the tracker reads every daemon's changes from the database
+   * (`refresh`). Otherwise (no tracker, or one that gave up) the section writes the whole backup
+   * itself. `needsBackup` false (read in the section): no backup.
    */
   private async twoPhase<T>(
     op: AuditOperation,
@@ -326,10 +327,17 @@ export class Operations {
         await this.at('section-entered', action);
         return inSection(ctx);
       });
+      // A shared store's tracker takes its start mark in the database: the snapshot must begin after it.
+      await tracker.refresh?.();
       await parts.snapshot(this.store.scanJson());
       // Rounds of "changed since", while writes go on, until what is left is small enough for the section.
-      for (let round = 0; round < DELTA_ROUNDS && !tracker.overflow && tracker.ids.size > SECTION_USERS; round++) {
+      for (let round = 0; round < DELTA_ROUNDS; round++) {
+        await tracker.refresh?.();
+        if (tracker.overflow || tracker.ids.size <= SECTION_USERS) break;
         const next = this.store.trackWrites() as WriteTracker;
+        // The next mark first, then this round's ids up to now: a write between the two is in both.
+        await next.refresh?.();
+        await tracker.refresh?.();
         const ids = [...tracker.ids];
         tracker.stop();
         tracker = next;
@@ -339,6 +347,8 @@ export class Operations {
       const t = tracker;
       const result = await this.store.exclusive('all', async (ctx) => {
         await this.at('section-entered', action);
+        // Every write has committed or waits for this section: the tracker is complete now.
+        await t.refresh?.();
         // Another whole-store change ran since the snapshot, or too many users changed: copy it all here.
         if (t.overflow) return { ...(await inSection(ctx)), inSection: true };
         const ids = [...t.ids];

@@ -128,6 +128,8 @@ class CoreStore implements Store {
   }
 
   trackWrites(): WriteTracker | null {
+    // A shared store tracks every process's writes itself (PostgreSQL: a version column and a log of deletes).
+    if (this.driver.trackChanges) return this.driver.trackChanges();
     // Another process may write a shared PostgreSQL store: an in-process set would miss its changes.
     if (this.kind === 'postgres') return null;
     return new Tracker(this.trackers);

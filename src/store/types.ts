@@ -116,6 +116,12 @@ export interface StoreDriver {
    */
   stageAll?(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords>;
   /**
+   * Optional: a tracker of the users changed from now on by every process writing the store (a shared
+   * backend), read from the store itself; its `refresh` must be awaited before `ids` is read. Without
+   * it the core tracks this process's writes, and a store kind that other processes write gets none.
+   */
+  trackChanges?(): WriteTracker;
+  /**
    * Optional fast path for a backend that holds parsed records (the JSON file store): without it the
    * core parses `scanJson`.
    */
@@ -193,9 +199,10 @@ export interface Store {
   /** True when this process should run singleton jobs (scheduled backups); see {@link StoreDriver.leader}. */
   isLeader(): Promise<boolean>;
   /**
-   * Starts recording which users this process changes, for a copy taken while writes go on (the first
-   * phase of a clear's backup). Null where other processes may write too (a shared backend), so that
-   * only the exclusive section's own copy is exact.
+   * Starts recording which users change, for a copy taken while writes go on (the first phase of a
+   * clear's backup): this process's writes, or on a shared backend every process's, read from the
+   * database (await `refresh()` first). Null where neither is possible, so that only the exclusive
+   * section's own copy is exact.
    */
   trackWrites(): WriteTracker | null;
   /** Stages records for a later `ctx.replaceStaged` outside any section; null where the driver cannot. */
@@ -211,6 +218,12 @@ export interface Store {
 export interface WriteTracker {
   readonly ids: ReadonlySet<string>;
   readonly overflow: boolean;
+  /**
+   * Present where the changes are read from a shared store (PostgreSQL): brings `ids` and `overflow` up
+   * to date with every process's commits. The first call waits for the tracker's start mark, so a copy
+   * that relies on the tracker begins after it. Without it `ids` is always current (in-process).
+   */
+  refresh?(): Promise<void>;
   stop(): void;
 }
 

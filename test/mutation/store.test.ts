@@ -309,12 +309,14 @@ describe.each(KINDS)('store core over a %s driver', (kind) => {
 });
 
 describePg('store core over PostgreSQL', () => {
-  it('gives no write tracker: another process may write the same store, which an in-process set would miss', async () => {
+  it("gives the database's change feed as its write tracker: another process may write the same store, which an in-process set would miss", async () => {
     const { schema, drop } = await createSchema();
     const store = createStore(await PostgresDriver.connect({ connectionString: PG_URL, schema }));
     try {
       expect(store.kind).toBe('postgres');
-      expect(store.trackWrites()).toBeNull();
+      const feed = store.trackWrites();
+      expect(feed?.refresh).toBeTypeOf('function');
+      feed?.stop();
       // Local stores do track.
       const t = await tempDir();
       const local = createStore(await SqliteDriver.open(path.join(t.dir, 'memory.db')));

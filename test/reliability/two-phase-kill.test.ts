@@ -1,4 +1,4 @@
-// The two-phase backup of clear and full restore, killed at each of its steps while writers append:
+// The two-phase backup of clear and full restore (SQLite, JSON, PostgreSQL), killed at each of its steps while writers append:
 // parts copied but not sealed, sealed (pre-image on disk) but not committed, committed in the section,
 // final backup being linked, final backup published but parts not yet removed. After the next start's
 // recovery: no parts are left, every acknowledged append is in the store or in the operation's
@@ -13,14 +13,21 @@ import { openStore } from '../../src/store/open.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { ROOT, tempDir } from '../helpers/tmp.js';
 import { fixtureRecords, runChild } from '../helpers/crash.js';
+import { createSchema, describePg } from '../helpers/pg.js';
 
 const USERS = 300;
 const POINTS = ['snapshot-copied', 'backup-verified', 'changed', 'final-link', 'backup-published'] as const;
 const SEALED = new Set<string>(['backup-verified', 'changed', 'final-link', 'backup-published']);
 const COMMITTED = new Set<string>(['changed', 'final-link', 'backup-published']);
 
-for (const kind of ['sqlite', 'json'] as const) {
-  describe(`two-phase backup on ${kind}, killed at each step`, () => {
+const records = fixtureRecords(USERS);
+// The restore has work to do: the store differs from its source.
+const changedAfterBackup = records.filter((_, i) => i % 5 === 0).map((r) => ({ ...r, last_answer: 'changed after the backup' }));
+
+// PostgreSQL: each case gets a fresh schema with the users (the backup of the source comes from one too);
+// the child is a daemon of its own on it, its SIGKILL drops its session and with it the section's locks.
+for (const kind of ['sqlite', 'json', 'postgres'] as const) {
+  (kind === 'postgres' ? describePg : describe)(`two-phase backup on ${kind}, killed at each step`, () => {
     let dir: string;
     let cleanup: () => Promise<void>;
     let pristine: string;
@@ -28,15 +35,15 @@ for (const kind of ['sqlite', 'json'] as const) {
     beforeAll(async () => {
       ({ dir, cleanup } = await tempDir('chatmem-2pkill-'));
       pristine = path.join(dir, kind === 'sqlite' ? 'pristine.db' : 'pristine.json');
-      const store = await openStore(`${kind}:${pristine}`);
-      const records = fixtureRecords(USERS);
+      const pg = kind === 'postgres' ? await createSchema() : null;
+      const store = await openStore(pg ? pg.url : `${kind}:${pristine}`);
       await store.exclusive('all', (ctx) => ctx.putMany(records));
       const ops = new Operations({ store, backupDir: path.join(dir, 'source'), audit: new AuditLog(path.join(dir, 'setup-audit.log')), actor: { kind: 'os', name: 'setup' } });
       const b = await ops.createBackup();
       source = { file: b.file, id: b.id };
-      // The restore has work to do: the store differs from its source.
-      await store.exclusive('all', (ctx) => ctx.putMany(records.filter((_, i) => i % 5 === 0).map((r) => ({ ...r, last_answer: 'changed after the backup' }))));
+      await store.exclusive('all', (ctx) => ctx.putMany(changedAfterBackup));
       await store.close();
+      await pg?.drop();
     });
     afterAll(async () => cleanup());
 
@@ -47,10 +54,18 @@ for (const kind of ['sqlite', 'json'] as const) {
           const backupDir = path.join(run, 'backups');
           mkdirSync(backupDir, { recursive: true, mode: 0o700 });
           const file = path.join(run, path.basename(pristine).replace('pristine', 'memory'));
-          copyFileSync(pristine, file);
+          const pg = kind === 'postgres' ? await createSchema() : null;
+          if (pg) {
+            const s = await openStore(pg.url);
+            await s.exclusive('all', (ctx) => ctx.putMany(records));
+            await s.exclusive('all', (ctx) => ctx.putMany(changedAfterBackup));
+            await s.close();
+          } else {
+            copyFileSync(pristine, file);
+          }
           copyFileSync(source.file, path.join(backupDir, path.basename(source.file)));
           copyFileSync(source.file.replace(/\.json$/, '.meta.json'), path.join(backupDir, path.basename(source.file).replace(/\.json$/, '.meta.json')));
-          const url = `${kind}:${file}`;
+          const url = pg ? pg.url : `${kind}:${file}`;
           const audit = path.join(run, 'audit.log');
           const r = await runChild([path.join(ROOT, 'test/fixtures/two-phase-kill.mjs'), url, backupDir, audit, op, source.id, point, String(USERS)], { killAfterMs: null });
           expect(r.killed, r.stderr).toBe(true);
@@ -101,6 +116,7 @@ for (const kind of ['sqlite', 'json'] as const) {
             if (!COMMITTED.has(point)) expect(await store.count()).toBe(USERS);
           } finally {
             await store.close();
+            await pg?.drop();
             rmSync(run, { recursive: true, force: true });
           }
         }, 120_000);

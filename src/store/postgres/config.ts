@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 import { StoreError } from '../../errors.js';
 import { redactUrl } from '../url.js';
@@ -32,9 +33,20 @@ export function quoteIdent(name: string, what: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-export function tableNames(schema: string, table: string): { schema: string; users: string; versions: string } {
+/** A name derived from the users table's, hashed when it would pass PostgreSQL's 63-byte limit. */
+export function derivedName(table: string, suffix: string): string {
+  const name = `${table}_${suffix}`;
+  return Buffer.byteLength(name) <= 63 ? name : `chatmem_${suffix}_${createHash('sha256').update(table).digest().readUInt32BE(0)}`;
+}
+
+export function tableNames(schema: string, table: string): { schema: string; users: string; versions: string; deleted: string } {
   const qs = quoteIdent(schema, 'schema');
-  return { schema: qs, users: `${qs}.${quoteIdent(table, 'table')}`, versions: `${qs}.${quoteIdent(VERSION_TABLE, 'table')}` };
+  return {
+    schema: qs,
+    users: `${qs}.${quoteIdent(table, 'table')}`,
+    versions: `${qs}.${quoteIdent(VERSION_TABLE, 'table')}`,
+    deleted: `${qs}.${quoteIdent(derivedName(table, 'deleted'), 'table')}`,
+  };
 }
 
 /**

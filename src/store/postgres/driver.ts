@@ -2,7 +2,8 @@ import type { Pool, QueryResultRow } from 'pg';
 import { StoreError } from '../../errors.js';
 import type { MemoryRecord } from '../../record.js';
 import { isPrefixQuery, likeEscape } from '../search-text.js';
-import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary } from '../types.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary, WriteTracker } from '../types.js';
+import { ChangeFeed } from './changes.js';
 import { checkOptions, tableNames, type PostgresConnectOptions } from './config.js';
 import { Lease, createPool, openError, wrapError } from './connection.js';
 import { LockKeys, batchLocksSql, lockSection, tryLeaderLock, unlockAll, unlockLeader, writeLocksSql } from './locks.js';
@@ -69,13 +70,13 @@ export class PostgresDriver implements StoreDriver {
     private readonly pool: Pool,
     private readonly ownsPool: boolean,
     url: string,
-    qualifiedUsers: string,
+    names: { users: string; deleted: string },
     lockScope: string,
     /** True when search is served by the pg_trgm GIN index; false: a sequential scan (pg_trgm unavailable). */
     readonly searchIndex: boolean,
   ) {
     this.url = url;
-    this.sql = buildSql(qualifiedUsers);
+    this.sql = buildSql(names.users, names.deleted);
     this.locks = new LockKeys(lockScope);
     this.maxBatches = Math.max(1, (pool.options.max ?? 10) - 2);
   }
@@ -96,7 +97,7 @@ export class PostgresDriver implements StoreDriver {
       if (!opts.pool) await pool.end().catch(() => undefined);
       throw openError(err, url, opts.connectionString);
     }
-    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table).users, `${schema}\0${table}`, trigram);
+    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), `${schema}\0${table}`, trigram);
   }
 
   private checkOpen(): void {
@@ -269,6 +270,12 @@ export class PostgresDriver implements StoreDriver {
     } finally {
       lease.release();
     }
+  }
+
+  /** The users every daemon changes from now on, read from the database (see {@link ChangeFeed}). */
+  trackChanges(): WriteTracker {
+    this.checkOpen();
+    return new ChangeFeed((text, values) => this.read(text, values), this.sql);
   }
 
   async count(): Promise<number> {

@@ -2,7 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import { StoreError } from '../../errors.js';
 import type { MemoryRecord } from '../../record.js';
 import { searchText } from '../search-text.js';
-import { quoteIdent, tableNames } from './config.js';
+import { derivedName, quoteIdent, tableNames } from './config.js';
 import { Lease } from './connection.js';
 import { hashKey, lockMigrations } from './locks.js';
 import { WRITE_BATCH } from './sql.js';
@@ -11,7 +11,7 @@ import { WRITE_BATCH } from './sql.js';
  * Versioned migrations; entry i takes the schema from version i to i + 1. Each is idempotent on its
  * own as well, so a lost version row cannot break a start.
  */
-const MIGRATIONS: readonly ((t: { users: string }) => string | ((client: PoolClient) => Promise<void>))[] = [
+const MIGRATIONS: readonly ((t: { users: string; deleted: string; table: string }) => string | ((client: PoolClient) => Promise<void>))[] = [
   // data is JSON text, not JSONB: JSONB reorders keys and drops duplicates, and unknown fields must
   // come back exactly as written (the seed format is the contract). user_id uses the "C" collation so
   // ORDER BY and keyset pagination follow UTF-8 byte order, the order of backups.
@@ -44,6 +44,22 @@ const MIGRATIONS: readonly ((t: { users: string }) => string | ((client: PoolCli
       after = last.user_id;
     }
   },
+  // What a clear or full restore needs to copy its backup while other daemons write (two-phase, see
+  // changes.ts): `version` is the writing transaction's id, so "changed since a snapshot" is the rows
+  // whose version that snapshot does not see (exact, whatever order the writers committed in, which a
+  // sequence value taken at write time is not); deletes leave a row in the deleted-users log (a null
+  // user id: the whole store was cleared or replaced). Added without a default first, then given one:
+  // a volatile default in ADD COLUMN would rewrite every row. Rows from before keep a null version,
+  // which every later snapshot sees.
+  (t) => `ALTER TABLE ${t.users} ADD COLUMN IF NOT EXISTS version xid8;
+    ALTER TABLE ${t.users} ALTER COLUMN version SET DEFAULT pg_current_xact_id();
+    CREATE INDEX IF NOT EXISTS ${quoteIdent(derivedName(t.table, 'version'), 'index')} ON ${t.users} (version) WHERE version IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS ${t.deleted} (
+      user_id TEXT COLLATE "C",
+      version xid8 NOT NULL DEFAULT pg_current_xact_id(),
+      at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX IF NOT EXISTS ${quoteIdent(derivedName(t.table, 'deleted_version'), 'index')} ON ${t.deleted} (version)`,
 ];
 
 /** Latest schema version this build knows. */
@@ -110,7 +126,7 @@ export async function migrate(pool: Pool, wanted: string | undefined, table: str
       );
     }
     for (const step of MIGRATIONS.slice(from)) {
-      const todo = step(names);
+      const todo = step({ ...names, table });
       if (typeof todo === 'string') await client.query(todo);
       else await todo(client);
     }

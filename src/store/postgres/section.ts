@@ -65,7 +65,11 @@ export class Section implements DriverContext {
 
   delete(ids: string[]): Promise<number> {
     return this.run(() =>
-      inTransaction(this.client, 'delete', async () => (await this.client.query(this.sql.deleteMany, [ids])).rowCount ?? 0),
+      inTransaction(this.client, 'delete', async () => {
+        const n = (await this.client.query(this.sql.deleteMany, [ids])).rowCount ?? 0;
+        await this.client.query(this.sql.pruneDeleted);
+        return n;
+      }),
     );
   }
 
@@ -73,7 +77,12 @@ export class Section implements DriverContext {
     // DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, so a backup reading an older snapshot on
     // another daemon would see an empty table.
     return this.run(() =>
-      inTransaction(this.client, 'clear', async () => (await this.client.query(this.sql.clear)).rowCount ?? 0),
+      inTransaction(this.client, 'clear', async () => {
+        const n = (await this.client.query(this.sql.clear)).rowCount ?? 0;
+        // A change feed running meanwhile (another daemon's clear copying its backup) must copy again.
+        await this.client.query(`${this.sql.markAll}; ${this.sql.pruneDeleted}`);
+        return n;
+      }),
     );
   }
 
@@ -142,7 +151,7 @@ export class Section implements DriverContext {
    */
   replaceAll(records: AsyncIterable<MemoryRecord>): Promise<number> {
     return this.streamed('restore', async (failed) => {
-      await this.client.query(this.sql.clear);
+      await this.client.query(`${this.sql.clear}; ${this.sql.markAll}; ${this.sql.pruneDeleted}`);
       await this.upsertStream(records, failed);
       // Counted in the database: a set of ids would not be constant memory at 1M users.
       return Number((await this.client.query<CountRow>(this.sql.count)).rows[0]?.n ?? 0);

@@ -30,12 +30,29 @@ export interface Sql {
   searchPrefix: string;
   deleteMany: string;
   clear: string;
+  /** Notes in the deleted-users log that the whole store was cleared or replaced (a null user id). */
+  markAll: string;
+  /** Drops deleted-users entries older than {@link DELETED_KEEP_HOURS}. */
+  pruneDeleted: string;
+  /** This moment's snapshot (`pg_snapshot` text): the mark a change feed starts from. */
+  mark: string;
+  /** Users written or deleted by transactions the snapshot $1 does not see (null: a whole-store change), at most $2. */
+  changedSince: string;
 }
 
-export function buildSql(users: string): Sql {
+/**
+ * How long the deleted-users log keeps an entry. A change feed older than this cannot trust the log
+ * and reports an overflow (its caller copies everything again); a clear or restore takes minutes.
+ */
+export const DELETED_KEEP_HOURS = 24;
+
+export function buildSql(users: string, deleted: string): Sql {
   const updateSet = `ON CONFLICT (user_id) DO UPDATE SET data = EXCLUDED.data, name = EXCLUDED.name,
     product = EXCLUDED.product, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-    messages = EXCLUDED.messages, search_text = EXCLUDED.search_text`;
+    messages = EXCLUDED.messages, search_text = EXCLUDED.search_text, version = pg_current_xact_id()`;
+  // An insert takes the column's default, pg_current_xact_id(), so every write sets the version.
+  const notSeenBy = (table: string) =>
+    `SELECT user_id FROM ${table} WHERE version >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(version, $1::pg_snapshot)`;
   return {
     get: `SELECT data FROM ${users} WHERE user_id = $1`,
     getForUpdate: `SELECT data FROM ${users} WHERE user_id = $1 FOR UPDATE`,
@@ -53,8 +70,14 @@ export function buildSql(users: string): Sql {
     search: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE search_text LIKE $1 ESCAPE '\\' ORDER BY user_id LIMIT $2`,
     // Under the "C" collation a LIKE prefix is a range scan of the primary key.
     searchPrefix: `SELECT ${SUMMARY_COLUMNS} FROM ${users} WHERE user_id LIKE $1 ESCAPE '\\' ORDER BY user_id LIMIT $2`,
-    deleteMany: `DELETE FROM ${users} WHERE user_id = ANY($1::text[])`,
+    // The log is written in the delete's own statement: both commit or neither.
+    deleteMany: `WITH d AS (DELETE FROM ${users} WHERE user_id = ANY($1::text[]) RETURNING user_id) INSERT INTO ${deleted} (user_id) SELECT user_id FROM d`,
     clear: `DELETE FROM ${users}`,
+    markAll: `INSERT INTO ${deleted} (user_id) VALUES (NULL)`,
+    pruneDeleted: `DELETE FROM ${deleted} WHERE at < now() - interval '${DELETED_KEEP_HOURS} hours'`,
+    mark: `SELECT pg_current_snapshot()::text AS s`,
+    // The version index is read from the snapshot's xmin: every transaction before it is visible.
+    changedSince: `${notSeenBy(users)} UNION ALL ${notSeenBy(deleted)} LIMIT $2`,
   };
 }
 
