@@ -82,6 +82,7 @@ export async function rewriteChatmemBackup(src: BackupSource, drop: ReadonlySet<
   const dir = path.dirname(src.file);
   const tmp = tempNameFor(src.file);
   const intentFile = path.join(dir, intentName(src.fileName));
+  let renamed = false;
   try {
     const out = io.createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
     out.on('error', () => undefined);
@@ -112,14 +113,8 @@ export async function rewriteChatmemBackup(src: BackupSource, drop: ReadonlySet<
       writer: { pid: process.pid, host: hostname() },
     };
     await writeFileAtomic(intentFile, JSON.stringify(intent, null, 2) + '\n');
-    try {
-      await io.rename(tmp, src.file);
-    } catch (err) {
-      // rename(2) either happens or not: the old backup stands, and an intent naming content that never
-      // landed would only wait for the next start (this process is alive) to be removed.
-      await fsp.rm(intentFile, { force: true }).catch(() => undefined);
-      throw err;
-    }
+    await io.rename(tmp, src.file);
+    renamed = true;
     const next = nextManifest(manifest, intent.next, now());
     try {
       await completeRewrite(dir, next, intentFile);
@@ -133,6 +128,9 @@ export async function rewriteChatmemBackup(src: BackupSource, drop: ReadonlySet<
     return 'rewritten';
   } catch (err) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    // Before the rename (which either happens or not) the old backup stands, and an intent naming
+    // content that never landed would wait for the next start (this process is alive) to be removed.
+    if (!renamed) await fsp.rm(intentFile, { force: true }).catch(() => undefined);
     throw err instanceof BackupError ? err : new BackupError('E_BACKUP_WRITE', `cannot rewrite ${src.fileName}: ${(err as Error).message}`, { cause: err });
   }
 }
@@ -161,17 +159,17 @@ async function* keptEntries(src: BackupSource, drop: ReadonlySet<string>): Async
  */
 export async function rewriteLegacyBackup(src: BackupSource, drop: ReadonlySet<string>): Promise<RewriteOutcome> {
   if (!(await backupHoldsAny(src, drop))) return 'untouched';
-  if (src.kind === 'user') {
-    await fsp.rm(src.file, { force: true });
-    await fsyncDir(path.dirname(src.file));
-    return 'deleted';
-  }
-  const kept: [string, unknown][] = [];
-  for await (const e of readJsonEntries(src.file, { gzip: src.gzip })) if (!drop.has(e.key)) kept.push([e.key, e.value]);
-  const text = Buffer.from(serializeSeed(kept), 'utf8');
-  const sha = createHash('sha256').update(text).digest('hex');
   const tmp = tempNameFor(src.file);
   try {
+    if (src.kind === 'user') {
+      await fsp.rm(src.file, { force: true });
+      await fsyncDir(path.dirname(src.file));
+      return 'deleted';
+    }
+    const kept: [string, unknown][] = [];
+    for await (const e of readJsonEntries(src.file, { gzip: src.gzip })) if (!drop.has(e.key)) kept.push([e.key, e.value]);
+    const text = Buffer.from(serializeSeed(kept), 'utf8');
+    const sha = createHash('sha256').update(text).digest('hex');
     const fh = await io.open(tmp, 'wx', FILE_MODE);
     try {
       if (src.gzip) {

@@ -264,6 +264,7 @@ describe('rewriting backups', () => {
       ['the fsync of the new content fails', { call: 'sync', match: isBackupTemp, kind: 'EIO' }],
       ['the intent cannot be written', { call: 'writeAll', match: (f) => f.includes('.rewrite.json'), kind: 'ENOSPC' }],
       ['the rename over the old backup fails', { call: 'rename', match: isBackupTemp, kind: 'EIO' }],
+      ['the directory fsync after the intent fails', { call: 'fsyncDir', match: () => true, nth: 1, kind: 'EIO' }],
     ] as [string, FaultRule][]) {
       it(`before the rename, ${label}: refused (E_BACKUP_WRITE, cause kept), the old backup and manifest stand, nothing left`, async () => {
         const { b, data, meta } = await chatmem();
@@ -363,6 +364,18 @@ describe('rewriting backups', () => {
         });
       }
     }
+
+    it('a per-user seed file whose removal cannot be made durable: E_BACKUP_WRITE with its cause (the file is gone)', async () => {
+      const name = 'memory_backup_u1_20251125_140002.json';
+      writeFileSync(path.join(dir, name), JSON.stringify({ user_id: 'u1', record: rec('u1') }));
+      const f = injectFault({ call: 'fsyncDir', match: (d) => d === dir, kind: 'EIO' });
+      const e = await rewriteLegacyBackup(await openBackup(dir, name), new Set(['u1'])).catch((x: unknown) => x);
+      f.restore();
+      expect(f.hits()).toBe(1);
+      expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: `cannot rewrite ${name}: EIO: injected failure, fsync directory ${dir}` });
+      expect((e as { cause?: { code?: string } }).cause?.code).toBe('EIO');
+      expect(readdirSync(dir)).toEqual([]);
+    });
 
     it('leaves no descriptor open under the directory, rewritten or refused', async () => {
       const { b } = await chatmem();
