@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
 import { verifySource } from '../../src/backup/integrity.js';
 import { openBackup } from '../../src/backup/source.js';
+import { rewriteChatmemBackup } from '../../src/backup/rewrite.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { FORGET_KEY_FILE, forgetKey, forgetUsers, forgottenId, redactText, type ForgetContext } from '../../src/ops/forget.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
@@ -76,6 +77,20 @@ describe('forgetKey and forgottenId', () => {
       expect((e as Error).message).toMatch(new RegExp(`^cannot create the forget key ${path.join(dataDir, FORGET_KEY_FILE)}: ${code}: injected failure`));
       expect(readdirSync(dataDir), call).toEqual([]);
     }
+  });
+
+  it('a damaged key that another first forget linked in meanwhile is refused with its own message', async () => {
+    const dataDir = path.join(dir, 'race');
+    const file = path.join(dataDir, FORGET_KEY_FILE);
+    const restore = setFsIo({
+      link: async (from, to) => {
+        if (to === file) writeFileSync(file, 'short\n');
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const e = await forgetKey(dataDir).catch((x: unknown) => x).finally(restore);
+    expect(e).toMatchObject({ code: 'E_AUDIT_WRITE', message: `the forget key ${file} is damaged (5 characters, not 64 hex digits); restore it from a copy, or remove it only if no forget ever used it` });
+    expect(readdirSync(dataDir)).toEqual([FORGET_KEY_FILE]);
   });
 
   it('a key name held by a dangling symlink is refused, not retried forever', async () => {
@@ -321,6 +336,46 @@ describe('forgetUsers', () => {
     expect(r.backupsRewritten).toEqual([kept.id]);
     expect(readdirSync(ctx.backupDir).sort()).toEqual([`${kept.id}.json`, `${kept.id}.meta.json`]);
     expect(readFileSync(kept.file, 'utf8')).not.toContain('"u1"');
+  });
+
+  it('a planned backup that cannot be opened by its rewrite (swapped for a symlink) stops the forget with that error', async () => {
+    await store.put('u1', rec('u1'));
+    const b = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    const elsewhere = path.join(dir, 'elsewhere.json');
+    let swapped = false;
+    const restore = setFsIo({
+      writeSome: async (fh, file, buf) => {
+        if (!swapped && file === path.join(dir, 'audit.log')) {
+          swapped = true;
+          writeFileSync(elsewhere, readFileSync(b.file));
+          rmSync(b.file);
+          symlinkSync(elsewhere, b.file);
+        }
+        return defaultFsIo.writeSome(fh, file, buf);
+      },
+    });
+    const e = await forgetUsers(ctx, ['u1']).catch((x: unknown) => x).finally(restore);
+    expect(swapped).toBe(true);
+    expect(e).toMatchObject({ code: 'E_BACKUP_NOT_REGULAR' });
+  });
+
+  it('a planned backup another forget of the same user rewrote meanwhile is untouched: neither rewritten nor deleted in the answer', async () => {
+    await store.put('u1', rec('u1'));
+    const b = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    let raced = false;
+    const restore = setFsIo({
+      writeSome: async (fh, file, buf) => {
+        if (!raced && file === path.join(dir, 'audit.log')) {
+          raced = true;
+          expect(await rewriteChatmemBackup(await openBackup(ctx.backupDir, b.id), new Set(['u1']))).toBe('rewritten');
+        }
+        return defaultFsIo.writeSome(fh, file, buf);
+      },
+    });
+    const r = await forgetUsers(ctx, ['u1']).finally(restore);
+    expect(raced).toBe(true);
+    expect(r).toMatchObject({ backupsRewritten: [], filesDeleted: [] });
+    expect(existsSync(b.file)).toBe(true);
   });
 
   it('a backup that lands during the first pass (its snapshot taken before the delete) is forgotten by the second', async () => {
