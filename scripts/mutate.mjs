@@ -62,7 +62,7 @@ const TESTS = {
   'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/sql.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts'],
-  'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-connection.test.ts'],
   'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
 };
 

@@ -3,8 +3,8 @@ import type { FileHandle } from 'node:fs/promises';
 
 /**
  * The file-system calls of the durable write paths (atomic replace, the JSON store's swap, backup
- * writer, manifests, audit append), in one replaceable object so tests can inject failures at each
- * step or model power loss.
+ * writer, manifests, audit append, forget's backup rewrites, the file store's owner claim), in one
+ * replaceable object so tests can inject failures at each step or model power loss.
  * Every call names the file it acts on. The defaults are node:fs; nothing else changes behaviour.
  */
 export interface FsIo {

@@ -7,7 +7,7 @@
  * its old manifest, or the new one with an intent that {@link finishRewrites} turns into its manifest:
  * never neither, never a backup whose manifest does not match it once the start-up recovery has run.
  */
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
@@ -18,6 +18,7 @@ import { BackupError, errnoCode } from '../errors.js';
 import { FILE_MODE, fsyncDir, tempNameFor, writeFileAtomic } from '../fs-util.js';
 import { serializeSeed } from '../format/seed.js';
 import { manifestName } from './format.js';
+import { io } from '../fsio.js';
 import { writeBackupStream } from '../format/line-writer.js';
 import { digestBackupFile } from '../format/line-reader.js';
 import { readJsonEntries } from '../format/json-entries.js';
@@ -40,11 +41,11 @@ export function intentName(backupFileName: string): string {
 }
 
 async function fsyncFile(file: string): Promise<void> {
-  const fh = await fsp.open(file, 'r+');
+  const fh = await io.open(file, 'r+');
   try {
-    await fh.sync();
+    await io.sync(fh, file);
   } finally {
-    await fh.close();
+    await io.close(fh, file);
   }
 }
 
@@ -81,8 +82,9 @@ export async function rewriteChatmemBackup(src: BackupSource, drop: ReadonlySet<
   const dir = path.dirname(src.file);
   const tmp = tempNameFor(src.file);
   const intentFile = path.join(dir, intentName(src.fileName));
+  let renamed = false;
   try {
-    const out = createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
+    const out = io.createWriteStream(tmp, { flags: 'wx', mode: FILE_MODE });
     out.on('error', () => undefined);
     await once(out, 'open');
     let written;
@@ -111,16 +113,34 @@ export async function rewriteChatmemBackup(src: BackupSource, drop: ReadonlySet<
       writer: { pid: process.pid, host: hostname() },
     };
     await writeFileAtomic(intentFile, JSON.stringify(intent, null, 2) + '\n');
-    await fsp.rename(tmp, src.file);
-    await fsyncDir(dir);
-    await writeManifest(dir, nextManifest(manifest, intent.next, now()));
-    await fsp.rm(intentFile, { force: true });
-    await fsyncDir(dir);
+    await io.rename(tmp, src.file);
+    renamed = true;
+    const next = nextManifest(manifest, intent.next, now());
+    try {
+      await completeRewrite(dir, next, intentFile);
+    } catch {
+      // The old content is gone and the new one verified: the backup must not stay beside its old
+      // manifest, which no longer verifies it (the start-up recovery would finish it, but this
+      // process is alive and every verification until a restart would fail). Once more; a second
+      // failure leaves the intent, which the next start turns into this manifest.
+      await completeRewrite(dir, next, intentFile);
+    }
     return 'rewritten';
   } catch (err) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    // Before the rename (which either happens or not) the old backup stands, and an intent naming
+    // content that never landed would wait for the next start (this process is alive) to be removed.
+    if (!renamed) await fsp.rm(intentFile, { force: true }).catch(() => undefined);
     throw err instanceof BackupError ? err : new BackupError('E_BACKUP_WRITE', `cannot rewrite ${src.fileName}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** After the rename: the rename made durable, the manifest of the new content, the intent gone. */
+async function completeRewrite(dir: string, next: BackupManifest, intentFile: string): Promise<void> {
+  await fsyncDir(dir);
+  await writeManifest(dir, next);
+  await fsp.rm(intentFile, { force: true });
+  await fsyncDir(dir);
 }
 
 function nextManifest(m: BackupManifest, next: RewriteIntent['next'], at: Date): BackupManifest {
@@ -139,18 +159,18 @@ async function* keptEntries(src: BackupSource, drop: ReadonlySet<string>): Async
  */
 export async function rewriteLegacyBackup(src: BackupSource, drop: ReadonlySet<string>): Promise<RewriteOutcome> {
   if (!(await backupHoldsAny(src, drop))) return 'untouched';
-  if (src.kind === 'user') {
-    await fsp.rm(src.file, { force: true });
-    await fsyncDir(path.dirname(src.file));
-    return 'deleted';
-  }
-  const kept: [string, unknown][] = [];
-  for await (const e of readJsonEntries(src.file, { gzip: src.gzip })) if (!drop.has(e.key)) kept.push([e.key, e.value]);
-  const text = Buffer.from(serializeSeed(kept), 'utf8');
-  const sha = createHash('sha256').update(text).digest('hex');
   const tmp = tempNameFor(src.file);
   try {
-    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+    if (src.kind === 'user') {
+      await fsp.rm(src.file, { force: true });
+      await fsyncDir(path.dirname(src.file));
+      return 'deleted';
+    }
+    const kept: [string, unknown][] = [];
+    for await (const e of readJsonEntries(src.file, { gzip: src.gzip })) if (!drop.has(e.key)) kept.push([e.key, e.value]);
+    const text = Buffer.from(serializeSeed(kept), 'utf8');
+    const sha = createHash('sha256').update(text).digest('hex');
+    const fh = await io.open(tmp, 'wx', FILE_MODE);
     try {
       if (src.gzip) {
         const gz = createGzip();
@@ -158,13 +178,13 @@ export async function rewriteLegacyBackup(src: BackupSource, drop: ReadonlySet<s
         gz.on('data', (c: Buffer) => chunks.push(c));
         gz.end(text);
         await once(gz, 'end');
-        await fh.writeFile(Buffer.concat(chunks));
+        await io.writeAll(fh, tmp, Buffer.concat(chunks));
       } else {
-        await fh.writeFile(text);
+        await io.writeAll(fh, tmp, text);
       }
-      await fh.sync();
+      await io.sync(fh, tmp);
     } finally {
-      await fh.close();
+      await io.close(fh, tmp);
     }
     const check = await digestBackupFile(tmp, { gzip: src.gzip });
     const keys = new Set<string>();
@@ -172,7 +192,7 @@ export async function rewriteLegacyBackup(src: BackupSource, drop: ReadonlySet<s
     if (check.sha256 !== sha || check.users !== kept.length || [...drop].some((u) => keys.has(u))) {
       throw new BackupError('E_BACKUP_VERIFY', `the rewrite of ${src.fileName} did not verify: wrote ${kept.length} users, read back ${check.users}`);
     }
-    await fsp.rename(tmp, src.file);
+    await io.rename(tmp, src.file);
     await fsyncDir(path.dirname(src.file));
     return 'rewritten';
   } catch (err) {

@@ -24,7 +24,8 @@ export async function exportStore(
   try {
     await io.rename(tmp, file);
   } catch (err) {
-    await fsp.rm(tmp, { force: true });
+    // The rename's error is the answer, whatever the removal of the temp file meets.
+    await fsp.rm(tmp).catch(() => undefined);
     throw err;
   }
   await fsyncDir(path.dirname(file));

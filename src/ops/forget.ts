@@ -10,6 +10,7 @@ import { promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { BackupError, errnoCode, isChatmemError, OpsError } from '../errors.js';
 import { ensurePrivateDir, FILE_MODE, fsyncDir, tempNameFor, writeFileAtomic } from '../fs-util.js';
+import { io } from '../fsio.js';
 import { validateUserId } from '../record.js';
 import type { Store } from '../store/types.js';
 import { parseBackupName } from '../backup/format.js';
@@ -64,15 +65,15 @@ export async function forgetKey(dataDir: string): Promise<Buffer> {
     // Written whole and synced under a temp name, then linked: the key file is never seen half written
     // (a kill between creating and writing it left an empty key before), and `link` fails on an
     // existing name, so two first forgets at once keep one key.
-    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+    const fh = await io.open(tmp, 'wx', FILE_MODE);
     try {
-      await fh.writeFile(key.toString('hex') + '\n');
-      await fh.sync();
+      await io.writeAll(fh, tmp, key.toString('hex') + '\n');
+      await io.sync(fh, tmp);
     } finally {
-      await fh.close();
+      await io.close(fh, tmp);
     }
     try {
-      await fsp.link(tmp, file);
+      await io.link(tmp, file);
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
       const theirs = await readForgetKey(file);

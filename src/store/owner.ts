@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import { errnoCode, StoreError } from '../errors.js';
 import { FILE_MODE } from '../fs-util.js';
+import { io } from '../fsio.js';
 
 /** Who holds a file store for writing. */
 export interface OwnerInfo {
@@ -60,7 +61,9 @@ export async function acquireOwner(storeFile: string, info: Omit<OwnerInfo, 'pid
   const mine: OwnerInfo = { pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString(), ...info };
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      await fsp.writeFile(file, JSON.stringify(mine) + '\n', { flag: 'wx', mode: FILE_MODE });
+      // Through the seam: a test makes the owner file reappear before each exclusive create, the race
+      // the three attempts are for.
+      await io.writeFile(file, JSON.stringify(mine) + '\n', { flag: 'wx', mode: FILE_MODE });
       return {
         file,
         release: async () => {

@@ -1,10 +1,11 @@
 import { createHmac } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
 import { verifySource } from '../../src/backup/integrity.js';
 import { openBackup } from '../../src/backup/source.js';
+import { rewriteChatmemBackup } from '../../src/backup/rewrite.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { FORGET_KEY_FILE, forgetKey, forgetUsers, forgottenId, redactText, type ForgetContext } from '../../src/ops/forget.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
@@ -12,6 +13,8 @@ import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { tempDir } from '../helpers/tmp.js';
+import { injectFault } from '../reliability/fs-faults.js';
+import { defaultFsIo, setFsIo } from '../../src/fsio.js';
 import { openUnder } from '../helpers/fd.js';
 
 // The promises of forget (src/ops/forget.ts) beyond test/ops/forget.test.ts: the key is made once and
@@ -57,6 +60,37 @@ describe('forgetKey and forgottenId', () => {
     writeFileSync(path.join(dir, 'f'), '');
     const e2 = await forgetKey(path.join(dir, 'f')).catch((e: unknown) => e);
     expect(e2).toMatchObject({ code: 'E_AUDIT_WRITE', cause: expect.objectContaining({ code: 'ENOTDIR' }) });
+  });
+
+  it('a key that cannot be written, synced or linked into place is refused with E_AUDIT_WRITE and its cause; no key, no temp file', async () => {
+    for (const [call, code] of [
+      ['writeAll', 'ENOSPC'],
+      ['sync', 'EIO'],
+      ['link', 'EIO'],
+    ] as const) {
+      const dataDir = path.join(dir, call);
+      const f = injectFault({ call, match: (x) => path.dirname(x) === dataDir, kind: code === 'EIO' ? 'EIO' : 'ENOSPC' });
+      const e = await forgetKey(dataDir).catch((x: unknown) => x);
+      f.restore();
+      expect(f.hits(), call).toBe(1);
+      expect(e, call).toMatchObject({ code: 'E_AUDIT_WRITE', cause: expect.objectContaining({ code }) });
+      expect((e as Error).message).toMatch(new RegExp(`^cannot create the forget key ${path.join(dataDir, FORGET_KEY_FILE)}: ${code}: injected failure`));
+      expect(readdirSync(dataDir), call).toEqual([]);
+    }
+  });
+
+  it('a damaged key that another first forget linked in meanwhile is refused with its own message', async () => {
+    const dataDir = path.join(dir, 'race');
+    const file = path.join(dataDir, FORGET_KEY_FILE);
+    const restore = setFsIo({
+      link: async (from, to) => {
+        if (to === file) writeFileSync(file, 'short\n');
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const e = await forgetKey(dataDir).catch((x: unknown) => x).finally(restore);
+    expect(e).toMatchObject({ code: 'E_AUDIT_WRITE', message: `the forget key ${file} is damaged (5 characters, not 64 hex digits); restore it from a copy, or remove it only if no forget ever used it` });
+    expect(readdirSync(dataDir)).toEqual([FORGET_KEY_FILE]);
   });
 
   it('a key name held by a dangling symlink is refused, not retried forever', async () => {
@@ -279,6 +313,90 @@ describe('forgetUsers', () => {
     const src = await openBackup(ctx.backupDir, b.id);
     expect(src.manifest?.users).toBe(1);
     expect(await verifySource(src)).toMatchObject({ ok: true, users: 1 });
+  });
+
+  it('a planned backup removed before its rewrite (a prune racing the forget) is skipped; the others are forgotten', async () => {
+    await store.put('u1', rec('u1'));
+    const kept = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    const pruned = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-02T00:00:00Z') });
+    // After the plan, when the forget writes its audit intent: the second backup goes.
+    let removed = false;
+    const restore = setFsIo({
+      writeSome: async (fh, file, buf) => {
+        if (!removed && file === path.join(dir, 'audit.log')) {
+          removed = true;
+          rmSync(pruned.file);
+          rmSync(path.join(ctx.backupDir, `${pruned.id}.meta.json`));
+        }
+        return defaultFsIo.writeSome(fh, file, buf);
+      },
+    });
+    const r = await forgetUsers(ctx, ['u1']).finally(restore);
+    expect(removed).toBe(true);
+    expect(r.backupsRewritten).toEqual([kept.id]);
+    expect(readdirSync(ctx.backupDir).sort()).toEqual([`${kept.id}.json`, `${kept.id}.meta.json`]);
+    expect(readFileSync(kept.file, 'utf8')).not.toContain('"u1"');
+  });
+
+  it('a planned backup that cannot be opened by its rewrite (swapped for a symlink) stops the forget with that error', async () => {
+    await store.put('u1', rec('u1'));
+    const b = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    const elsewhere = path.join(dir, 'elsewhere.json');
+    let swapped = false;
+    const restore = setFsIo({
+      writeSome: async (fh, file, buf) => {
+        if (!swapped && file === path.join(dir, 'audit.log')) {
+          swapped = true;
+          writeFileSync(elsewhere, readFileSync(b.file));
+          rmSync(b.file);
+          symlinkSync(elsewhere, b.file);
+        }
+        return defaultFsIo.writeSome(fh, file, buf);
+      },
+    });
+    const e = await forgetUsers(ctx, ['u1']).catch((x: unknown) => x).finally(restore);
+    expect(swapped).toBe(true);
+    expect(e).toMatchObject({ code: 'E_BACKUP_NOT_REGULAR' });
+  });
+
+  it('a planned backup another forget of the same user rewrote meanwhile is untouched: neither rewritten nor deleted in the answer', async () => {
+    await store.put('u1', rec('u1'));
+    const b = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    let raced = false;
+    const restore = setFsIo({
+      writeSome: async (fh, file, buf) => {
+        if (!raced && file === path.join(dir, 'audit.log')) {
+          raced = true;
+          expect(await rewriteChatmemBackup(await openBackup(ctx.backupDir, b.id), new Set(['u1']))).toBe('rewritten');
+        }
+        return defaultFsIo.writeSome(fh, file, buf);
+      },
+    });
+    const r = await forgetUsers(ctx, ['u1']).finally(restore);
+    expect(raced).toBe(true);
+    expect(r).toMatchObject({ backupsRewritten: [], filesDeleted: [] });
+    expect(existsSync(b.file)).toBe(true);
+  });
+
+  it('a backup that lands during the first pass (its snapshot taken before the delete) is forgotten by the second', async () => {
+    await store.put('u1', rec('u1'));
+    const first = await writeBackup(ctx.backupDir, [rec('u1'), rec('u2')], { reason: 'manual', scope: 'full', source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    let late: { id: string; file: string } | null = null;
+    // Right before the first rewrite takes its backup's name, a scheduled backup of the old store lands.
+    let landing = false;
+    const restore = setFsIo({
+      rename: async (from, to) => {
+        if (to === first.file && !late && !landing) {
+          landing = true;
+          late = await writeBackup(ctx.backupDir, [rec('u1'), rec('u3')], { reason: 'scheduled', scope: 'full', source: 's', now: () => new Date('2026-01-03T00:00:00Z') });
+        }
+        return defaultFsIo.rename(from, to);
+      },
+    });
+    const r = await forgetUsers(ctx, ['u1']).finally(restore);
+    expect(late).not.toBeNull();
+    expect(r.backupsRewritten).toEqual([first.id, (late as unknown as { id: string }).id]);
+    for (const f of [first.file, (late as unknown as { file: string }).file]) expect(readFileSync(f, 'utf8')).not.toContain('"u1"');
   });
 
   it('a failure after the intent closes the audit entry as failed, with the code and no user in the message', async () => {

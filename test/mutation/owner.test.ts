@@ -7,6 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultFsIo, setFsIo } from '../../src/fsio.js';
 import { acquireOwner, isProcessAlive, ownerFileFor, readOwner, type OwnerInfo } from '../../src/store/owner.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -139,5 +140,34 @@ describe('file store owner', () => {
     const file = store();
     await fsp.mkdir(ownerFileFor(file));
     await expect(acquireOwner(file, { role: 'cli' })).rejects.toMatchObject({ code: 'E_STORE_OPEN', cause: { code: 'EISDIR' } });
+  });
+
+  it('an owner file that reappears after each stale removal: three attempts, then E_STORE_LOCKED; a claim won on the third stands', async () => {
+    for (const [races, wins] of [
+      [Infinity, false],
+      [2, true],
+    ] as const) {
+      const file = store();
+      let attempts = 0;
+      // Another starter's stale claim lands right before each exclusive create (a dead pid: it is removed).
+      const restore = setFsIo({
+        writeFile: async (f, data, options) => {
+          if (f === ownerFileFor(file) && ++attempts <= races) await fsp.writeFile(f, JSON.stringify({ pid: deadPid, host: os.hostname(), role: 'cli', startedAt: 'x' }) + '\n');
+          return defaultFsIo.writeFile(f, data, options);
+        },
+      });
+      try {
+        if (wins) {
+          const lock = await acquireOwner(file, { role: 'cli' });
+          expect(JSON.parse(await fsp.readFile(lock.file, 'utf8'))).toMatchObject({ pid: process.pid });
+          await lock.release();
+        } else {
+          await expect(acquireOwner(file, { role: 'cli' })).rejects.toMatchObject({ code: 'E_STORE_LOCKED', message: `could not claim ${file}: its owner file keeps changing` });
+        }
+      } finally {
+        restore();
+      }
+      expect(attempts).toBe(3);
+    }
   });
 });

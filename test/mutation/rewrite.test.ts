@@ -1,16 +1,19 @@
-import { existsSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeBackup } from '../../src/backup/create.js';
 import { clearVerifyCache, verifySource } from '../../src/backup/integrity.js';
 import { backupHoldsAny, finishRewrites, intentName, rewriteChatmemBackup, rewriteLegacyBackup } from '../../src/backup/rewrite.js';
 import { backupRecords, openBackup } from '../../src/backup/source.js';
 import { serializeSeed } from '../../src/format/seed.js';
-import { defaultFsIo, io } from '../../src/fsio.js';
+import { isTempName } from '../../src/fs-util.js';
+import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { tempDir } from '../helpers/tmp.js';
+import { openUnder } from '../helpers/fd.js';
+import { injectFault, type FaultRule } from '../reliability/fs-faults.js';
 
 // The promises of a backup rewrite (src/backup/rewrite.ts, forget's only change to an existing backup):
 // the new content is verified before it replaces the old; the manifest then describes it; a backup of
@@ -22,46 +25,31 @@ const at = (iso: string) => () => new Date(iso);
 const opts = { reason: 'manual' as const, scope: 'full' as const, source: 's' };
 
 /**
- * Watches the rewrite's own file calls (it uses node:fs directly): each handle's fsync, and renames.
- * `onSync` runs right before an fsync, as the last point before the re-read.
+ * Watches the rewrite's file calls through the `src/fsio.ts` seam: each fsync and close, and renames
+ * (`atomic` for writeFileAtomic's rename of the intent or the manifest into place). `onSync` runs right
+ * before an fsync, as the last point before the re-read.
  */
 function watchFs(onSync?: (file: string) => void, onRename?: (to: string) => void): { events: string[]; restore: () => void } {
   const events: string[] = [];
-  const realOpen = fsp.open.bind(fsp);
-  const realRename = fsp.rename.bind(fsp);
   const base = (f: unknown) => path.basename(String(f)).replace(/\.\d+\.[0-9a-f]{8}\.tmp$/, '.TMP');
-  const o = vi.spyOn(fsp, 'open').mockImplementation(async (file, flags, mode) => {
-    const fh = await realOpen(file, flags, mode);
-    const sync = fh.sync.bind(fh);
-    fh.sync = async () => {
-      onSync?.(String(file));
+  const restore = setFsIo({
+    sync: async (fh, file) => {
+      onSync?.(file);
       events.push(`sync ${base(file)}`);
-      return sync();
-    };
-    const close = fh.close.bind(fh);
-    fh.close = async () => {
-      events.push(`close ${base(file)}`);
-      return close();
-    };
-    return fh;
-  });
-  const r = vi.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
-    onRename?.(String(to));
-    events.push(`rename ${base(from)} -> ${base(to)}`);
-    return realRename(from, to);
-  });
-  const w = vi.spyOn(io, 'rename').mockImplementation(async (from, to) => {
-    events.push(`atomic ${base(to)}`);
-    return defaultFsIo.rename(from, to);
-  });
-  return {
-    events,
-    restore: () => {
-      o.mockRestore();
-      r.mockRestore();
-      w.mockRestore();
+      return defaultFsIo.sync(fh, file);
     },
-  };
+    close: async (fh, file) => {
+      events.push(`close ${base(file)}`);
+      return defaultFsIo.close(fh, file);
+    },
+    rename: async (from, to) => {
+      onRename?.(to);
+      const atomic = to.endsWith('.rewrite.json') || to.endsWith('.meta.json');
+      events.push(atomic ? `atomic ${base(to)}` : `rename ${base(from)} -> ${base(to)}`);
+      return defaultFsIo.rename(from, to);
+    },
+  });
+  return { events, restore };
 }
 
 async function ids(src: Parameters<typeof backupRecords>[0]): Promise<string[]> {
@@ -78,6 +66,7 @@ describe('rewriting backups', () => {
     clearVerifyCache();
   });
   afterEach(async () => {
+    resetFsIo();
     await cleanup();
   });
 
@@ -258,6 +247,147 @@ describe('rewriting backups', () => {
     expect(e).toMatchObject({ code: expect.stringMatching(/^E_BACKUP_/) });
     expect(readFileSync(src.file, 'utf8')).toBe(broken);
     expect(readdirSync(dir)).toEqual(['memory_backup_20250101_000000.json']);
+  });
+
+  describe('failures injected through the fs seam', () => {
+    const isBackupTemp = (f: string) => isTempName(path.basename(f)) && !f.includes('.meta.json') && !f.includes('.rewrite.json');
+    async function chatmem(gzip = false) {
+      const b = await writeBackup(dir, [rec('a'), rec('b')], { ...opts, gzip, reason: 'delete-user', scope: ['a', 'b'], now: at('2026-01-01T00:00:00Z') });
+      return { b, data: readFileSync(b.file), meta: readFileSync(path.join(dir, `${b.id}.meta.json`)) };
+    }
+
+    for (const [label, rule] of [
+      ['the temp file cannot be created', { call: 'stream-open', match: isBackupTemp, kind: 'EIO' }],
+      ['a write of the new content fails', { call: 'stream-write', match: isBackupTemp, kind: 'EIO' }],
+      ['a short write of the new content', { call: 'stream-write', match: isBackupTemp, kind: 'short' }],
+      ['the new content cannot be reopened for its fsync', { call: 'open', match: (f, flags) => isBackupTemp(f) && flags === 'r+', kind: 'EIO' }],
+      ['the fsync of the new content fails', { call: 'sync', match: isBackupTemp, kind: 'EIO' }],
+      ['the intent cannot be written', { call: 'writeAll', match: (f) => f.includes('.rewrite.json'), kind: 'ENOSPC' }],
+      ['the rename over the old backup fails', { call: 'rename', match: isBackupTemp, kind: 'EIO' }],
+      ['the directory fsync after the intent fails', { call: 'fsyncDir', match: () => true, nth: 1, kind: 'EIO' }],
+    ] as [string, FaultRule][]) {
+      it(`before the rename, ${label}: refused (E_BACKUP_WRITE, cause kept), the old backup and manifest stand, nothing left`, async () => {
+        const { b, data, meta } = await chatmem();
+        const f = injectFault(rule);
+        const e = await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a'])).catch((x: unknown) => x);
+        f.restore();
+        expect(f.hits()).toBe(1);
+        expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: expect.stringMatching(new RegExp(`^cannot rewrite ${b.id}\\.json: (EIO|ENOSPC): `)) });
+        expect((e as { cause?: { code?: string } }).cause?.code).toMatch(/^(EIO|ENOSPC)$/);
+        expect(readFileSync(b.file).equals(data)).toBe(true);
+        expect(readFileSync(path.join(dir, `${b.id}.meta.json`)).equals(meta)).toBe(true);
+        expect(readdirSync(dir).sort()).toEqual([`${b.id}.json`, `${b.id}.meta.json`]);
+        expect(await verifySource(await openBackup(dir, b.id))).toMatchObject({ ok: true, users: 2 });
+      });
+    }
+
+    for (const [label, rule] of [
+      ['the directory fsync after the rename', { call: 'fsyncDir', match: () => true, nth: 2, kind: 'EIO' }],
+      ['the new manifest write', { call: 'writeAll', match: (f) => f.includes('.meta.json'), kind: 'short' }],
+      ['the new manifest rename', { call: 'rename', match: (f) => f.includes('.meta.json'), kind: 'EIO' }],
+      ['the directory fsync after the intent goes', { call: 'fsyncDir', match: () => true, nth: 4, kind: 'EIO' }],
+    ] as [string, FaultRule][]) {
+      it(`after the rename, one failure of ${label} is retried: rewritten, the manifest describes the new content, no intent left`, async () => {
+        const { b } = await chatmem();
+        const f = injectFault(rule);
+        const outcome = await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a']));
+        f.restore();
+        expect(f.hits()).toBe(1);
+        expect(outcome).toBe('rewritten');
+        const src = await openBackup(dir, b.id);
+        expect(src.manifest).toMatchObject({ users: 1, scope: ['b'] });
+        expect(await verifySource(src)).toMatchObject({ ok: true, users: 1 });
+        expect(await ids(src)).toEqual(['b']);
+        expect(readdirSync(dir).sort()).toEqual([`${b.id}.json`, `${b.id}.meta.json`]);
+      });
+    }
+
+    it('after the rename, a manifest that fails twice: refused, the intent stays, and the recovery completes the manifest from it', async () => {
+      const { b, meta } = await chatmem(true);
+      const restore = setFsIo({
+        writeAll: async (fh, file, data) => {
+          if (file.includes('.meta.json')) throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
+          return defaultFsIo.writeAll(fh, file, data);
+        },
+      });
+      const e = await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a'])).catch((x: unknown) => x);
+      restore();
+      expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: `cannot rewrite ${b.id}.json.gz: ENOSPC: injected` });
+      expect(readFileSync(path.join(dir, `${b.id}.meta.json`)).equals(meta)).toBe(true);
+      expect(readdirSync(dir).sort()).toEqual([`${b.id}.json.gz`, `${b.id}.meta.json`, `${b.id}.rewrite.json`]);
+      expect(await finishRewrites(dir, () => false)).toEqual([`${b.id}.json.gz`]);
+      const src = await openBackup(dir, b.id);
+      expect(await verifySource(src)).toMatchObject({ ok: true, users: 1 });
+      expect(await ids(src)).toEqual(['b']);
+    });
+
+    it('an error that is not chatmem\'s while reading the old backup is wrapped as E_BACKUP_WRITE with its cause', async () => {
+      const { b } = await chatmem();
+      const src = await openBackup(dir, b.id);
+      // The holds-check has read it; then the file becomes a directory.
+      const realHolds = await backupHoldsAny(src, new Set(['a']));
+      expect(realHolds).toBe(true);
+      const restore = setFsIo({
+        createWriteStream: (file, options) => {
+          rmSync(b.file);
+          mkdirSync(b.file);
+          return defaultFsIo.createWriteStream(file, options);
+        },
+      });
+      const e = await rewriteChatmemBackup(src, new Set(['a'])).catch((x: unknown) => x);
+      restore();
+      expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: expect.stringMatching(new RegExp(`^cannot rewrite ${b.id}\\.json: `)) });
+      expect((e as { cause?: { code?: string } }).cause?.code).toBe('EISDIR');
+      expect(readdirSync(dir).filter((n) => isTempName(n))).toEqual([]);
+    });
+
+    for (const [label, rule] of [
+      ['create', { call: 'open', match: (f, flags) => isTempName(path.basename(f)) && flags === 'wx', kind: 'ENOSPC' }],
+      ['write', { call: 'writeAll', match: (f) => isTempName(path.basename(f)), kind: 'short' }],
+      ['fsync', { call: 'sync', match: (f) => isTempName(path.basename(f)), kind: 'EIO' }],
+      ['rename', { call: 'rename', match: (f) => isTempName(path.basename(f)), kind: 'EIO' }],
+    ] as [string, FaultRule][]) {
+      for (const gzip of [false, true]) {
+        it(`a seed backup (${gzip ? 'gzip' : 'plain'}) whose temp ${label} fails: refused (E_BACKUP_WRITE, cause kept), left as it was, no temp`, async () => {
+          const name = gzip ? 'memory_backup_20250101_000000.json.gz' : 'memory_backup_20250101_000000.json';
+          const text = serializeSeed([['a', rec('a')], ['b', rec('b')]]);
+          writeFileSync(path.join(dir, name), gzip ? gzipSync(text) : text);
+          const before = readFileSync(path.join(dir, name));
+          const f = injectFault(rule);
+          const e = await rewriteLegacyBackup(await openBackup(dir, name), new Set(['a'])).catch((x: unknown) => x);
+          f.restore();
+          expect(f.hits()).toBe(1);
+          expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: expect.stringMatching(new RegExp(`^cannot rewrite ${name.replace(/\./g, '\\.')}: (EIO|ENOSPC)`)) });
+          expect((e as { cause?: { code?: string } }).cause?.code).toMatch(/^(EIO|ENOSPC)$/);
+          expect(readFileSync(path.join(dir, name)).equals(before)).toBe(true);
+          expect(readdirSync(dir)).toEqual([name]);
+        });
+      }
+    }
+
+    it('a per-user seed file whose removal cannot be made durable: E_BACKUP_WRITE with its cause (the file is gone)', async () => {
+      const name = 'memory_backup_u1_20251125_140002.json';
+      writeFileSync(path.join(dir, name), JSON.stringify({ user_id: 'u1', record: rec('u1') }));
+      const f = injectFault({ call: 'fsyncDir', match: (d) => d === dir, kind: 'EIO' });
+      const e = await rewriteLegacyBackup(await openBackup(dir, name), new Set(['u1'])).catch((x: unknown) => x);
+      f.restore();
+      expect(f.hits()).toBe(1);
+      expect(e).toMatchObject({ code: 'E_BACKUP_WRITE', message: `cannot rewrite ${name}: EIO: injected failure, fsync directory ${dir}` });
+      expect((e as { cause?: { code?: string } }).cause?.code).toBe('EIO');
+      expect(readdirSync(dir)).toEqual([]);
+    });
+
+    it('leaves no descriptor open under the directory, rewritten or refused', async () => {
+      const { b } = await chatmem();
+      expect(await rewriteChatmemBackup(await openBackup(dir, b.id), new Set(['a']))).toBe('rewritten');
+      writeFileSync(path.join(dir, 'memory_backup_20250101_000000.json'), serializeSeed([['a', rec('a')], ['b', rec('b')]]));
+      expect(await rewriteLegacyBackup(await openBackup(dir, 'memory_backup_20250101_000000'), new Set(['a']))).toBe('rewritten');
+      const f = injectFault({ call: 'sync', match: (x) => isTempName(path.basename(x)), kind: 'EIO' });
+      await rewriteLegacyBackup(await openBackup(dir, 'memory_backup_20250101_000000'), new Set(['b'])).catch(() => undefined);
+      f.restore();
+      expect(f.hits()).toBe(1);
+      expect(openUnder(dir)).toEqual([]);
+    });
   });
 
   describe('finishRewrites', () => {

@@ -8,10 +8,16 @@
 // operation as above; a failure in the final backup comes after the change committed, so the promise is
 // that the operation still publishes a verified backup holding the before state (it retries), and
 // leaves no parts behind.
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isTempName } from '../../src/fs-util.js';
-import { resetFsIo } from '../../src/fsio.js';
+import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
+import { writeBackup } from '../../src/backup/create.js';
+import { parseBackupName } from '../../src/backup/format.js';
+import { backupHoldsAny } from '../../src/backup/rewrite.js';
+import { openBackup } from '../../src/backup/source.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { isChatmemError } from '../../src/errors.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
@@ -196,3 +202,148 @@ for (const kind of ['sqlite', 'json'] as const) {
     });
   }
 }
+
+// Forget rewrites every backup that holds the user as a new verified file (src/backup/rewrite.ts), after
+// the store's delete: forget destroys without a backup, by design, so a refused forget has already
+// removed the user from the store, and the operator forgets again. The promise at each step of the
+// rewrites: the forget is refused with a catalogue code or completes; everyone else in the store is
+// untouched; every backup still verifies and is either the old file, byte for byte, or its rewrite
+// without the user (a backup of the user alone: gone with its manifest), never neither; no temp file or
+// intent is left; and a second forget completes the job.
+describe('injected failures during forget (the backup rewrites)', () => {
+  const name = (f: string) => path.basename(f);
+  // The full chatmem backup (2026-11-*), the scoped one of the user alone (2026-01-01), the seed's full
+  // copy (2025): their temp files by name.
+  const chatmemTemp = (f: string) => isTempName(name(f)) && name(f).startsWith('.memory_backup_2026') && !f.includes('.meta.json') && !f.includes('.rewrite.json');
+  const seedTemp = (f: string) => isTempName(name(f)) && name(f).startsWith('.memory_backup_2025');
+  const intentTemp = (f: string) => isTempName(name(f)) && f.includes('.rewrite.json');
+  const manifestTemp = (f: string) => isTempName(name(f)) && f.includes('.meta.json');
+  // The forget's directory fsyncs of the backup directory, in order: the seed copy's rename, the seed's
+  // per-user file removed, the scoped backup removed, the full one's intent, its rename, its manifest,
+  // its intent removed (checked below).
+  const DIR_SYNCS = 7;
+  const FORGET_STEPS: { name: string; rule: (b: string) => Omit<FaultRule, 'kind'>; kinds: FaultKind[] }[] = [
+    { name: 'rewrite temp create', rule: () => ({ call: 'stream-open', match: chatmemTemp }), kinds: ['EIO', 'ENOSPC'] },
+    { name: 'rewrite write', rule: () => ({ call: 'stream-write', match: chatmemTemp }), kinds: ['EIO', 'short'] },
+    { name: 'rewrite reopen for fsync', rule: () => ({ call: 'open', match: (f, flags) => chatmemTemp(f) && flags === 'r+' }), kinds: ['EIO'] },
+    { name: 'rewrite fsync', rule: () => ({ call: 'sync', match: chatmemTemp }), kinds: ['EIO'] },
+    { name: 'intent write', rule: () => ({ call: 'writeAll', match: intentTemp }), kinds: ['EIO', 'short'] },
+    { name: 'intent fsync', rule: () => ({ call: 'sync', match: intentTemp }), kinds: ['EIO'] },
+    { name: 'intent rename', rule: () => ({ call: 'rename', match: intentTemp }), kinds: ['EIO'] },
+    { name: 'rename of the rewrite over the backup', rule: () => ({ call: 'rename', match: chatmemTemp }), kinds: ['EIO'] },
+    { name: 'new manifest write', rule: () => ({ call: 'writeAll', match: manifestTemp }), kinds: ['EIO', 'short'] },
+    { name: 'new manifest fsync', rule: () => ({ call: 'sync', match: manifestTemp }), kinds: ['EIO'] },
+    { name: 'new manifest rename', rule: () => ({ call: 'rename', match: manifestTemp }), kinds: ['EIO'] },
+    { name: 'seed copy temp create', rule: () => ({ call: 'open', match: (f, flags) => seedTemp(f) && flags === 'wx' }), kinds: ['EIO', 'ENOSPC'] },
+    { name: 'seed copy write', rule: () => ({ call: 'writeAll', match: seedTemp }), kinds: ['EIO', 'short'] },
+    { name: 'seed copy fsync', rule: () => ({ call: 'sync', match: seedTemp }), kinds: ['EIO'] },
+    { name: 'seed copy rename', rule: () => ({ call: 'rename', match: seedTemp }), kinds: ['EIO'] },
+    ...Array.from({ length: DIR_SYNCS }, (_, i) => ({
+      name: `backup directory fsync ${i + 1} of ${DIR_SYNCS}`,
+      rule: (b: string) => ({ call: 'fsyncDir' as const, match: (d: string) => d === b, nth: i + 1 }),
+      kinds: ['EIO' as const],
+    })),
+  ];
+
+  interface ForgetFixture extends Fixture {
+    /** Backup file name -> bytes before the forget. */
+    files: Map<string, Buffer>;
+  }
+
+  async function forgetSetup(): Promise<ForgetFixture> {
+    const f = await setup('sqlite');
+    const target = f.target;
+    const record = (await f.store.get(target)) as MemoryRecord;
+    const other = (await f.store.get(Object.keys(loadFixture())[0] as string)) as MemoryRecord;
+    // A backup of the user alone (deleted whole), one of someone else (untouched), the seed's full copy
+    // and its per-user file of the user (rewritten, deleted). The earlier full backup holds the user too.
+    await writeBackup(f.backupDir, [record], { reason: 'delete-user', scope: [target], source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    await writeBackup(f.backupDir, [other], { reason: 'delete-user', scope: [other.user_id], source: 's', now: () => new Date('2026-01-02T00:00:00Z') });
+    writeFileSync(path.join(f.backupDir, 'memory_backup_20250101_000000.json'), serializeSeed([[other.user_id, other], [target, record]]));
+    writeFileSync(path.join(f.backupDir, `memory_backup_${target}_20251125_140002.json`), JSON.stringify({ user_id: target, record }));
+    const files = new Map<string, Buffer>();
+    for (const n of await listFiles(f.backupDir)) files.set(n, readFileSync(path.join(f.backupDir, n)));
+    return { ...f, files };
+  }
+
+  async function holders(f: Fixture, user: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const n of await listFiles(f.backupDir)) {
+      if (!parseBackupName(n)) continue;
+      if (await backupHoldsAny(await openBackup(f.backupDir, n), new Set([user]))) out.push(n);
+    }
+    return out;
+  }
+
+  it(`the fixture takes ${DIR_SYNCS} directory fsyncs and rewrites or deletes every backup of the user`, async () => {
+    const f = await forgetSetup();
+    try {
+      let syncs = 0;
+      const restore = setFsIo({ fsyncDir: async (d) => (d === f.backupDir && syncs++, defaultFsIo.fsyncDir(d)) });
+      const r = await f.ops.forget([f.target]).finally(restore);
+      expect(syncs).toBe(DIR_SYNCS);
+      expect(r.backupsRewritten).toHaveLength(2);
+      expect(r.filesDeleted).toHaveLength(2);
+      expect(await holders(f, f.target)).toEqual([]);
+    } finally {
+      await f.cleanup();
+    }
+  });
+
+  for (const step of FORGET_STEPS) {
+    for (const fault of step.kinds) {
+      it(`${step.name}: ${fault}`, async () => {
+        const f = await forgetSetup();
+        try {
+          const before = await snapshot(f.store);
+          expect(await holders(f, f.target)).toHaveLength(4);
+          const injected = injectFault({ ...step.rule(f.backupDir), kind: fault });
+          let outcome: { ok: true } | { ok: false; err: unknown };
+          try {
+            await f.ops.forget([f.target]);
+            outcome = { ok: true };
+          } catch (err) {
+            outcome = { ok: false, err };
+          } finally {
+            injected.restore();
+          }
+          expect(injected.hits(), 'the fault fired').toBe(1);
+          if (!outcome.ok) {
+            expect(isChatmemError(outcome.err), String(outcome.err)).toBe(true);
+            expect((outcome.err as { code: string }).code).toMatch(/^E_BACKUP_(WRITE|VERIFY)$/);
+          }
+          // Everyone else as before; the user gone (the delete comes first).
+          const after = await snapshot(f.store);
+          before.delete(f.target);
+          expect(after).toEqual(before);
+          // Every backup verifies and is the old file or its rewrite without the user.
+          const verify = await f.ops.verifyBackups();
+          for (const v of verify) expect(v, `backup ${v.id} verifies`).toMatchObject({ ok: true });
+          const names = await listFiles(f.backupDir);
+          expect(names.filter((n) => isTempName(n) || n.endsWith('.rewrite.json')), 'no temp file or intent left').toEqual([]);
+          for (const [n, old] of f.files) {
+            if (n.endsWith('.meta.json')) continue;
+            const gone = !names.includes(n);
+            if (gone) {
+              // Only a backup of the user alone goes, and its manifest with it.
+              expect(n.includes(f.target) || n.startsWith('memory_backup_20260101'), `${n} deleted`).toBe(true);
+              expect(names).not.toContain(n.replace(/\.json$/, '.meta.json'));
+              continue;
+            }
+            const now = readFileSync(path.join(f.backupDir, n));
+            if (!now.equals(old)) expect(await backupHoldsAny(await openBackup(f.backupDir, n), new Set([f.target])), `${n} rewritten without the user`).toBe(false);
+          }
+          if (outcome.ok) expect(await holders(f, f.target)).toEqual([]);
+          else {
+            // The operator forgets again: done.
+            await f.ops.forget([f.target]);
+            expect(await holders(f, f.target)).toEqual([]);
+            for (const v of await f.ops.verifyBackups()) expect(v, `backup ${v.id} verifies`).toMatchObject({ ok: true });
+          }
+        } finally {
+          await f.cleanup();
+        }
+      });
+    }
+  }
+});

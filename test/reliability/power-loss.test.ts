@@ -6,9 +6,15 @@
 // backup (and the audit intent) would survive; the answer comes only once the verified manifest and
 // the audit outcome would survive. Each fsync, skipped in turn, makes a check fail.
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { writeBackup } from '../../src/backup/create.js';
+import { parseBackupName } from '../../src/backup/format.js';
+import { clearVerifyCache, verifySource } from '../../src/backup/integrity.js';
+import { backupHoldsAny, finishRewrites } from '../../src/backup/rewrite.js';
+import { openBackup } from '../../src/backup/source.js';
+import { serializeSeed } from '../../src/format/seed.js';
 import { isTempName } from '../../src/fs-util.js';
 import { resetFsIo } from '../../src/fsio.js';
 import { AuditLog } from '../../src/ops/audit.js';
@@ -237,6 +243,107 @@ describe('power-loss model', () => {
         const r = await runModel('sqlite', op, skip);
         expect(r.violations.some((v) => skip.caughtBy.test(v)), `${op}: ${JSON.stringify(r.violations)}`).toBe(true);
       }
+    });
+  }
+});
+
+// Forget's rewrite of each backup (src/backup/rewrite.ts): at every step a power cut would leave each
+// backup, once the start-up recovery has run over what survives (`finishRewrites`, the writer dead),
+// either the old verified file or its verified rewrite, never neither and never lost; a backup of the
+// user alone may be gone whole. When the forget answers, no surviving backup holds the user.
+async function runForgetModel(skip?: Skip): Promise<{ violations: string[]; cuts: number }> {
+  const t = await tempDir('chatmem-power-forget-');
+  const storage = path.join(t.dir, 'storage');
+  const backupDir = path.join(storage, 'backups');
+  const cutDir = path.join(t.dir, 'cut');
+  const auditFile = path.join(storage, 'audit.log');
+  const store = await openStore(`sqlite:${path.join(storage, 'memory.db')}`);
+  try {
+    const fixture = loadFixture();
+    const ids = Object.keys(fixture).slice(0, 10);
+    const records = ids.map((id) => fixture[id] as MemoryRecord);
+    await store.exclusive('all', (ctx) => ctx.putMany(records));
+    // In the store's order, as a backup holds them.
+    const sorted: MemoryRecord[] = [];
+    for await (const r of store.scan()) sorted.push(r);
+    const target = ids[3] as string;
+    const ops = new Operations({ store, backupDir, audit: new AuditLog(auditFile), actor: ACTOR });
+    await ops.createBackup();
+    // A gzip full backup, a backup of the user alone (deleted whole) and the seed's full copy (no manifest).
+    await writeBackup(backupDir, sorted, { reason: 'manual', scope: 'full', source: 's', gzip: true, now: () => new Date('2026-01-03T00:00:00Z') });
+    await writeBackup(backupDir, [fixture[target] as MemoryRecord], { reason: 'delete-user', scope: [target], source: 's', now: () => new Date('2026-01-01T00:00:00Z') });
+    const seedName = 'memory_backup_20250101_000000.json';
+    writeFileSync(path.join(backupDir, seedName), serializeSeed(records.slice(0, 5).map((r) => [r.user_id, r])));
+    const alone = readdirSync(backupDir).find((n) => n.startsWith('memory_backup_20260101_000000') && !n.endsWith('.meta.json')) as string;
+    const originals = readdirSync(backupDir).filter((n) => parseBackupName(n) !== null);
+    const seedOld = sha(readFileSync(path.join(backupDir, seedName)));
+    const seedSeen = new Set<string>();
+    // The model keys durable data by inode number: a removed backup's number, reused by a later temp
+    // file, would give the removal's unsynced entry that file's data. Extra links keep the numbers taken.
+    mkdirSync(path.join(t.dir, 'keep'));
+    for (const n of readdirSync(backupDir)) linkSync(path.join(backupDir, n), path.join(t.dir, 'keep', n));
+
+    const model = new PowerLossModel([backupDir, storage], skip?.make() ?? {});
+    const violations: string[] = [];
+    let cuts = 0;
+    const check = async (event: string, answered: boolean) => {
+      cuts++;
+      rmSync(cutDir, { recursive: true, force: true });
+      mkdirSync(cutDir, { mode: 0o700 });
+      for (const [name, data] of model.survivors(backupDir)) writeFileSync(path.join(cutDir, name), data);
+      await finishRewrites(cutDir, () => false);
+      clearVerifyCache();
+      const present = readdirSync(cutDir);
+      for (const name of originals) {
+        if (!present.includes(name)) {
+          if (name !== alone) violations.push(`cut (${event}): backup ${name} lost`);
+          continue;
+        }
+        const src = await openBackup(cutDir, name);
+        if (name === seedName) seedSeen.add(sha(readFileSync(path.join(cutDir, name))));
+        else if (!(await verifySource(src)).ok) violations.push(`cut (${event}): backup ${name} would not verify after recovery`);
+        const holds = await backupHoldsAny(src, new Set([target])).catch(() => {
+          violations.push(`cut (${event}): backup ${name} unreadable`);
+          return false;
+        });
+        if (answered && holds) violations.push(`answer: backup ${name} would come back holding the user`);
+      }
+    };
+    model.install((event) => check(event, false));
+    try {
+      await ops.forget([target]);
+      await check('answer', true);
+    } finally {
+      model.uninstall();
+    }
+    // The seed copy (no manifest) was, at every cut, the old file or the final rewrite.
+    const seedNew = sha(readFileSync(path.join(backupDir, seedName)));
+    for (const s of seedSeen) if (s !== seedOld && s !== seedNew) violations.push(`cut: seed copy ${seedName} neither the old file nor its rewrite`);
+    return { violations, cuts };
+  } finally {
+    await store.close();
+    await t.cleanup();
+  }
+}
+
+const FORGET_SKIPS: Skip[] = [
+  { name: "rewrite's data fsync before its rename", make: () => ({ sync: nthOf('all', (f) => isBackupTemp(f) && !f.includes('.rewrite.json') && path.basename(f).startsWith('.memory_backup_2026'))() }), caughtBy: /would not verify after recovery/ },
+  { name: "seed copy's data fsync before its rename", make: () => ({ sync: nthOf('all', (f) => isBackupTemp(f) && path.basename(f).startsWith('.memory_backup_2025'))() }), caughtBy: /seed copy .* neither/ },
+  { name: 'intent fsync before the rename', make: () => ({ sync: nthOf('all', (f) => isBackupTemp(f) && f.includes('.rewrite.json'))() }), caughtBy: /would not verify after recovery/ },
+  { name: "new manifest's fsync", make: () => ({ sync: nthOf('all', isManifestTemp)() }), caughtBy: /would not verify after recovery/ },
+  { name: 'backup directory fsyncs', make: () => ({ fsyncDir: nthOf('all', backupsDir)() }), caughtBy: /^answer: .* holding the user/ },
+];
+
+describe('power-loss model: forget', () => {
+  it('at every step a power cut leaves each backup old or rewritten, verified after recovery', async () => {
+    const r = await runForgetModel();
+    expect(r.violations).toEqual([]);
+    expect(r.cuts).toBeGreaterThanOrEqual(20);
+  });
+  for (const skip of FORGET_SKIPS) {
+    it(`without the ${skip.name}, the model catches it`, async () => {
+      const r = await runForgetModel(skip);
+      expect(r.violations.some((v) => skip.caughtBy.test(v)), JSON.stringify(r.violations)).toBe(true);
     });
   }
 });

@@ -4,6 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { tokenDigest, tokenMatches } from '../../src/server/tokens.js';
 import { ROOT } from '../helpers/tmp.js';
 
+// sha256 of the bytes 74 c3 b6 6b c3 a9 6e ("tökén" in UTF-8), by `printf 't\xc3\xb6k\xc3\xa9n' | sha256sum`.
+const SHA256_TOKEN_UTF8 = 'c61a705e32913a858921fec03c7dc0259250783f37e3d82341e7bda6fe7e7833';
+
 describe('tokenMatches', () => {
   const token = 'the-right-admin-token-0123456789';
 
@@ -14,7 +17,8 @@ describe('tokenMatches', () => {
     for (const wrong of ['', 't', token.slice(0, -1), token.slice(0, 16), token + 'x', token + token, token.toUpperCase(), ` ${token}`, `${token}\n`, 'x'.repeat(10_000)]) {
       expect(tokenMatches(wrong, expected), JSON.stringify(wrong.slice(0, 40))).toBe(false);
     }
-    // Non-ASCII: compared as UTF-8 bytes.
+    // Non-ASCII: hashed as UTF-8 bytes (the SHA-256 of "tökén"'s 7 UTF-8 bytes, computed elsewhere).
+    expect(tokenDigest('tökén').toString('hex')).toBe(SHA256_TOKEN_UTF8);
     expect(tokenMatches('tökén-0123456789abcdef', tokenDigest('tökén-0123456789abcdef'))).toBe(true);
     expect(tokenMatches('token-0123456789abcdef', tokenDigest('tökén-0123456789abcdef'))).toBe(false);
   });

@@ -30,13 +30,15 @@ export function wrapError(code: string, what: string, err: unknown): Error {
 export function openError(err: unknown, url: string, connectionString: string | undefined): Error {
   if (isChatmemError(err)) return err;
   // A driver or URL-parse error may quote the connection string; the cause is kept, scrubbed.
-  if (err instanceof Error) {
-    err.message = redactSecrets(err.message, connectionString);
-    if (err.stack) err.stack = redactSecrets(err.stack, connectionString);
-    if ('input' in err && typeof err.input === 'string') err.input = redactUrl(err.input);
+  if (!(err instanceof Error)) {
+    // Something thrown that is no Error (pg rejects with Errors): its text, scrubbed, stands for it.
+    const text = redactSecrets(String(err), connectionString);
+    return new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${text}`, { cause: text });
   }
-  const message = err instanceof Error ? err.message : String(err);
-  return new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${message}`, { cause: err });
+  err.message = redactSecrets(err.message, connectionString);
+  if (err.stack) err.stack = redactSecrets(err.stack, connectionString);
+  if ('input' in err && typeof err.input === 'string') err.input = redactUrl(err.input);
+  return new StoreError('E_STORE_OPEN', `cannot open PostgreSQL store ${url}: ${err.message}`, { cause: err });
 }
 
 /**
