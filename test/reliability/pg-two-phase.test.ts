@@ -121,7 +121,10 @@ describePg('two-phase clear and full restore on PostgreSQL, two daemons writing'
           const deadline = Date.now() + 120_000;
           while (!stop && Date.now() < deadline) {
             const k = n++;
-            const user = k % 10 === 0 ? `anew${String(k).padStart(6, '0')}` : id((k * 31 + w) % USERS);
+            // Never `gone`: an append of this daemon would create it again, and the checks below expect
+            // it deleted (in a full run, writer 0's 97th append landed on it after the other's delete).
+            const pick = id((k * 31 + w) % USERS);
+            const user = k % 10 === 0 ? `anew${String(k).padStart(6, '0')}` : pick === gone ? id(8) : pick;
             const text = `a${w}-m${k}`;
             const issued = Date.now();
             await store.appendHistory(user, { role: 'user', text });

@@ -39,14 +39,18 @@ export class Checkpointer {
 
   constructor(file: string) {
     const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
+    // Not unref'd: a build awaiting its last checkpoint in a process with nothing else to wait for
+    // (the CLI's restore, test/ops/crash.test.ts's child) exited with code 13 in the middle of it.
     this.worker = new Worker(WORKER, { eval: true, workerData: { file, sqlite } });
-    this.worker.unref();
     this.worker.on('message', (m: { ok: boolean; log?: number; checkpointed?: number; error?: string }) => {
       const done = this.waiting.shift();
       done?.(m.ok ? { log: m.log ?? -1, checkpointed: m.checkpointed ?? -1 } : new Error(m.error ?? 'checkpoint failed'));
     });
     this.worker.on('error', (err) => {
       for (const done of this.waiting.splice(0)) done(err);
+    });
+    this.worker.on('exit', () => {
+      for (const done of this.waiting.splice(0)) done(new Error('the checkpoint worker stopped'));
     });
   }
 
