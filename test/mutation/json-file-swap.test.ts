@@ -5,64 +5,30 @@
 // the file, every outside edit taken over or kept aside, a refused write not applied) and that its
 // injected step really ran. Real files in a temp dir; the outside writes are real writes.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { parseRecord, type MemoryRecord } from '../../src/record.js';
-import { JsonFileDriver, type OutsideChange } from '../../src/store/json-file.js';
-import { createStore } from '../../src/store/store.js';
-import type { Store } from '../../src/store/types.js';
-import { tempDir } from '../helpers/tmp.js';
+import { JsonFileDriver } from '../../src/store/json-file.js';
+import { jsonFileRoot, openJson, readData, rec, T0 } from '../helpers/json-file.js';
 
-type FileData = Record<string, Record<string, unknown>>;
-const readData = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as FileData;
-const T0 = '2026-01-01T00:00:00.000Z';
+const { freshPath, freshFile } = jsonFileRoot('chatmem-jsonswap-');
+const open = openJson;
+// Moves each outside write's mtime on by one more millisecond, so no two look the same.
+let tick = 0;
 
-function rec(id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { user_id: id, name: id.toUpperCase(), created_at: T0, updated_at: T0, history: [], ...extra };
-}
-
-let root: string;
-let cleanupRoot: () => Promise<void>;
-let n = 0;
-
-beforeAll(async () => {
-  ({ dir: root, cleanup: cleanupRoot } = await tempDir('chatmem-jsonswap-'));
-});
-afterAll(async () => {
-  await cleanupRoot();
-});
 afterEach(() => {
   resetFsIo();
   vi.useRealTimers();
 });
 
-function freshFile(seed?: [string, unknown][]): string {
-  const dir = path.join(root, `d${n++}`);
-  mkdirSync(dir, { mode: 0o700 });
-  const file = path.join(dir, 'memory.json');
-  if (seed) writeFileSync(file, serializeSeed(seed), { mode: 0o600 });
-  return file;
-}
-
-interface Opened {
-  driver: JsonFileDriver;
-  store: Store;
-  changes: { change: OutsideChange; message: string }[];
-}
-
-async function open(file: string): Promise<Opened> {
-  const changes: Opened['changes'] = [];
-  const driver = await JsonFileDriver.open(file, { onOutsideChange: (change, message) => changes.push({ change, message }), warn: () => undefined });
-  return { driver, store: createStore(driver), changes };
-}
 
 /** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
 function writeInPlace(file: string, text: string): void {
   writeFileSync(file, text);
-  const later = new Date(Date.now() + 5_000 + n++);
+  const later = new Date(Date.now() + 5_000 + tick++);
   utimesSync(file, later, later);
 }
 
@@ -712,7 +678,7 @@ describe('more of what the store promises', () => {
   });
 
   it('a store in a directory that does not exist yet: empty, and the first write creates it (0700)', async () => {
-    const dir = path.join(root, `d${n++}`, 'sub');
+    const dir = path.join(freshPath(), 'sub');
     const file = path.join(dir, 'memory.json');
     const o = await open(file);
     expect(await o.driver.count()).toBe(0);

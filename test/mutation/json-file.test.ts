@@ -4,33 +4,25 @@
 // aside, refused with E_STORE_CONFLICT, never overwritten), and what opening does with the leftovers of
 // an interrupted chatmem. Real files in a temp dir; a real second process for "alive".
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import type { MemoryRecord } from '../../src/record.js';
-import { JsonFileDriver, type OutsideChange } from '../../src/store/json-file.js';
+import { JsonFileDriver } from '../../src/store/json-file.js';
 import { createStore } from '../../src/store/store.js';
-import type { Store } from '../../src/store/types.js';
-import { tempDir } from '../helpers/tmp.js';
+import { jsonFileRoot, openJson, readData, rec, T0, type FileData } from '../helpers/json-file.js';
 
-type FileData = Record<string, Record<string, unknown>>;
-const readData = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as FileData;
-const T0 = '2026-01-01T00:00:00.000Z';
 const T1 = '2026-01-02T00:00:00.000Z';
 
-function rec(id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { user_id: id, name: id.toUpperCase(), created_at: T0, updated_at: T0, history: [], ...extra };
-}
-
-let root: string;
-let cleanupRoot: () => Promise<void>;
-let n = 0;
+const { freshPath, freshFile } = jsonFileRoot('chatmem-jsonmut-');
+const open = openJson;
+// Moves each outside write's mtime on by one more millisecond, so no two look the same.
+let tick = 0;
 let live: ChildProcess;
 let deadPid: number;
 
 beforeAll(async () => {
-  ({ dir: root, cleanup: cleanupRoot } = await tempDir('chatmem-jsonmut-'));
   // sleep and true, not node: this runs once per mutant, and a node start costs most of a second under load.
   live = spawn('sleep', ['600'], { stdio: 'ignore' });
   const gone = spawn('true', [], { stdio: 'ignore' });
@@ -39,37 +31,14 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   live.kill('SIGKILL');
-  await cleanupRoot();
 });
 
-/** A fresh directory with `memory.json` (written from `seed` when given). */
-function freshFile(seed?: [string, unknown][]): string {
-  const dir = path.join(root, `d${n++}`);
-  mkdirSync(dir, { mode: 0o700 });
-  const file = path.join(dir, 'memory.json');
-  if (seed) writeFileSync(file, serializeSeed(seed), { mode: 0o600 });
-  return file;
-}
-
-interface Opened {
-  driver: JsonFileDriver;
-  store: Store;
-  changes: { change: OutsideChange; message: string }[];
-  warnings: string[];
-}
-
-async function open(file: string): Promise<Opened> {
-  const changes: Opened['changes'] = [];
-  const warnings: string[] = [];
-  const driver = await JsonFileDriver.open(file, { onOutsideChange: (change, message) => changes.push({ change, message }), warn: (m) => warnings.push(m) });
-  return { driver, store: createStore(driver), changes, warnings };
-}
 
 /** Rewrites the file the way a script does (json.dump in place: same inode, new size or mtime). */
 function outsideWrite(file: string, data: FileData): void {
   writeFileSync(file, serializeSeed(Object.entries(data)));
   // A rewrite within one clock tick with the same size would be invisible (the README's limit): move mtime on.
-  const later = new Date(Date.now() + 5_000 + n++);
+  const later = new Date(Date.now() + 5_000 + tick++);
   utimesSync(file, later, later);
 }
 
@@ -364,7 +333,7 @@ describe('opening', () => {
   });
 
   it('a store under a regular file cannot be listed: E_STORE_OPEN', async () => {
-    const dir = path.join(root, `d${n++}`);
+    const dir = freshPath();
     writeFileSync(dir, 'x');
     await expect(JsonFileDriver.open(path.join(dir, 'memory.json'))).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringMatching(/^cannot list .*ENOTDIR/) });
   });
