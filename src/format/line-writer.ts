@@ -231,9 +231,8 @@ export async function writeBackupStream(
   out: NodeJS.WritableStream,
   opts: { gzip?: boolean; onProgress?: (written: number) => void } = {},
 ): Promise<{ sha256: string; users: number; bytes: number }> {
-  const w = new BackupOut(out, opts.gzip === true);
-  let users = 0;
-  try {
+  return withBackupOut(out, opts.gzip === true, async (w) => {
+    let users = 0;
     let batch = '{\n';
     let prev: string | undefined;
     for await (const [key, value] of entries) {
@@ -250,14 +249,8 @@ export async function writeBackupStream(
     batch += prev === undefined ? '}\n' : '\n}\n';
     await w.emit(Buffer.from(batch, 'utf8'));
     opts.onProgress?.(users);
-    const { sha256, bytes } = await w.finish();
-    return { sha256, users, bytes };
-  } catch (err) {
-    w.destroy();
-    throw err;
-  } finally {
-    w.dispose();
-  }
+    return users;
+  });
 }
 
 const COMMA_NL = 0x2c0a;
@@ -272,9 +265,8 @@ export async function writeBackupBatches(
   out: NodeJS.WritableStream,
   opts: { gzip?: boolean; onProgress?: (written: number) => void } = {},
 ): Promise<{ sha256: string; users: number; bytes: number }> {
-  const w = new BackupOut(out, opts.gzip === true);
-  let users = 0;
-  try {
+  return withBackupOut(out, opts.gzip === true, async (w) => {
+    let users = 0;
     let prev: string | undefined;
     let head = true;
     for await (const b of batches) {
@@ -308,6 +300,19 @@ export async function writeBackupBatches(
     }
     await w.emit(Buffer.from(head ? '{\n}\n' : '\n}\n', 'latin1'));
     opts.onProgress?.(users);
+    return users;
+  });
+}
+
+/** Runs one writer's `body` (which returns the entries written) on a BackupOut: finished on success, destroyed on failure, always disposed. */
+async function withBackupOut(
+  out: NodeJS.WritableStream,
+  gzip: boolean,
+  body: (w: BackupOut) => Promise<number>,
+): Promise<{ sha256: string; users: number; bytes: number }> {
+  const w = new BackupOut(out, gzip);
+  try {
+    const users = await body(w);
     const { sha256, bytes } = await w.finish();
     return { sha256, users, bytes };
   } catch (err) {
