@@ -1,6 +1,7 @@
 // CPU per append on PostgreSQL through the library (no HTTP), this tree against a baseline tree, in one
-// run: N users loaded once into a fresh schema (dropped after), then appends to random users with C in
-// flight, trees alternating A B A B on the same table. For each run: appends/s, latency, CPU per append
+// run: N users loaded into a fresh schema per tree (the same users; each tree's own build creates its
+// schema version, so a baseline from before a migration runs too; dropped after), then appends to random
+// users with C in flight, trees alternating A B A B. For each run: appends/s, latency, CPU per append
 // of this process (the driver's JS) and of the store's PostgreSQL backends (found by application_name),
 // read from /proc, and the transactions committed per append (pg_stat_database, the whole database: other
 // clients of `test` inflate it). CPU moves much less with the machine's load than appends/s do.
@@ -20,9 +21,10 @@ const ROUNDS = envInt('BENCH_PG_CPU_ROUNDS', 2);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '64,8').split(',').map(Number);
 const schema = `chatmem_bench_pgcpu_${process.pid}`;
 
-const urlFor = (app) => {
+const schemaOf = (tree) => `${schema}_${tree.replace(/\W/g, '')}`;
+const urlFor = (tree, app) => {
   const u = new URL(PG);
-  u.searchParams.set('options', `-c search_path=${schema}`);
+  u.searchParams.set('options', `-c search_path=${schemaOf(tree)}`);
   u.searchParams.set('application_name', app);
   return u.toString();
 };
@@ -31,19 +33,21 @@ const trees = [['this tree', path.join(here, '..', 'dist')]];
 if (process.argv[2]) trees.unshift(['baseline', path.resolve(process.argv[2])]);
 const admin = new pg.Client({ connectionString: PG });
 await admin.connect();
-await admin.query(`CREATE SCHEMA ${schema}`);
+for (const [name] of trees) await admin.query(`CREATE SCHEMA ${schemaOf(name)}`);
 const cleanup = async () => {
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+  for (const [name] of trees) await admin.query(`DROP SCHEMA IF EXISTS ${schemaOf(name)} CASCADE`).catch(() => undefined);
   await admin.end().catch(() => undefined);
 };
 process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
 const results = [];
 try {
-  const { openStore } = await import(path.join(trees.at(-1)[1], 'store/open.js'));
-  const loader = await openStore(urlFor(`${schema}_load`));
-  const loadS = await loadUsers(loader, USERS, { label: `load ${USERS}` });
-  await loader.close();
-  process.stderr.write(`loaded ${USERS} users in ${loadS.toFixed(1)} s\n`);
+  for (const [name, dist] of trees) {
+    const { openStore } = await import(path.join(dist, 'store/open.js'));
+    const loader = await openStore(urlFor(name, `${schema}_load`));
+    const loadS = await loadUsers(loader, USERS, { label: `load ${USERS} (${name})` });
+    await loader.close();
+    process.stderr.write(`loaded ${USERS} users for ${name} in ${loadS.toFixed(1)} s\n`);
+  }
   const commits = async () => Number((await admin.query('SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()')).rows[0].xact_commit);
   let seed = 1;
   for (const conc of CONCURRENCY) {
@@ -51,7 +55,7 @@ try {
       for (const [name, dist] of trees) {
         const app = `${schema}_${name.replace(/\W/g, '')}`;
         const { openStore: open } = await import(path.join(dist, 'store/open.js'));
-        const store = await open(urlFor(app));
+        const store = await open(urlFor(name, app));
         await runAppends(store, { users: USERS, concurrency: conc, maxOps: 200, seconds: 60, seed: 999 }); // opens the pool's connections
         const { rows: b } = await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [app]);
         const pids = b.map((x) => x.pid);

@@ -394,14 +394,19 @@ export class Operations {
   /** The current JSON of `ids` (null: gone), read outside any section in batches, so writes go on between. */
   private async currentJson(ids: string[]): Promise<Map<string, string | null>> {
     const out = new Map<string, string | null>();
-    for (let i = 0; i < ids.length; i += 500) {
-      const batch = ids.slice(i, i + 500);
+    // A turn of ~10 ms, then the event loop's: 500 users at a time held appends 100–170 ms at 100k users.
+    let turn = performance.now();
+    for (let i = 0; i < ids.length; i += 50) {
+      const batch = ids.slice(i, i + 50);
       const records = await Promise.all(batch.map((id) => this.store.get(id)));
       batch.forEach((id, k) => {
         const r = records[k];
         out.set(id, r ? stringifyJson(r) : null);
       });
-      await new Promise((resolve) => setImmediate(resolve));
+      if (performance.now() - turn >= 10) {
+        await new Promise((resolve) => setImmediate(resolve));
+        turn = performance.now();
+      }
     }
     return out;
   }

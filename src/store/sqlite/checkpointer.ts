@@ -2,13 +2,13 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
 /*
- * WAL checkpoints of a bulk build, on a connection of their own in a worker thread. A full restore's
- * build writes the whole store again into the WAL (~0.5 GB at 100k users); with SQLite's auto-
- * checkpoint, every ~4 MB of it was copied into the database file and fsynced inside whichever commit
- * crossed the mark, on the event loop: a build chunk or a chat append. The build turns auto-checkpoints
- * off on the main connection and asks this worker for PASSIVE checkpoints instead (they never wait for
- * writers, nor writers for them), then one last one before turning them on again, so the first commit
- * after the build does not inherit the whole backlog.
+ * WAL checkpoints on a connection of their own in a worker thread. The store turns SQLite's auto-
+ * checkpoint off on its connection: it copied ~4 MB of WAL into the database file and fsynced it inside
+ * whichever commit crossed the mark, on the event loop (a chat append, a chunk of the indexer, a
+ * restore's build chunk). The store asks this worker instead as the WAL grows (WAL_WATCH_MS in
+ * driver.ts), and a full restore's build, which writes the whole store again (~0.5 GB of WAL at 100k
+ * users), as it goes and once at its end. PASSIVE checkpoints never wait for writers, nor writers for
+ * them.
  */
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -39,9 +39,12 @@ export class Checkpointer {
 
   constructor(file: string) {
     const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
-    // Not unref'd: a build awaiting its last checkpoint in a process with nothing else to wait for
-    // (the CLI's restore, test/ops/crash.test.ts's child) exited with code 13 in the middle of it.
     this.worker = new Worker(WORKER, { eval: true, workerData: { file, sqlite } });
+    // An idle worker keeps no process alive (the store's own watch starts it, for any writer); a
+    // running checkpoint does: a build awaiting its last checkpoint in a process with nothing else to
+    // wait for (the CLI's restore, test/ops/crash.test.ts's child) exited with code 13 in the middle
+    // of it while the worker was unref'd.
+    this.worker.unref();
     this.worker.on('message', (m: { ok: boolean; log?: number; checkpointed?: number; error?: string }) => {
       const done = this.waiting.shift();
       done?.(m.ok ? { log: m.log ?? -1, checkpointed: m.checkpointed ?? -1 } : new Error(m.error ?? 'checkpoint failed'));
@@ -58,9 +61,11 @@ export class Checkpointer {
   checkpoint(): Promise<CheckpointResult> {
     this.running ??= new Promise<CheckpointResult>((resolve, reject) => {
       this.waiting.push((r) => (r instanceof Error ? reject(r) : resolve(r)));
+      this.worker.ref();
       this.worker.postMessage('checkpoint');
     }).finally(() => {
       this.running = null;
+      this.worker.unref();
     });
     return this.running;
   }
@@ -72,6 +77,7 @@ export class Checkpointer {
 
   async close(): Promise<void> {
     await this.running?.catch(() => undefined);
+    this.worker.ref();
     this.worker.postMessage('close');
     await new Promise<void>((resolve) => {
       this.worker.once('exit', () => resolve());

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { isChatmemError, StoreError } from '../../errors.js';
 import { ensurePrivateDir } from '../../fs-util.js';
@@ -15,6 +15,7 @@ import {
   DOC_MESSAGE,
   DOC_PROFILE,
   dropLeftovers,
+  ensureMergePolicy,
   generationTables,
   GENERATION,
   historyOf,
@@ -51,10 +52,22 @@ const USER_COLUMNS = 'user_id, data, name, product, created_at, updated_at, mess
 /** Base sizes of a chunk of the drop (scaled to its time, see SqliteDriver.chunk): users, other rows. */
 const DROP_USERS = 1000;
 const DROP_ROWS = 5000;
-/** SQLite's default auto-checkpoint (pages), set again after a build turned it off. */
-const WAL_AUTOCHECKPOINT = 1000;
+/**
+ * WAL checkpoints run in a worker (checkpointer.ts), never in a commit on the event loop: SQLite's
+ * auto-checkpoint copied ~4 MB into the database file and fsynced it inside whichever commit crossed
+ * the mark (an append's, or a chunk of the indexer's), a 300–400 ms stall at 100k users
+ * (BENCHMARKS.md, "Checkpoints off the event loop"). Every WAL_WATCH_MS the WAL is looked at; once
+ * it passed SQLite's mark (1000 pages) and was written since the last look, the worker checkpoints.
+ */
+const WAL_WATCH_MS = 200;
+const WAL_CHECKPOINT_BYTES = 1000 * 4096;
 /** Milliseconds one chunk of the old tables' drop aims at (the chunk size adapts to it). */
 const DROP_TURN_MS = 10;
+/**
+ * The scale of a table's first drop chunk: at 1 (1,000 users of 2.2 KB) the first chunk of a clear of
+ * 100k users took 220 ms while appends waited; from 1/16 the size doubles per chunk up to its turn.
+ */
+const DROP_FIRST_SCALE = 1 / 16;
 /**
  * Base size of one chunk of the background indexer (queued changes applied to the full-text index),
  * and the batch it waits for: FTS5 writes a segment per transaction, so a change applied in a chunk
@@ -195,10 +208,13 @@ export class SqliteDriver implements StoreDriver {
       db.pragma('busy_timeout = 10000');
       migrate(db);
       dropLeftovers(db);
+      ensureMergePolicy(db);
+      db.pragma('wal_autocheckpoint = 0');
     } catch (err) {
       throw new StoreError('E_STORE_OPEN', `cannot open SQLite store ${abs}: ${(err as Error).message}`, { cause: err });
     }
     const driver = new SqliteDriver(abs, db);
+    driver.watchWal();
     if (options.indexDelayMs !== undefined) driver.indexDelayMs = options.indexDelayMs;
     if (options.indexMaxWaitMs !== undefined) driver.indexMaxWaitMs = options.indexMaxWaitMs;
     // Index work a crash (or a failed close) left queued is resumed in the background.
@@ -805,11 +821,9 @@ export class SqliteDriver implements StoreDriver {
       }
     });
     const pacer = new BuildPacer(DROP_TURN_MS);
-    // Checkpoints off the event loop while the build writes (see checkpointer.ts); a failed one only
-    // leaves frames for the next.
-    const checkpointer = this.inMemory ? null : new Checkpointer(this.file);
-    const checkpoint = (): Promise<unknown> => checkpointer?.checkpoint().catch(() => undefined) ?? Promise.resolve();
-    this.db.pragma('wal_autocheckpoint = 0');
+    // The build's WAL is checkpointed as it grows, as every write's is (see WAL_WATCH_MS), but
+    // without waiting for the watch: a build writes ~0.5 GB of it at 100k users.
+    const checkpoint = (): Promise<unknown> => this.checkpointAside();
     try {
       let batch: MemoryRecord[] = [];
       for await (const r of records) {
@@ -818,15 +832,15 @@ export class SqliteDriver implements StoreDriver {
         if (batch.length >= pacer.budget) {
           pacer.run(batch.length, () => this.lightCommit(() => write(batch)));
           batch = [];
-          if (!checkpointer?.busy) void checkpoint();
+          if (!this.walWorker?.busy) void checkpoint();
           await pacer.turn();
         }
       }
       if (batch.length > 0) this.lightCommit(() => write(batch));
+      // The first commit after the build would otherwise find the whole backlog to copy.
       await checkpoint();
     } finally {
-      this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
-      await checkpointer?.close();
+      this.walWritten = -1;
     }
     return { totals, read };
   }
@@ -903,7 +917,8 @@ export class SqliteDriver implements StoreDriver {
    * as long as the DELETE of the whole store it replaces).
    */
   private async dropOld(): Promise<void> {
-    let scale = 1;
+    let scale = DROP_FIRST_SCALE;
+    let last: string | undefined;
     for (;;) {
       // A pause as long as a chunk between chunks: writes keep at least about half the event loop
       // (with setImmediate alone, appends during a 1M-user drop fell to 1/5 of the rate after it).
@@ -911,6 +926,9 @@ export class SqliteDriver implements StoreDriver {
       if (this.closing || !this.db.open) return;
       const name = generationTables(this.db, 'old')[0];
       if (name === undefined) return;
+      // Each table's rows cost differently: its first chunk starts small again and grows.
+      if (name !== last) scale = DROP_FIRST_SCALE;
+      last = name;
       scale = this.chunk(scale, () => this.dropChunk(name, scale));
     }
   }
@@ -1005,8 +1023,59 @@ export class SqliteDriver implements StoreDriver {
     }
   }
 
+  /** See {@link WAL_WATCH_MS}. */
+  private walWorker: Checkpointer | null = null;
+  private walWatch: NodeJS.Timeout | null = null;
+  /** The WAL's mtime when the last checkpoint was asked for (-1: ask at the next look). */
+  private walWritten = -1;
+
+  private watchWal(): void {
+    if (this.inMemory) return;
+    this.walWatch = setInterval(() => {
+      if (this.walWorker?.busy || !this.db.open) return;
+      let st;
+      try {
+        st = statSync(`${this.file}-wal`);
+      } catch {
+        return; // No WAL (yet, or after close): nothing to copy.
+      }
+      if (st.size < WAL_CHECKPOINT_BYTES || st.mtimeMs === this.walWritten) return;
+      this.walWritten = st.mtimeMs;
+      void this.checkpointAside();
+    }, WAL_WATCH_MS);
+    // A process with nothing else to do may exit: what is in the WAL is committed, and the next open
+    // (or this close) checkpoints it.
+    this.walWatch.unref();
+  }
+
+  /**
+   * A PASSIVE checkpoint in the worker, started at the first one. A worker that failed is replaced at
+   * the next call, and this one's checkpoint done here instead; a failure here (a full disk) leaves
+   * the frames in the WAL for the next.
+   */
+  private async checkpointAside(): Promise<void> {
+    if (this.inMemory || this.closing || !this.db.open) return;
+    this.walWorker ??= new Checkpointer(this.file);
+    const worker = this.walWorker;
+    try {
+      await worker.checkpoint();
+    } catch {
+      if (this.walWorker === worker) this.walWorker = null;
+      void worker.close();
+      try {
+        if (this.db.open && !this.closing) this.db.pragma('wal_checkpoint(PASSIVE)');
+      } catch {
+        // Kept for the next checkpoint.
+      }
+    }
+  }
+
   async close(): Promise<void> {
     this.closing = true;
+    if (this.walWatch) clearInterval(this.walWatch);
+    this.walWatch = null;
+    await this.walWorker?.close();
+    this.walWorker = null;
     if (this.queue.length > 0) this.flush();
     if (this.indexTimer) clearTimeout(this.indexTimer);
     this.indexTimer = null;

@@ -57,7 +57,28 @@ export function newTablesSql(g: string): string {
     CREATE TABLE search_docs_new_${g} (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
     CREATE INDEX search_docs_user_${g} ON search_docs_new_${g} (user_id, kind, id);
     CREATE VIRTUAL TABLE search_fts_new_${g} USING fts5(text, content='', tokenize='trigram');
+    ${mergePolicySql(`search_fts_new_${g}`)}
     ${PENDING_TABLE(`search_pending_new_${g}`)};`;
+}
+
+/**
+ * FTS5 merges its segments inside whichever transaction writes the index, on the event loop. With
+ * its default `crisismerge` of 16, one chunk of the background indexer merged a whole level at once
+ * and held every append 2.3–2.5 s (a clear of 100k users with 8 writers; at 64: no stall over 100–
+ * 175 ms in the same runs; BENCHMARKS.md, "FTS5 crisis merges"). FTS5's incremental merges (automerge)
+ * keep the levels short; the crisis merge stays as the bound of segments a search may read per level.
+ */
+export const FTS_CRISISMERGE = 64;
+
+function mergePolicySql(table: string): string {
+  // FTS5 refuses bound values in its config commands ("SQL logic error"): the number is a constant.
+  return `INSERT INTO main.${table} (${table}, rank) VALUES ('crisismerge', ${FTS_CRISISMERGE});`;
+}
+
+/** Sets the merge policy above on the live index of a store made before it (writes only when it differs). */
+export function ensureMergePolicy(db: Database.Database): void {
+  const v = db.prepare<[], unknown>("SELECT v FROM main.search_fts_config WHERE k = 'crisismerge'").pluck().get();
+  if (v !== FTS_CRISISMERGE) db.exec(mergePolicySql('search_fts'));
 }
 
 /** Names of this store's generation tables of `kind`. */
