@@ -40,11 +40,6 @@ export class Checkpointer {
   constructor(file: string) {
     const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
     this.worker = new Worker(WORKER, { eval: true, workerData: { file, sqlite } });
-    // An idle worker keeps no process alive (the store's own watch starts it, for any writer); a
-    // running checkpoint does: a build awaiting its last checkpoint in a process with nothing else to
-    // wait for (the CLI's restore, test/ops/crash.test.ts's child) exited with code 13 in the middle
-    // of it while the worker was unref'd.
-    this.worker.unref();
     this.worker.on('message', (m: { ok: boolean; log?: number; checkpointed?: number; error?: string }) => {
       const done = this.waiting.shift();
       done?.(m.ok ? { log: m.log ?? -1, checkpointed: m.checkpointed ?? -1 } : new Error(m.error ?? 'checkpoint failed'));
@@ -61,6 +56,10 @@ export class Checkpointer {
   checkpoint(): Promise<CheckpointResult> {
     this.running ??= new Promise<CheckpointResult>((resolve, reject) => {
       this.waiting.push((r) => (r instanceof Error ? reject(r) : resolve(r)));
+      // A running checkpoint keeps the process alive, an idle worker does not (every writing process
+      // has one): a build awaiting its last checkpoint in a process with nothing else to wait for (the
+      // CLI's restore, test/ops/crash.test.ts's child) exited with code 13 in the middle of it while
+      // the worker was unref'd; test/store/sqlite-wal.test.ts hangs if an idle one is not.
       this.worker.ref();
       this.worker.postMessage('checkpoint');
     }).finally(() => {
