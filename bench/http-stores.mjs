@@ -142,11 +142,25 @@ export async function prepareRedisDir(redisDir, n, cache, startRedis, log) {
     try {
       await loadRedis(port, n);
       const r = new Redis({ port, host: '127.0.0.1' });
-      await r.bgrewriteaof();
+      const idle = async () => {
+        for (;;) {
+          if ((await redisInfo(r, 'aof_rewrite_in_progress')) === '0' && (await redisInfo(r, 'aof_rewrite_scheduled')) === '0') return;
+          await new Promise((res) => setTimeout(res, 500));
+        }
+      };
+      // Redis may have started a rewrite of its own during the load (its auto-rewrite at 100% growth):
+      // BGREWRITEAOF then fails with "already in progress". Ours runs after it, so it holds every key.
       for (;;) {
-        await new Promise((res) => setTimeout(res, 500));
-        if ((await redisInfo(r, 'aof_rewrite_in_progress')) === '0' && (await redisInfo(r, 'aof_rewrite_scheduled')) === '0') break;
+        await idle();
+        try {
+          await r.bgrewriteaof();
+          break;
+        } catch (err) {
+          if (!/already in progress/.test(String(err?.message))) throw err;
+        }
       }
+      await new Promise((res) => setTimeout(res, 500));
+      await idle();
       await r.quit();
     } finally {
       await stop();
