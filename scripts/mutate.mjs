@@ -61,9 +61,12 @@ const TESTS = {
   'src/store/postgres/section.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/sql.ts': ['test/mutation/postgres.test.ts'],
-  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts'],
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts', 'test/store/postgres-changes.test.ts'],
   'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-connection.test.ts'],
   'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  'src/format/line-writer.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
+  'src/format/line-reader.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
 };
 
 /**
@@ -88,7 +91,9 @@ const CI_TESTS = {
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
   'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts'],
   // Without the file that creates databases (seconds each).
-  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-changes.test.ts'],
+  'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  'src/store/gate.ts': ['test/mutation/gate.test.ts'],
 };
 
 /**

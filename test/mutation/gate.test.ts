@@ -40,7 +40,9 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await sleep(20);
 }
 
-describe('the write gate under an exclusive section', () => {
+// A mutant that breaks a wait loop parks the test on a promise nobody resolves: failing it here, far
+// above the sub-second a test takes, spares the mutation run StrykerJS's own timeout and restart.
+describe('the write gate under an exclusive section', { timeout: 10_000 }, () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let store: Store;

@@ -23,6 +23,7 @@ export class ChangeFeed implements WriteTracker {
     private readonly read: <R extends QueryResultRow>(text: string, values: unknown[]) => Promise<R[]>,
     private readonly sql: Sql,
   ) {
+    // Stryker disable next-line OptionalChaining,StringLiteral: pg_current_snapshot() is one row, always; the fallbacks are for noUncheckedIndexedAccess
     this.marked = this.read<{ s: string }>(sql.mark, []).then((rows) => ({ snapshot: rows[0]?.s ?? '', at: Date.now() }));
     // Awaited by refresh(); a failure surfaces there, not as an unhandled rejection.
     this.marked.catch(() => undefined);
