@@ -95,6 +95,9 @@ const CI_TESTS = {
   'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-changes.test.ts', 'test/mutation/pg-migrations.test.ts'],
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
   'src/store/gate.ts': ['test/mutation/gate.test.ts'],
+  // The property suite and format.test.ts (which spawns Python) cost about 6 s a mutant here: over an hour for line-reader.ts's 282.
+  'src/format/line-writer.ts': ['test/mutation/line-format.test.ts'],
+  'src/format/line-reader.ts': ['test/mutation/line-format.test.ts'],
 };
 
 /**
