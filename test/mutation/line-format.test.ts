@@ -44,10 +44,12 @@ function collector(): { out: Writable; data: () => Buffer } {
 
 const batch = (pairs: [string, string][]): JsonByteBatch => ({ ids: pairs.map(([id]) => id), data: pairs.map(([, json]) => Buffer.from(json, 'utf8')) }) as JsonByteBatch;
 
+// Each describe fails a test after 10 s (a test takes at most a second or two): a mutant that breaks a
+// stream wait hangs, and failing it here spares the mutation run StrykerJS's timeout and restart.
 let n = 0;
 const file = (name: string): string => path.join(dir, `${n++}-${name}`);
 
-describe('writeStreamDurably', () => {
+describe('writeStreamDurably', { timeout: 10_000 }, () => {
   it('refuses a name that exists and leaves that file as it was', async () => {
     const f = file('taken');
     await fsp.writeFile(f, 'not ours');
@@ -67,7 +69,7 @@ describe('writeStreamDurably', () => {
   });
 });
 
-describe('writeStreamDurably when the disk fails', () => {
+describe('writeStreamDurably when the disk fails', { timeout: 10_000 }, () => {
   it('an fsync that fails rejects with its error, closes the file and removes it', async () => {
     const f = file('nosync');
     const closed: string[] = [];
@@ -127,7 +129,7 @@ function slowSink(fail?: { at: number; how: 'callback' | 'destroy' }): { out: Wr
 const users = (count: number, size: number): [string, unknown][] =>
   Array.from({ length: count }, (_, i) => [`u${String(i).padStart(6, '0')}`, { i, pad: 'p'.repeat(size) }] as [string, unknown]);
 
-describe('both writers against slow and failing outputs', () => {
+describe('both writers against slow and failing outputs', { timeout: 10_000 }, () => {
   const writers = {
     entries: (entries: [string, unknown][], out: Writable, gzip: boolean) => writeBackupStream(iterate(entries), out, { gzip }),
     batches: (entries: [string, unknown][], out: Writable, gzip: boolean) => {
@@ -183,7 +185,7 @@ describe('both writers against slow and failing outputs', () => {
   });
 });
 
-describe('entryLine and raw entries', () => {
+describe('entryLine and raw entries', { timeout: 10_000 }, () => {
   it('writes RawJson text as it is, and names the user and the cause of a value JSON cannot hold', async () => {
     expect(entryLine('a"b', new RawJson('{"x": 1}'))).toBe('"a\\"b":{"x": 1}');
     const pairs: [string, string][] = [['u1', '{"n":1}'], ['u2', '{"n":2}']];
@@ -212,7 +214,7 @@ describe('entryLine and raw entries', () => {
   });
 });
 
-describe('writeBackupStream and writeBackupBatches', () => {
+describe('writeBackupStream and writeBackupBatches', { timeout: 10_000 }, () => {
   it('give the same bytes, hash, size and count; an empty batch and a multi-byte id change nothing', async () => {
     const pairs: [string, string][] = [['a', '{"v":"x"}'], ['z"q', '{"v":"ü€😀"}'], ['é', '{}']];
     const a = collector();
@@ -268,7 +270,7 @@ describe('writeBackupStream and writeBackupBatches', () => {
   });
 });
 
-describe('digestBackupFile', () => {
+describe('digestBackupFile', { timeout: 10_000 }, () => {
   it('counts the users of a line-format file by its lines, plain and gzip, and refuses what is not a regular file', async () => {
     const f = file('three.json');
     const text = '{\n"a":1,\n"b":2,\n"c":3\n}\n';
@@ -297,7 +299,7 @@ describe('digestBackupFile', () => {
   });
 });
 
-describe('findInLineBackup and isLineFormat', () => {
+describe('findInLineBackup and isLineFormat', { timeout: 10_000 }, () => {
   async function lineFile(entries: [string, unknown][]): Promise<string> {
     const f = file('b.json');
     const c = collector();
