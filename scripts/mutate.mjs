@@ -61,9 +61,12 @@ const TESTS = {
   'src/store/postgres/section.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/locks.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/sql.ts': ['test/mutation/postgres.test.ts'],
-  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts'],
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-migrations.test.ts', 'test/store/postgres-changes.test.ts'],
   'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-connection.test.ts'],
   'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
+  'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  'src/format/line-writer.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
+  'src/format/line-reader.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
 };
 
 /**
@@ -87,8 +90,14 @@ const CI_TESTS = {
   'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
   'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts'],
-  // Without the file that creates databases (seconds each).
-  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
+  // With the file that creates databases (a second or two each): the pg_trgm index's retry needs a
+  // database where the extension does not exist yet.
+  'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-changes.test.ts', 'test/mutation/pg-migrations.test.ts'],
+  'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  'src/store/gate.ts': ['test/mutation/gate.test.ts'],
+  // The property suite and format.test.ts (which spawns Python) cost about 6 s a mutant here: over an hour for line-reader.ts's 282.
+  'src/format/line-writer.ts': ['test/mutation/line-format.test.ts'],
+  'src/format/line-reader.ts': ['test/mutation/line-format.test.ts'],
 };
 
 /**

@@ -332,8 +332,12 @@ export async function writeStreamDurably<T>(file: string, write: (out: NodeJS.Wr
   const out = io.createWriteStream(file, { flags: 'wx', mode: FILE_MODE });
   // A late ENOSPC/EIO can surface after the writer's own listener is gone: keep one for the whole life.
   out.on('error', () => undefined);
+  // Set once this call has created the file: a name that already existed (EEXIST) is someone else's
+  // file, and the clean-up below must not remove it.
+  let created = false;
   try {
     await once(out, 'open');
+    created = true;
     let result: T;
     try {
       result = await write(out);
@@ -351,7 +355,7 @@ export async function writeStreamDurably<T>(file: string, write: (out: NodeJS.Wr
     }
     return result;
   } catch (err) {
-    await fsp.rm(file, { force: true }).catch(() => undefined);
+    if (created) await fsp.rm(file, { force: true }).catch(() => undefined);
     throw err;
   }
 }

@@ -40,7 +40,9 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await sleep(20);
 }
 
-describe('the write gate under an exclusive section', () => {
+// A mutant that breaks a wait loop parks the test on a promise nobody resolves: failing it here, far
+// above the sub-second a test takes, spares the mutation run StrykerJS's own timeout and restart.
+describe('the write gate under an exclusive section', { timeout: 10_000 }, () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let store: Store;
@@ -130,5 +132,112 @@ describe('the write gate under an exclusive section', () => {
     inside.open();
     await Promise.all([section, blocked]);
     expect(log).toEqual(['section start', 'section end', `update ${b.user_id} committed`]);
+  });
+
+  /** A section of `scope` that logs its start and end and stays open until the test lets it go. */
+  function heldSection(scope: ExclusiveScope, name: string) {
+    const inside = latch();
+    const done = store.exclusive(scope, async () => {
+      log.push(`${name} start`);
+      inside.entered();
+      await inside.opened;
+      log.push(`${name} end`);
+    });
+    return { ...inside, done };
+  }
+
+  it('a waiting whole-store section holds back writes that arrive after it, even to other users', async () => {
+    const hold = latch();
+    state.hold = hold;
+    const first = store.put(a.user_id, { ...a, name: 'First' });
+    await hold.reached;
+    state.hold = null;
+    const full = heldSection('all', 'full');
+    await settle();
+    const later = store.put(b.user_id, { ...b, name: 'Later' });
+    await settle();
+    expect(log).toEqual([`update ${a.user_id} in flight`]);
+    hold.open();
+    await first;
+    await full.reached;
+    await settle();
+    expect(log).toEqual([`update ${a.user_id} in flight`, `update ${a.user_id} committed`, 'full start']);
+    full.open();
+    await Promise.all([full.done, later]);
+    expect(log.slice(3)).toEqual(['full end', `update ${b.user_id} committed`]);
+  });
+
+  it('a per-user section waits for every write in flight to its user, not only the first to finish', async () => {
+    const one = latch();
+    state.hold = one;
+    const w1 = store.put(a.user_id, { ...a, name: 'One' });
+    await one.reached;
+    const two = latch();
+    state.hold = two;
+    const w2 = store.put(a.user_id, { ...a, name: 'Two' });
+    await two.reached;
+    state.hold = null;
+    const section = heldSection({ ids: [a.user_id] }, 'section');
+    one.open();
+    await w1;
+    await settle();
+    expect(log.filter((l) => l.startsWith('section'))).toEqual([]);
+    two.open();
+    await w2;
+    await section.reached;
+    section.open();
+    await section.done;
+    expect(log.slice(-4)).toEqual([`update ${a.user_id} committed`, `update ${a.user_id} committed`, 'section start', 'section end']);
+  });
+
+  it('a section over several users waits while any one of them has a write in flight', async () => {
+    const hold = latch();
+    state.hold = hold;
+    const write = store.put(b.user_id, { ...b, name: 'B' });
+    await hold.reached;
+    state.hold = null;
+    const section = heldSection({ ids: [a.user_id, b.user_id] }, 'section');
+    await settle();
+    expect(log).toEqual([`update ${b.user_id} in flight`]);
+    hold.open();
+    await write;
+    await section.reached;
+    section.open();
+    await section.done;
+    expect(log).toEqual([`update ${b.user_id} in flight`, `update ${b.user_id} committed`, 'section start', 'section end']);
+  });
+
+  it('sections exclude each other: a whole-store one waits for a per-user one and for another whole-store one; a per-user one waits for a whole-store one held or waiting', async () => {
+    // A whole-store section after a per-user one.
+    const user = heldSection({ ids: [a.user_id] }, 'user');
+    await user.reached;
+    const full = heldSection('all', 'full');
+    // A per-user section on another user, asked for while the whole-store one waits: it waits too.
+    const other = heldSection({ ids: [b.user_id] }, 'other');
+    await settle();
+    expect(log).toEqual(['user start']);
+    user.open();
+    await user.done;
+    await full.reached;
+    // A second whole-store section while the first is held.
+    const second = heldSection('all', 'second');
+    await settle();
+    expect(log).toEqual(['user start', 'user end', 'full start']);
+    full.open();
+    await full.done;
+    await settle();
+    // The waiting per-user section and the second whole-store section: one at a time, never together.
+    const started = log.slice(4);
+    expect(started.length).toBe(1);
+    const first = started[0] === 'other start' ? other : second;
+    const then = first === other ? second : other;
+    first.open();
+    await first.done;
+    await then.reached;
+    then.open();
+    await then.done;
+    expect(log.slice(0, 4)).toEqual(['user start', 'user end', 'full start', 'full end']);
+    expect(log.length).toBe(8);
+    for (let i = 4; i < 8; i += 2) expect(log[i + 1]?.replace(' end', '')).toBe(log[i]?.replace(' start', ''));
   });
 });

@@ -70,9 +70,20 @@ describePg('postgres migrations on fresh databases, for mutation testing', () =>
       await adminPool().query(`REVOKE CREATE ON DATABASE "${db.name}" FROM PUBLIC`);
       // The schema exists and is the role's, but the role may not create schemas or extensions.
       await c.query(`CREATE SCHEMA app AUTHORIZATION "${role}"`);
+      const warnings: Error[] = [];
+      const onWarning = (w: Error): void => void warnings.push(w);
+      process.on('warning', onWarning);
       const limited = await PostgresDriver.connect({ connectionString: urlFor(db.name, role), schema: 'app' });
+      // A process warning is emitted on the next tick.
+      await new Promise((r) => setImmediate(r));
+      process.off('warning', onWarning);
       try {
         expect(limited.searchIndex).toBe(false);
+        // Not silent: why is kept (insufficient_privilege) and said once as a process warning.
+        expect(limited.searchIndexProblem?.code).toBe('42501');
+        expect(limited.searchIndexProblem?.message).toContain('pg_trgm');
+        const said = warnings.filter((w) => (w as { code?: string }).code === 'CHATMEM_NO_SEARCH_INDEX');
+        expect(said.map((w) => w.message)).toEqual([expect.stringContaining('search runs without its pg_trgm index (42501: ')]);
         await limited.update('u1', () => ({ ...newRecord('u1'), name: 'Siti Rahayu' }));
         expect((await limited.search('rahayu', 5)).map((r) => r.user_id)).toEqual(['u1']);
       } finally {
@@ -83,6 +94,7 @@ describePg('postgres migrations on fresh databases, for mutation testing', () =>
       const owner = await PostgresDriver.connect({ connectionString: urlFor(db.name), schema: 'app' });
       try {
         expect(owner.searchIndex).toBe(true);
+        expect(owner.searchIndexProblem).toBeNull();
         expect((await owner.search('rahayu', 5)).map((r) => r.user_id)).toEqual(['u1']);
       } finally {
         await owner.close();
@@ -93,6 +105,40 @@ describePg('postgres migrations on fresh databases, for mutation testing', () =>
       await c.end();
       await db.drop();
       await adminPool().query(`DROP ROLE IF EXISTS "${role}"`);
+    }
+  });
+
+  it('a start whose CREATE EXTENSION meets another session creating pg_trgm tries again and gets the index', async () => {
+    const db = await database('UTF8');
+    const c = new pg.Client({ connectionString: urlFor(db.name) });
+    const other = new pg.Client({ connectionString: urlFor(db.name) });
+    await c.connect();
+    await other.connect();
+    try {
+      await c.query('CREATE SCHEMA app');
+      // Another session (a second daemon's test helper, an operator) creating the extension, not yet committed.
+      await other.query('BEGIN');
+      await other.query('CREATE EXTENSION pg_trgm SCHEMA public');
+      const starting = PostgresDriver.connect({ connectionString: urlFor(db.name), schema: 'app' });
+      // The start's CREATE EXTENSION waits on the other's row of pg_extension: seen before letting it go.
+      for (;;) {
+        const waiting = await c.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'CREATE EXTENSION%'", [db.name]);
+        if (waiting.rowCount === 1) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await other.query('COMMIT');
+      const driver = await starting;
+      try {
+        expect([driver.searchIndex, driver.searchIndexProblem]).toEqual([true, null]);
+      } finally {
+        await driver.close();
+      }
+      const idx = await c.query<{ indexname: string }>("SELECT indexname FROM pg_indexes WHERE schemaname = 'app' AND indexdef LIKE '%gin_trgm_ops%'");
+      expect(idx.rows.map((r) => r.indexname)).toEqual(['chatmem_users_search_trgm']);
+    } finally {
+      await other.end();
+      await c.end();
+      await db.drop();
     }
   });
 

@@ -7,7 +7,7 @@ import { ChangeFeed } from './changes.js';
 import { checkOptions, tableNames, type PostgresConnectOptions } from './config.js';
 import { Lease, createPool, openError, wrapError } from './connection.js';
 import { LockKeys, batchLocksSql, lockSection, tryLeaderLock, unlockAll, unlockLeader, writeLocksSql } from './locks.js';
-import { migrate } from './migrations.js';
+import { migrate, type TrigramProblem } from './migrations.js';
 import { Section } from './section.js';
 import { buildSql, parseData, rowValues, upsertRecords, type CountRow, type DataRow, type Sql, type StatsRow, type SummaryRow } from './sql.js';
 
@@ -74,6 +74,8 @@ export class PostgresDriver implements StoreDriver {
     lockScope: string,
     /** True when search is served by the pg_trgm GIN index; false: a sequential scan (pg_trgm unavailable). */
     readonly searchIndex: boolean,
+    /** Why the index could not be made (SQLSTATE and PostgreSQL's message), or null. */
+    readonly searchIndexProblem: TrigramProblem | null = null,
   ) {
     this.url = url;
     this.sql = buildSql(names.users, names.deleted);
@@ -91,13 +93,21 @@ export class PostgresDriver implements StoreDriver {
     const pool = opts.pool ?? createPool(opts.connectionString);
     let schema: string;
     let trigram: boolean;
+    let trigramProblem: TrigramProblem | null;
     try {
-      ({ schema, trigram } = await migrate(pool, opts.schema, table));
+      ({ schema, trigram, trigramProblem } = await migrate(pool, opts.schema, table));
     } catch (err) {
       if (!opts.pool) await pool.end().catch(() => undefined);
       throw openError(err, url, opts.connectionString);
     }
-    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), `${schema}\0${table}`, trigram);
+    if (trigramProblem) {
+      // Search still works (a sequential scan), so the store opens; the operator is told why it is slow.
+      // PostgreSQL's message names only the extension, schema or index, never a record.
+      process.emitWarning(`PostgreSQL store ${url}: search runs without its pg_trgm index (${trigramProblem.code ?? 'no SQLSTATE'}: ${trigramProblem.message})`, {
+        code: 'CHATMEM_NO_SEARCH_INDEX',
+      });
+    }
+    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), `${schema}\0${table}`, trigram, trigramProblem);
   }
 
   private checkOpen(): void {

@@ -65,24 +65,43 @@ const MIGRATIONS: readonly ((t: { users: string; deleted: string; table: string 
 /** Latest schema version this build knows. */
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
 
+/** Why the trigram index could not be made: PostgreSQL's SQLSTATE and message (catalogue names only, never a record). */
+export interface TrigramProblem {
+  code: string | undefined;
+  message: string;
+}
+
+/**
+ * The SQLSTATE of a catalogue change made by another session at the same moment: CREATE EXTENSION
+ * waits on another session's uncommitted pg_trgm (a test helper's, an operator's, another database
+ * user's; chatmem's own migrations hold one lock) and then fails on pg_extension's unique name index.
+ * The next try sees the finished change.
+ */
+const CONCURRENT_CATALOGUE = '23505';
+
 /**
  * Creates (once) the pg_trgm GIN index that makes substring search an index lookup. Tried on every
  * start, in a savepoint: where the extension cannot be created (not installed, or no privilege) search
- * falls back to a sequential scan and the store still opens. Returns whether the index exists.
+ * falls back to a sequential scan and the store still opens. A failure is tried once more when it was
+ * another session's concurrent catalogue change, and otherwise returned, so it is not silent.
  */
-async function ensureTrigramIndex(client: PoolClient, users: string, indexName: string): Promise<boolean> {
-  await client.query('SAVEPOINT chatmem_trgm');
-  try {
-    await client.query('CREATE EXTENSION IF NOT EXISTS pg_trgm');
-    const { rows } = await client.query<{ s: string }>("SELECT extnamespace::regnamespace::text AS s FROM pg_extension WHERE extname = 'pg_trgm'");
-    const ns = rows[0]?.s;
-    if (!ns) throw new Error('pg_trgm is not installed');
-    await client.query(`CREATE INDEX IF NOT EXISTS ${quoteIdent(Buffer.byteLength(indexName) <= 63 ? indexName : `chatmem_search_trgm_${hashKey(indexName) >>> 0}`, 'index')} ON ${users} USING gin (search_text ${ns}.gin_trgm_ops)`);
-    await client.query('RELEASE SAVEPOINT chatmem_trgm');
-    return true;
-  } catch {
-    await client.query('ROLLBACK TO SAVEPOINT chatmem_trgm');
-    return false;
+async function ensureTrigramIndex(client: PoolClient, users: string, indexName: string): Promise<TrigramProblem | null> {
+  for (let attempt = 1; ; attempt++) {
+    await client.query('SAVEPOINT chatmem_trgm');
+    try {
+      await client.query('CREATE EXTENSION IF NOT EXISTS pg_trgm');
+      const { rows } = await client.query<{ s: string }>("SELECT extnamespace::regnamespace::text AS s FROM pg_extension WHERE extname = 'pg_trgm'");
+      const ns = rows[0]?.s;
+      if (!ns) throw new Error('pg_trgm is not installed');
+      await client.query(`CREATE INDEX IF NOT EXISTS ${quoteIdent(Buffer.byteLength(indexName) <= 63 ? indexName : `chatmem_search_trgm_${hashKey(indexName) >>> 0}`, 'index')} ON ${users} USING gin (search_text ${ns}.gin_trgm_ops)`);
+      await client.query('RELEASE SAVEPOINT chatmem_trgm');
+      return null;
+    } catch (err) {
+      await client.query('ROLLBACK TO SAVEPOINT chatmem_trgm');
+      const code = (err as { code?: unknown }).code;
+      const problem = { code: typeof code === 'string' ? code : undefined, message: err instanceof Error ? err.message : String(err) };
+      if (attempt >= 2 || problem.code !== CONCURRENT_CATALOGUE) return problem;
+    }
   }
 }
 
@@ -91,7 +110,7 @@ async function ensureTrigramIndex(client: PoolClient, users: string, indexName: 
  * advisory lock. Returns the schema used: `wanted`, else the connection's current schema (so a
  * `search_path` set in the URL's `options` is honoured; `public` by default).
  */
-export async function migrate(pool: Pool, wanted: string | undefined, table: string): Promise<{ schema: string; trigram: boolean }> {
+export async function migrate(pool: Pool, wanted: string | undefined, table: string): Promise<{ schema: string; trigram: boolean; trigramProblem: TrigramProblem | null }> {
   const client = await pool.connect();
   const lease = new Lease(client);
   try {
@@ -130,7 +149,7 @@ export async function migrate(pool: Pool, wanted: string | undefined, table: str
       if (typeof todo === 'string') await client.query(todo);
       else await todo(client);
     }
-    const trigram = await ensureTrigramIndex(client, names.users, `${table}_search_trgm`);
+    const trigramProblem = await ensureTrigramIndex(client, names.users, `${table}_search_trgm`);
     if (from < MIGRATIONS.length) {
       await client.query(
         `INSERT INTO ${names.versions} (table_name, version) VALUES ($1, $2)
@@ -139,7 +158,7 @@ export async function migrate(pool: Pool, wanted: string | undefined, table: str
       );
     }
     await client.query('COMMIT');
-    return { schema, trigram };
+    return { schema, trigram: trigramProblem === null, trigramProblem };
   } catch (err) {
     await client.query('ROLLBACK').catch((e: unknown) => lease.poison(e));
     throw err;
