@@ -48,23 +48,31 @@ const BATCH_BYTES = 64 * 1024;
 
 // Resolves on the first of `events` (or when `also` resolves), rejects on 'error' (or when `also`
 // rejects), and always removes its listeners: events.once would leave one behind per lost race.
-function waitForEvent(emitter: NodeJS.EventEmitter, events: string[], also?: Promise<void>): Promise<void> {
+function waitForEvent(emitter: NodeJS.EventEmitter, events: string[], also?: Promise<void>, failOn: string[] = [], failure: () => unknown = prematureClose): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     const done = (err?: unknown): void => {
       if (settled) return;
       settled = true;
       for (const e of events) emitter.removeListener(e, ok);
+      for (const e of failOn) emitter.removeListener(e, closed);
       emitter.removeListener('error', fail);
       if (err === undefined) resolve();
       else reject(err);
     };
     const ok = (): void => done();
     const fail = (err: unknown): void => done(err ?? new Error('stream error'));
+    const closed = (): void => done(failure());
     for (const e of events) emitter.on(e, ok);
+    for (const e of failOn) emitter.on(e, closed);
     emitter.on('error', fail);
     also?.then(ok, fail);
   });
+}
+
+// Node's own code for a stream that ended before its data did (stream.finished uses it).
+function prematureClose(): Error {
+  return Object.assign(new Error('the output closed before the backup was written'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 // Writes buffers to `out` in order, honouring backpressure, and reports the first stream error.
@@ -72,6 +80,8 @@ class Sink {
   private readonly out: NodeJS.WritableStream;
   private error: unknown = undefined;
   private last: Promise<void> = Promise.resolve();
+  /** The last write's callback has not come yet. */
+  private inFlight = false;
   private readonly onError = (err: unknown): void => {
     this.error ??= err;
   };
@@ -103,7 +113,9 @@ class Sink {
     });
     // Nobody may be awaiting yet; the error is also captured by onError and rethrown from check().
     this.last.catch(() => undefined);
+    this.inFlight = true;
     return this.out.write(buf, (err) => {
+      this.inFlight = false;
       if (err) {
         this.onError(err);
         rejectDone(err);
@@ -112,14 +124,23 @@ class Sink {
   }
 
   // Waits for 'drain'; the last write's callback also counts, since a flushed stream may never emit it.
+  // A stream destroyed meanwhile (a closed socket or response) may never call that callback back: its
+  // 'close' fails the wait (the gzip path hung on it), and one already destroyed fails it at once.
   async drain(): Promise<void> {
-    await waitForEvent(this.out, ['drain'], this.last);
+    await this.settled(['drain']);
   }
 
   // Resolves once every byte handed over so far has been accepted by the underlying resource.
   async flushed(): Promise<void> {
+    if (this.inFlight) await this.settled([]);
     await this.last;
     this.check();
+  }
+
+  private async settled(events: string[]): Promise<void> {
+    const failure = (): unknown => (this.out as { errored?: unknown }).errored ?? this.error ?? prematureClose();
+    if ((this.out as { destroyed?: boolean }).destroyed === true) throw failure();
+    await waitForEvent(this.out, events, this.last, ['close'], failure);
   }
 
   dispose(): void {

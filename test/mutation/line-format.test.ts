@@ -154,13 +154,29 @@ describe('both writers against slow and failing outputs', { timeout: 10_000 }, (
         expect(r.bytes).toBeGreaterThan(400 * 1024);
       });
 
-      // 'callback' only: an output destroyed with a write in progress hangs the gzip writer (RELIABILITY.md, left open).
-      for (const how of ['callback'] as const) {
+      for (const how of ['callback', 'destroy'] as const) {
         it(`${name}, gzip ${gzip}: an output that fails (${how}) rejects with its error`, async () => {
           const sink = slowSink({ at: 3, how });
           await expect(write(users(3000, 300), sink.out, gzip)).rejects.toMatchObject({ code: 'ENOSPC' });
         });
       }
+
+      // A closed socket or response: destroyed with no error, its write in progress never called back
+      // (the gzip writer waited for it forever before).
+      it(`${name}, gzip ${gzip}: an output closed with a write in progress rejects instead of waiting forever`, async () => {
+        let calls = 0;
+        const out = new Writable({
+          highWaterMark: 1024,
+          write(_chunk: Buffer, _enc, cb) {
+            if (++calls === 3) {
+              setTimeout(() => out.destroy(), 5);
+              return;
+            }
+            setTimeout(cb, 0);
+          },
+        });
+        await expect(write(users(3000, 300), out, gzip)).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      });
     }
   }
 
