@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
+import { GENERATION } from '../../src/store/sqlite/schema.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let root: { dir: string; cleanup: () => Promise<void> };
@@ -50,6 +51,33 @@ async function found(driver: SqliteDriver, word: string): Promise<string[]> {
 /** Search agrees with the stored records on every word, with the queue as it is and after close applies it. */
 async function searchAgrees(driver: SqliteDriver, words: string[]): Promise<void> {
   for (const w of words) expect(await found(driver, w), w).toEqual(await expected(driver, w));
+}
+
+/** Tables of a clear's or a restore's generations still in the file (the background drop empties them). */
+function generations(file: string): string[] {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all().filter((n) => GENERATION.test(n));
+  } finally {
+    db.close();
+  }
+}
+
+/** Waits (bounded) until the background drop has removed every old table. */
+async function dropped(file: string): Promise<string[]> {
+  for (let i = 0; i < 500 && generations(file).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  return generations(file);
+}
+
+/** The stored JSON's bytes, users and messages, counted from a scan: what stats must say. */
+async function counted(d: SqliteDriver): Promise<{ users: number; messages: number; bytes: number }> {
+  const t = { users: 0, messages: 0, bytes: 0 };
+  for await (const [, json] of d.scanJson()) {
+    t.users++;
+    t.messages += (JSON.parse(json) as MemoryRecord).history.length;
+    t.bytes += Buffer.byteLength(json);
+  }
+  return t;
 }
 
 describe('group commit: ops sharing a transaction', () => {
@@ -187,6 +215,7 @@ describe('search follows every write path', () => {
     expect(before).toBe(3);
     await staged.release();
     expect(await d.stats()).toMatchObject({ users: 3, messages: 4 });
+    expect(await d.stats()).toMatchObject(await counted(d));
     expect((await d.get('q'))?.history.map((h) => h.text)).toEqual(['fig']);
     await searchAgrees(d, words);
     expect(await found(d, 'damson')).toEqual([]);
@@ -254,6 +283,72 @@ describe('exclusive sections', () => {
     expect(bytes).toContain('apple');
     expect(await found(d, 'apple')).toEqual(['keep']);
     expect(await d.get('gone')).toBeNull();
+    await d.close();
+  });
+});
+
+describe('clear, restore and their old tables', () => {
+  it('the totals stay the stored ones through clear, restore, putAll, replaceAll, deletes and writes after', async () => {
+    const d = await SqliteDriver.open(freshFile());
+    await Promise.all(['a', 'b', 'c'].map((id) => d.update(id, () => rec(id, ['apple', 'banana']))));
+    expect(await d.stats()).toMatchObject(await counted(d));
+    await d.exclusive('all', (ctx) => ctx.clear());
+    expect(await d.stats()).toMatchObject(await counted(d));
+    await d.update('n', () => rec('n', ['cherry', 'damson', 'elder']));
+    expect(await d.stats()).toMatchObject(await counted(d));
+    await d.exclusive('all', (ctx) => ctx.replaceAll(stream([rec('r1', ['fig']), rec('r2', ['grape', 'zeta']), rec('r1', ['x', 'y', 'z'])])));
+    expect(await d.stats()).toMatchObject({ ...(await counted(d)), users: 2 });
+    await d.exclusive('all', (ctx) => ctx.putAll(stream([rec('r2', ['one']), rec('p', ['two', 'three'])])));
+    expect(await d.stats()).toMatchObject({ ...(await counted(d)), users: 3 });
+    const staged = await d.stageAll(stream([rec('s1', ['a', 'b']), rec('s2', ['c'])]));
+    await d.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged));
+    await staged.release();
+    await d.update('s2', (cur) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user', text: 'more', ts: T0 }] }));
+    await d.exclusive({ ids: ['s1'] }, (ctx) => ctx.delete(['s1']));
+    expect(await d.stats()).toMatchObject({ ...(await counted(d)), users: 1, messages: 2 });
+    await d.close();
+  });
+
+  it('the old tables of a clear and a restore are dropped in the background, and a released staging leaves nothing', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => d.update(`u${i}`, () => rec(`u${i}`, ['apple', 'banana']))));
+    await d.exclusive('all', (ctx) => ctx.clear());
+    expect(await dropped(file)).toEqual([]);
+    await d.update('a', () => rec('a', ['cherry']));
+    const staged = await d.stageAll(stream([rec('b', ['damson'])]));
+    await staged.release();
+    expect(await dropped(file)).toEqual([]);
+    expect(await d.count()).toBe(1);
+    expect(await found(d, 'damson')).toEqual([]);
+    const used = await d.stageAll(stream([rec('c', ['elder'])]));
+    await d.exclusive('all', async (ctx) => ctx.replaceStaged?.(used));
+    await used.release();
+    expect(await dropped(file)).toEqual([]);
+    expect(await found(d, 'elder')).toEqual(['c']);
+    expect(await found(d, 'cherry')).toEqual([]);
+    await d.close();
+    const again = await SqliteDriver.open(file);
+    expect(await again.count()).toBe(1);
+    expect(await found(again, 'elder')).toEqual(['c']);
+    await again.close();
+  });
+
+  it("SQLite's own failure of a bulk write is E_STORE_WRITE and stores nothing; the source's error passes as it is", async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    await d.update('a', () => rec('a', ['apple']));
+    const raw = new Database(file);
+    raw.exec("CREATE TRIGGER refuse BEFORE INSERT ON users WHEN NEW.user_id = 'no' BEGIN SELECT RAISE(ABORT, 'refused'); END");
+    raw.close();
+    await expect(d.exclusive('all', (ctx) => ctx.putAll(stream([rec('b', ['x']), rec('no', ['y'])])))).rejects.toMatchObject({
+      code: 'E_STORE_WRITE',
+      message: expect.stringContaining('SQLite write failed: refused'),
+    });
+    await expect(d.exclusive('all', (ctx) => ctx.putMany([rec('c', ['x']), rec('no', ['y'])]))).rejects.toThrow('refused');
+    expect(await d.count()).toBe(1);
+    expect(await d.get('b')).toBeNull();
+    expect(await d.get('c')).toBeNull();
     await d.close();
   });
 });
@@ -417,6 +512,25 @@ describe('opening', () => {
     expect(await found(d, 'banana')).toEqual(['a']);
     expect(await found(d, 'apple')).toEqual([]);
     await d.close();
+  });
+
+  it('read-only: a store older than the readable schemas is refused with what to do', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    await d.close();
+    const raw = new Database(file);
+    raw.pragma('user_version = 2');
+    raw.close();
+    await expect(SqliteDriver.open(file, { readOnly: true })).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringMatching(/version 2, expected 3 to 4 \(open it writable once/) });
+  });
+
+  it('a new store file is private (0600) in a private directory (0700)', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    await d.close();
+    const { statSync } = await import('node:fs');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
   });
 
   it('resumes index work left queued by a process that stopped without close', async () => {
