@@ -171,6 +171,48 @@ describe('search follows every write path', () => {
     await again.close();
   });
 
+  it('each write costs the index only the documents it changes (an append one, a push-out two, a rename two)', async () => {
+    const d = await SqliteDriver.open(freshFile(), { indexDelayMs: 60_000 });
+    const queued = async (write: () => Promise<unknown>): Promise<number> => {
+      const before = d.pendingIndexWork();
+      await write();
+      return d.pendingIndexWork() - before;
+    };
+    const append = (text: string) => (cur: MemoryRecord | null) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user', text, ts: T0 }] });
+    // A new user: its profile and five messages.
+    expect(await queued(() => d.update('u', () => rec('u', ['m0', 'm1', 'm2', 'm3', 'm4'])))).toBe(6);
+    expect(await queued(() => d.update('u', append('apple')))).toBe(1);
+    // The oldest two pushed out, one added: two deletes and an add.
+    expect(await queued(() => d.update('u', (cur) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history.slice(2), { role: 'user', text: 'banana', ts: T0 }] })))).toBe(3);
+    // Nothing searchable changed.
+    expect(await queued(() => d.update('u', (cur) => ({ ...(cur as MemoryRecord), flags: { seen: true } })))).toBe(0);
+    // A rename: the old profile document out, the new one in.
+    expect(await queued(() => d.update('u', (cur) => ({ ...(cur as MemoryRecord), name: 'Quintus' })))).toBe(2);
+    // A put replacing the five messages by two: five out, two in.
+    expect(await queued(() => d.update('u', (cur) => ({ ...(cur as MemoryRecord), history: rec('u', ['cherry', 'damson']).history })))).toBe(7);
+    // History emptied: the two out.
+    expect(await queued(() => d.update('u', (cur) => ({ ...(cur as MemoryRecord), history: [] })))).toBe(2);
+    expect(await queued(() => d.update('u', append('elder')))).toBe(1);
+    // A delete: the profile and the one message.
+    expect(await queued(() => d.exclusive({ ids: ['u'] }, (ctx) => ctx.delete(['u'])))).toBe(2);
+    await searchAgrees(d, ['m0', 'm4', 'apple', 'banana', 'cherry', 'elder', 'quintus']);
+    await d.close();
+  });
+
+  it('lists users with the columns of their records, after a cursor, up to the limit', async () => {
+    const d = await SqliteDriver.open(freshFile());
+    await d.update('b', () => rec('b', ['x', 'y'], { name: 'Bea', product: 'P1', updated_at: '2026-02-01T00:00:00.000Z' }));
+    await d.update('a', () => rec('a', [], { name: null, product: null }));
+    await d.update('c', () => rec('c', ['z']));
+    expect(await d.list({ cursor: null, limit: 2 })).toEqual([
+      { user_id: 'a', name: null, product: null, created_at: T0, updated_at: T0, messages: 0 },
+      { user_id: 'b', name: 'Bea', product: 'P1', created_at: T0, updated_at: '2026-02-01T00:00:00.000Z', messages: 2 },
+    ]);
+    expect((await d.list({ cursor: 'b', limit: 10 })).map((u) => u.user_id)).toEqual(['c']);
+    expect((await d.stats()).lastUpdate).toBe('2026-02-01T00:00:00.000Z');
+    await d.close();
+  });
+
   it('the indexer steps through a queue oldest first: search agrees after every chunk', async () => {
     const d = await SqliteDriver.open(freshFile(), { indexDelayMs: 60_000 });
     for (let i = 0; i < 6; i++) await d.update(`u${i}`, () => rec(`u${i}`, [words[i] as string, 'zeta']));
