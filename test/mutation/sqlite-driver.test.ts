@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { GENERATION } from '../../src/store/sqlite/schema.js';
+import { openUnder } from '../helpers/fd.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let root: { dir: string; cleanup: () => Promise<void> };
@@ -121,6 +122,26 @@ describe('group commit: ops sharing a transaction', () => {
     expect(await found(d, 'kept1')).toEqual(['ok1']);
     expect(await d.count()).toBe(2);
     await d.close();
+  });
+
+  it('a failure that rolls the whole transaction back fails the whole batch, and none of it is stored', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    await d.update('before', () => rec('before', ['x']));
+    const raw = new Database(file);
+    raw.exec("CREATE TRIGGER boom BEFORE INSERT ON users WHEN NEW.user_id = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'rolled back'); END");
+    raw.close();
+    const results = await Promise.allSettled([d.update('ok1', () => rec('ok1', ['a'])), d.update('boom', () => rec('boom', ['b'])), d.update('ok2', () => rec('ok2', ['c']))]);
+    for (const r of results) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringContaining('SQLite write failed: rolled back') });
+    }
+    await d.close();
+    const again = await SqliteDriver.open(file);
+    expect(await again.get('ok1')).toBeNull();
+    expect(await again.get('ok2')).toBeNull();
+    expect(await again.count()).toBe(1);
+    await again.close();
   });
 
   it('a write after close is refused, not lost silently', async () => {
@@ -314,6 +335,12 @@ describe('exclusive sections', () => {
     await d.update('keep', () => rec('keep', ['apple']));
     await d.update('gone', () => rec('gone', ['Xylophonistically'], { name: 'Secretname' }));
     await d.update('gone', (cur) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user', text: 'Quizzaciously', ts: T0 }] }));
+    // Words the index saw and was told to forget before the forget: a rename, a replaced message.
+    await d.update('gone', () => rec('gone', ['Ephemerally', 'Quizzaciously'], { name: 'Othername' }));
+    await d.update('gone', (cur) => ({ ...(cur as MemoryRecord), history: [{ role: 'user', text: 'Laterwords', ts: T0 }] }));
+    // A queue longer than one pass of its emptying (2,000), the forgotten user's documents behind it.
+    await d.update('filler', () => rec('filler', Array.from({ length: 2100 }, (_, i) => `filler${i}`)));
+    await d.update('gone', (cur) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user', text: 'Finalwords', ts: T0 }] }));
     // A clear's old tables still hold rows for a while: a forget must take them too.
     await d.exclusive('all', (ctx) => ctx.putMany([rec('old', ['Obsoletely'])]));
     expect(await d.exclusive({ ids: ['gone', 'none'] }, async (ctx) => ctx.forget?.(['gone', 'none']))).toBe(1);
@@ -321,11 +348,20 @@ describe('exclusive sections', () => {
       .filter((f) => f.startsWith('memory.db'))
       .map((f) => readFileSync(path.join(path.dirname(file), f)).toString('latin1'))
       .join('');
-    for (const secret of ['Xylophonistically', 'Quizzaciously', 'Secretname']) expect(bytes).not.toContain(secret);
+    // The index keeps words lower-cased.
+    const secrets = ['Xylophonistically', 'Quizzaciously', 'Secretname', 'Ephemerally', 'Othername', 'Laterwords', 'Finalwords'];
+    for (const secret of secrets) expect(bytes.toLowerCase()).not.toContain(secret.toLowerCase());
     expect(bytes).toContain('apple');
     expect(await found(d, 'apple')).toEqual(['keep']);
     expect(await d.get('gone')).toBeNull();
     await d.close();
+    // Nothing of the user comes back when the rest of the queue is applied (close does).
+    const after = readdirSync(path.dirname(file))
+      .filter((f) => f.startsWith('memory.db'))
+      .map((f) => readFileSync(path.join(path.dirname(file), f)).toString('latin1').toLowerCase())
+      .join('');
+    for (const secret of secrets) expect(after).not.toContain(secret.toLowerCase());
+    expect(after).toContain('filler2099');
   });
 });
 
@@ -428,6 +464,14 @@ describe('scans for backups', () => {
     const afterBatches = [];
     for await (const b of d.scanJson({ after: '289' }).jsonBatches?.() ?? []) afterBatches.push(...b.ids);
     expect(afterBatches).toEqual(all.slice(290));
+    // Each scan closed its reader: the store's own connection is all that stays open on the file.
+    const dir = path.dirname(d.file);
+    const open = openUnder(dir).length;
+    for await (const _r of d.scanJson()) break;
+    for await (const _b of d.scanJson().jsonBatches?.() ?? []) break;
+    for await (const _r of d.scanJson());
+    for await (const _b of d.scanJson().jsonBatches?.() ?? []);
+    expect(openUnder(dir).length).toBe(open);
     await d.close();
   });
 
@@ -515,6 +559,7 @@ describe('opening', () => {
     expect(await ro.search('apple', 10)).toEqual([]);
     const rows = [];
     for await (const r of ro.scanJson()) rows.push(r);
+    for await (const b of ro.scanJson().jsonBatches?.() ?? []) rows.push(b);
     expect(rows).toEqual([]);
     await ro.close();
     expect(existsSync(file)).toBe(false);

@@ -269,7 +269,7 @@ export class SqliteDriver implements StoreDriver {
    * only once the queue is empty (see {@link applyPending}): a contentless index must see a
    * document's insert before its 'delete'.
    */
-  private reindex(userId: string, plan: IndexPlan, deferred = false): void {
+  private reindex(userId: string, plan: IndexPlan, deferred: boolean): void {
     if (plan.profile !== null || plan.oldProfile !== null) {
       this.dropDocs(this.stmts.docsOf.all(userId, DOC_PROFILE), plan.oldProfile === null ? [] : [plan.oldProfile], deferred);
       if (plan.profile !== null) this.addDoc(userId, DOC_PROFILE, plan.profile, deferred);
