@@ -26,6 +26,8 @@ parentPort.on('message', (m) => {
 });
 `;
 
+const STOPPED = 'the checkpoint worker stopped';
+
 export interface CheckpointResult {
   /** Frames in the WAL, and how many of them are in the database file now (-1, -1: not in WAL mode). */
   log: number;
@@ -36,6 +38,8 @@ export class Checkpointer {
   private readonly worker: Worker;
   private waiting: ((r: CheckpointResult | Error) => void)[] = [];
   private running: Promise<CheckpointResult> | null = null;
+  /** The worker has exited: a request posted now would never be answered. */
+  private stopped = false;
 
   constructor(file: string) {
     const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -51,13 +55,19 @@ export class Checkpointer {
       for (const done of this.waiting.splice(0)) done(err);
     });
     this.worker.on('exit', () => {
-      for (const done of this.waiting.splice(0)) done(new Error('the checkpoint worker stopped'));
+      this.stopped = true;
+      for (const done of this.waiting.splice(0)) done(new Error(STOPPED));
     });
   }
 
   /** A PASSIVE checkpoint in the worker; while one runs, the same one is answered. */
   checkpoint(): Promise<CheckpointResult> {
     this.running ??= new Promise<CheckpointResult>((resolve, reject) => {
+      // Posted to a worker that exited (after close, or after it failed), a request waited forever.
+      if (this.stopped) {
+        reject(new Error(STOPPED));
+        return;
+      }
       this.waiting.push((r) => (r instanceof Error ? reject(r) : resolve(r)));
       // Stryker disable next-line StringLiteral: equivalent; the worker takes any message but 'close' as a checkpoint request.
       this.worker.postMessage('checkpoint');
@@ -74,11 +84,10 @@ export class Checkpointer {
 
   async close(): Promise<void> {
     await this.running?.catch(() => undefined);
+    // A worker that already stopped emits no 'exit' again.
+    if (this.stopped) return;
+    // Idle (the running checkpoint was awaited): the worker closes its connection and exits.
     this.worker.postMessage('close');
-    await new Promise<void>((resolve) => {
-      this.worker.once('exit', () => resolve());
-      // A worker that already stopped emits no 'exit' again.
-      setTimeout(resolve, 1000).unref();
-    });
+    await new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
   }
 }
