@@ -118,6 +118,8 @@ describe('group commit: ops sharing a transaction', () => {
     const results = await Promise.allSettled([d.update('ok1', () => rec('ok1', ['kept1'])), d.update('no', () => rec('no', ['gone'])), d.update('ok2', () => rec('ok2', ['kept2']))]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringContaining('"no"') });
+    // SQLite's own error goes along as the cause: what the log shows of a refused write.
+    expect((results[1] as PromiseRejectedResult).reason.cause).toBeInstanceOf(Database.SqliteError);
     expect(await found(d, 'gone')).toEqual([]);
     expect(await found(d, 'kept1')).toEqual(['ok1']);
     expect(await d.count()).toBe(2);
@@ -135,6 +137,7 @@ describe('group commit: ops sharing a transaction', () => {
     for (const r of results) {
       expect(r.status).toBe('rejected');
       expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringContaining('SQLite write failed: rolled back') });
+      expect((r as PromiseRejectedResult).reason.cause).toBeInstanceOf(Database.SqliteError);
     }
     await d.close();
     const again = await SqliteDriver.open(file);
