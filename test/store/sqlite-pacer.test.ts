@@ -48,4 +48,29 @@ describe('BuildPacer: a bulk build sized by time before it overruns', () => {
     expect(p.budget).toBeGreaterThanOrEqual(1);
     expect(p.budget).toBeLessThanOrEqual(2);
   });
+
+  it('grows after a batch that ran fast', () => {
+    const p = new BuildPacer(10, 4, 4096);
+    // An empty batch takes microseconds: twice the items fit next time.
+    p.run(4, () => undefined);
+    expect(p.budget).toBe(8);
+  });
+
+  it('an empty batch tells nothing: the budget stays as it was', () => {
+    const p = new BuildPacer(10, 8, 4096);
+    p.measured(0, 50);
+    expect(p.budget).toBe(8);
+    p.measured(8, 0.08);
+    expect(p.budget).toBe(16);
+  });
+
+  it('a turn lets the event loop run what waits on it (the hot path\'s group commits)', async () => {
+    const p = new BuildPacer(10);
+    let ran = false;
+    setImmediate(() => {
+      ran = true;
+    });
+    await p.turn();
+    expect(ran).toBe(true);
+  });
 });

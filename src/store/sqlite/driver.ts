@@ -285,7 +285,7 @@ export class SqliteDriver implements StoreDriver {
    * only once the queue is empty (see {@link applyPending}): a contentless index must see a
    * document's insert before its 'delete'.
    */
-  private reindex(userId: string, plan: IndexPlan, deferred = false): void {
+  private reindex(userId: string, plan: IndexPlan, deferred: boolean): void {
     if (plan.profile !== null || plan.oldProfile !== null) {
       this.dropDocs(this.stmts.docsOf.all(userId, DOC_PROFILE), plan.oldProfile === null ? [] : [plan.oldProfile], deferred);
       if (plan.profile !== null) this.addDoc(userId, DOC_PROFILE, plan.profile, deferred);
@@ -996,7 +996,14 @@ export class SqliteDriver implements StoreDriver {
       // Staging rowids follow history order per user, so they serve as document ids as they are.
       this.db.exec(`INSERT INTO main.search_docs (id, user_id, kind) SELECT rowid, user_id, kind FROM ${table}_docs ORDER BY rowid`);
       bulkIndex(this.db, () => this.db.exec(`INSERT INTO main.search_fts (rowid, text) SELECT rowid, text FROM ${table}_docs ORDER BY rowid`));
-      return this.db.prepare(`INSERT INTO main.users SELECT * FROM ${table}`).run().changes;
+      // A user repeated in the stream: the last record wins, as in putAll and stageAll (a plain INSERT
+      // failed the whole restore on the primary key). The totals triggers count each user once.
+      this.db.exec(
+        `INSERT INTO main.users (${USER_COLUMNS}) SELECT ${USER_COLUMNS} FROM ${table} WHERE true ORDER BY rowid
+         ON CONFLICT(user_id) DO UPDATE SET data = excluded.data, name = excluded.name, product = excluded.product,
+           created_at = excluded.created_at, updated_at = excluded.updated_at, messages = excluded.messages, search_text = excluded.search_text`,
+      );
+      return this.stmts.totals.get()?.users ?? 0;
     })();
   }
 
