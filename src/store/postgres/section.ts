@@ -93,8 +93,13 @@ export class Section implements DriverContext {
   clear(): Promise<number> {
     return this.run(async () => {
       // Exact: every writer of every daemon waits for this section.
-      const n = Number((await this.query<CountRow>(this.sql.count, [])).rows[0]?.n ?? 0);
-      if (await swapTable(this.client, this.sql, this.names, stageTableName(this.names), true)) return n;
+      let n: number;
+      try {
+        n = Number((await this.client.query<CountRow>(this.sql.count)).rows[0]?.n ?? 0);
+      } catch (err) {
+        throw wrapError('E_STORE_WRITE', 'clear', err);
+      }
+      if (await swapTable(this.client, this.sql, this.names, stageTableName(this.names), true, 'clear')) return n;
       return inTransaction(this.client, 'clear', async () => {
         const deleted = (await this.client.query(this.sql.clear)).rowCount ?? 0;
         // A change feed running meanwhile (another daemon's clear copying its backup) must copy again.
@@ -113,7 +118,7 @@ export class Section implements DriverContext {
       const state = this.staged(staged);
       if (!state) throw new StoreError('E_STORE_ARG', 'these records were not staged by this store');
       if (state.swapped) throw new StoreError('E_STORE_ARG', 'these staged records were already swapped in');
-      if (await swapTable(this.client, this.sql, this.names, state.table, false)) {
+      if (await swapTable(this.client, this.sql, this.names, state.table, false, 'restore')) {
         state.swapped = true;
       } else {
         await inTransaction(this.client, 'restore', () =>

@@ -63,7 +63,7 @@ const INDEX_PAIRS = `WITH n AS (
  * nothing, when the lock could not be had (a long reader holds the table): the caller takes the
  * row-by-row path.
  */
-export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, stage: string, create: boolean): Promise<boolean> {
+export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, stage: string, create: boolean, what: 'clear' | 'restore'): Promise<boolean> {
   for (let attempt = 0; attempt < SWAP_TRIES; attempt++) {
     try {
       await client.query(`BEGIN; SET LOCAL lock_timeout = '${SWAP_LOCK_TIMEOUT_MS}ms'`);
@@ -82,7 +82,7 @@ export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, 
       return true;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
-      if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw wrapError('E_STORE_WRITE', 'swap', err);
+      if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw wrapError('E_STORE_WRITE', what, err);
     }
   }
   return false;
