@@ -3,7 +3,11 @@ import { afterEach, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { PostgresDriver } from '../../src/store/postgres/index.js';
 import type { StagedRecords } from '../../src/store/types.js';
+import { AuditLog } from '../../src/ops/audit.js';
+import { Operations } from '../../src/ops/operations.js';
+import { openStore } from '../../src/store/open.js';
 import { PG_URL, createSchema, describePg } from '../helpers/pg.js';
+import { tempDir } from '../helpers/tmp.js';
 
 /**
  * The whole-store swap on PostgreSQL (src/store/postgres/swap.ts): a clear and a staged full restore
@@ -243,5 +247,36 @@ describePg('PostgreSQL whole-store swap', () => {
     expect(clears).toBeGreaterThanOrEqual(3);
     expect(await other.count()).toBeGreaterThan(0);
     expect(await driver.count()).toBe(await other.count());
+  });
+
+  it('the operations: a clear-all swaps in an empty twin staged before its section and reports the users its backup holds; a full restore swaps in its staged copy', async () => {
+    const { schema, url, drop } = await createSchema();
+    cleanups.push(drop);
+    const admin = await client();
+    const users = `"${schema}".chatmem_users`;
+    const t = await tempDir('chatmem-pgswap-');
+    cleanups.push(t.cleanup);
+    const store = await openStore(url);
+    cleanups.push(() => store.close());
+    const ops = new Operations({ store, backupDir: `${t.dir}/backups`, audit: new AuditLog(`${t.dir}/audit.log`), actor: { kind: 'os', name: 'test' } });
+    for (const id of ['a', 'b', 'c', 'd']) await store.appendHistory(id, { role: 'user', text: `hi ${id}` });
+    const source = await ops.createBackup();
+    await store.appendHistory('e', { role: 'user', text: 'hi e' });
+    const before = await oid(admin, users);
+    const cleared = await ops.clearAll();
+    expect(cleared.deleted).toBe(5);
+    expect(await oid(admin, users)).not.toBe(before);
+    expect(await store.count()).toBe(0);
+    expect((await ops.verifyBackups()).find((v) => v.id === cleared.backup)?.ok).toBe(true);
+    const stages = async () => (await tables(admin, schema)).filter((n) => n.includes('_stage_'));
+    expect(await stages()).toEqual([]);
+    await store.appendHistory('z', { role: 'user', text: 'after the clear' });
+    const mid = await oid(admin, users);
+    const restored = await ops.restore(source.id, { wholeStore: true });
+    expect(restored.written).toBe(4);
+    expect(await oid(admin, users)).not.toBe(mid);
+    expect((await store.list()).items.map((u) => u.user_id)).toEqual(['a', 'b', 'c', 'd']);
+    expect(restored.backup).not.toBeNull();
+    expect(await stages()).toEqual([]);
   });
 });

@@ -74,6 +74,10 @@ export class Section implements DriverContext {
     return this.run(async () => Number((await this.query<CountRow>(this.sql.count, [])).rows[0]?.n ?? 0));
   }
 
+  isEmpty(): Promise<boolean> {
+    return this.run(async () => (await this.query<{ e: boolean }>(`SELECT NOT EXISTS (SELECT 1 FROM ${this.sql.users}) AS e`, [])).rows[0]?.e ?? true);
+  }
+
   delete(ids: string[]): Promise<number> {
     return this.run(() =>
       inTransaction(this.client, 'delete', async () => {

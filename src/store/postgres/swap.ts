@@ -66,19 +66,29 @@ const INDEX_PAIRS = `WITH n AS (
 export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, stage: string, create: boolean, what: 'clear' | 'restore'): Promise<boolean> {
   for (let attempt = 0; attempt < SWAP_TRIES; attempt++) {
     try {
-      await client.query(`BEGIN; SET LOCAL lock_timeout = '${SWAP_LOCK_TIMEOUT_MS}ms'`);
-      if (create) await client.query(createStageSql(sql, stage));
-      await client.query(`LOCK TABLE ${sql.users} IN ACCESS EXCLUSIVE MODE`);
+      // Few round trips: each one is time every writer waits.
+      await client.query(`BEGIN; SET LOCAL lock_timeout = '${SWAP_LOCK_TIMEOUT_MS}ms'${create ? `; ${createStageSql(sql, stage)}` : ''}`);
       const pairs = (await client.query<{ from: string; to: string }>(INDEX_PAIRS, [stage, sql.users])).rows;
-      await client.query(`DROP TABLE ${sql.users}; ALTER TABLE ${stage} RENAME TO ${quoteIdent(names.table, 'table')}`);
+      const renames: string[] = [];
       const used = new Set<string>();
       for (const { from, to } of pairs) {
         if (used.has(from) || used.has(`\0${to}`)) continue;
         used.add(from).add(`\0${to}`);
-        await client.query(`ALTER INDEX ${names.schema}.${quoteIdent(from, 'index')} RENAME TO ${quoteIdent(to, 'index')}`);
+        renames.push(`ALTER INDEX ${names.schema}.${quoteIdent(from, 'index')} RENAME TO ${quoteIdent(to, 'index')}`);
       }
-      await client.query(`${sql.markAll}; ${sql.pruneDeleted}`);
-      await client.query('COMMIT');
+      // The pairs are read before the lock: only a start's CREATE INDEX IF NOT EXISTS changes the indexes,
+      // and an index it adds meanwhile is dropped with the table and built again at the next start.
+      await client.query(
+        [
+          `LOCK TABLE ${sql.users} IN ACCESS EXCLUSIVE MODE`,
+          `DROP TABLE ${sql.users}`,
+          `ALTER TABLE ${stage} RENAME TO ${quoteIdent(names.table, 'table')}`,
+          ...renames,
+          sql.markAll,
+          sql.pruneDeleted,
+          'COMMIT',
+        ].join('; '),
+      );
       return true;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
