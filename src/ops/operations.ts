@@ -280,9 +280,19 @@ export class Operations {
    */
   async clearAll(options: CallOptions = {}): Promise<DeleteResult> {
     return this.guarded('clear-all', options, undefined, async (op) => {
-      const r = await this.twoPhase(op, 'clear-all', options, async () => true, async (ctx) => ({ deleted: await ctx.clear() }));
-      // A clear always has its backup (an empty store gives an empty one, as it always did).
-      return { deleted: r.deleted, userIds: [], backup: r.backup?.id ?? '', backupFile: r.backup?.file ?? '' };
+      // PostgreSQL: an empty twin of the users table is made before the section, which only swaps it
+      // in; the users cleared are then the backup's (a count in the section would read every row).
+      // SQLite swaps in fresh tables inside its section already, at no cost in rows.
+      const staged = this.store.kind === 'postgres' ? await this.store.stage(fromArray([])) : null;
+      try {
+        const r = await this.twoPhase(op, 'clear-all', options, async () => true, async (ctx) =>
+          staged && ctx.replaceStaged ? { deleted: null, swapped: await ctx.replaceStaged(staged) } : { deleted: await ctx.clear() },
+        );
+        // A clear always has its backup (an empty store gives an empty one, as it always did).
+        return { deleted: r.deleted ?? r.backup?.manifest.users ?? 0, userIds: [], backup: r.backup?.id ?? '', backupFile: r.backup?.file ?? '' };
+      } finally {
+        await staged?.release().catch(() => undefined);
+      }
     });
   }
 
@@ -705,7 +715,7 @@ export class Operations {
       try {
         // An empty store leaves nothing to back up: an empty file would only pose as the latest backup.
         // Both modes are one transaction (one file write for JSON): a kill never leaves half a restore.
-        const r = await this.twoPhase(op, 'restore', options, async (ctx) => (await ctx.count()) > 0, async (ctx) => ({
+        const r = await this.twoPhase(op, 'restore', options, async (ctx) => (ctx.isEmpty ? !(await ctx.isEmpty()) : (await ctx.count()) > 0), async (ctx) => ({
           written:
             mode === 'merge'
               ? await ctx.putAll(sortedBackupRecords(src))

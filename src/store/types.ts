@@ -54,6 +54,8 @@ export interface ExclusiveContext {
   /** As `scan`, as `[user_id, JSON text]` pairs: what backups write. */
   scanJson(options?: ScanOptions): AsyncIterable<[string, string]>;
   count(): Promise<number>;
+  /** Optional: whether the store holds no user, without counting them (PostgreSQL counts by reading every row). */
+  isEmpty?(): Promise<boolean>;
   /** Deletes in one transaction; returns how many existed. */
   delete(ids: string[]): Promise<number>;
   /** Deletes everything in one transaction; returns how many existed. */

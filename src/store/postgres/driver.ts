@@ -2,14 +2,15 @@ import type { Pool, QueryResultRow } from 'pg';
 import { StoreError } from '../../errors.js';
 import type { MemoryRecord } from '../../record.js';
 import { isPrefixQuery, likeEscape } from '../search-text.js';
-import type { DriverContext, ExclusiveScope, ScanOptions, StoreDriver, StoreStats, UserSummary, WriteTracker } from '../types.js';
+import type { DriverContext, ExclusiveScope, ScanOptions, StagedRecords, StoreDriver, StoreStats, UserSummary, WriteTracker } from '../types.js';
 import { ChangeFeed } from './changes.js';
 import { checkOptions, tableNames, type PostgresConnectOptions } from './config.js';
 import { Lease, createPool, openError, wrapError } from './connection.js';
 import { LockKeys, batchLocksSql, lockSection, tryLeaderLock, unlockAll, unlockLeader, writeLocksSql } from './locks.js';
 import { migrate, type TrigramProblem } from './migrations.js';
-import { Section } from './section.js';
-import { buildSql, parseData, rowValues, upsertRecords, type CountRow, type DataRow, type Sql, type StatsRow, type SummaryRow } from './sql.js';
+import { Section, type StageState } from './section.js';
+import { WRITE_BATCH, buildSql, parseData, rowValues, upsertRecords, type CountRow, type DataRow, type Sql, type StatsRow, type SummaryRow } from './sql.js';
+import { createStageSql, stageTableName, type SwapNames } from './swap.js';
 
 const SCAN_BATCH = 500;
 /**
@@ -65,12 +66,15 @@ export class PostgresDriver implements StoreDriver {
   private closing = false;
   /** The connection holding the leader lock while this driver leads. */
   private leaderLease: Lease | null = null;
+  private readonly swapNames: SwapNames;
+  private readonly stages = new WeakMap<StagedRecords, StageState>();
 
   private constructor(
     private readonly pool: Pool,
     private readonly ownsPool: boolean,
     url: string,
-    names: { users: string; deleted: string },
+    names: { schema: string; users: string; deleted: string },
+    table: string,
     lockScope: string,
     /** True when search is served by the pg_trgm GIN index; false: a sequential scan (pg_trgm unavailable). */
     readonly searchIndex: boolean,
@@ -79,6 +83,7 @@ export class PostgresDriver implements StoreDriver {
   ) {
     this.url = url;
     this.sql = buildSql(names.users, names.deleted);
+    this.swapNames = { schema: names.schema, table };
     this.locks = new LockKeys(lockScope);
     this.maxBatches = Math.max(1, (pool.options.max ?? 10) - 2);
   }
@@ -107,7 +112,7 @@ export class PostgresDriver implements StoreDriver {
         code: 'CHATMEM_NO_SEARCH_INDEX',
       });
     }
-    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), `${schema}\0${table}`, trigram, trigramProblem);
+    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), table, `${schema}\0${table}`, trigram, trigramProblem);
   }
 
   private checkOpen(): void {
@@ -309,8 +314,8 @@ export class PostgresDriver implements StoreDriver {
     const { client } = lease;
     let open = false;
     try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       open = true;
+      await client.query(this.sql.beginScan);
       await client.query(this.sql.scan, [options.after ?? '']);
       while (true) {
         const { rows } = await client.query<DataRow & { user_id: string }>(`FETCH ${SCAN_BATCH} FROM chatmem_scan`);
@@ -325,6 +330,69 @@ export class PostgresDriver implements StoreDriver {
       if (open) await client.query('ROLLBACK').catch((e: unknown) => lease.poison(e));
       lease.release();
     }
+  }
+
+  /**
+   * A full restore's preparation, before its section: a twin of the users table (same columns,
+   * defaults and indexes) filled from `records` in transactions of {@link WRITE_BATCH} rows while
+   * writes go on (the live table is not touched), then analysed. The section only swaps it in
+   * (`replaceStaged`). A stage left by a killed process stays as `<table>_stage_<random>` (see RELIABILITY.md).
+   */
+  async stageAll(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords> {
+    this.checkOpen();
+    const table = stageTableName(this.swapNames);
+    const lease = await this.checkout('E_STORE_WRITE');
+    const { client } = lease;
+    const sql = { ...this.sql, upsertMany: buildSql(table, '').upsertMany };
+    let read = 0;
+    let rows: number;
+    // An error of the stream itself (a corrupt backup) is the caller's to interpret and passes as thrown.
+    let sourceFailed = false;
+    try {
+      await client.query(createStageSql(this.sql, table));
+      const it = records[Symbol.asyncIterator]();
+      try {
+        let batch: MemoryRecord[] = [];
+        for (;;) {
+          let next: IteratorResult<MemoryRecord>;
+          try {
+            next = await it.next();
+          } catch (err) {
+            sourceFailed = true;
+            throw err;
+          }
+          if (next.done) break;
+          batch.push(next.value);
+          read++;
+          if (batch.length >= WRITE_BATCH) {
+            await upsertRecords(client, sql, batch);
+            batch = [];
+          }
+        }
+        await upsertRecords(client, sql, batch);
+        rows = Number((await client.query<CountRow>(`SELECT COUNT(*) AS n FROM ${table}`)).rows[0]?.n ?? 0);
+        await client.query(`ANALYZE ${table}`);
+      } catch (err) {
+        if (!sourceFailed) await it.return?.().catch(() => undefined);
+        await client.query(`DROP TABLE IF EXISTS ${table}`).catch((e: unknown) => lease.poison(e));
+        throw err;
+      }
+    } catch (err) {
+      if (sourceFailed) throw err;
+      throw wrapError('E_STORE_WRITE', 'restore staging', err);
+    } finally {
+      lease.release();
+    }
+    const state: StageState = { table, rows, swapped: false };
+    const staged: StagedRecords = {
+      read,
+      release: async () => {
+        if (state.swapped) return;
+        await this.pool.query(`DROP TABLE IF EXISTS ${table}`);
+      },
+    };
+    this.stages.set(staged, state);
+    return staged;
   }
 
   async stats(): Promise<StoreStats> {
@@ -350,7 +418,7 @@ export class PostgresDriver implements StoreDriver {
     this.checkOpen();
     const lease = await this.checkout('E_STORE_WRITE');
     const { client } = lease;
-    const section = new Section(this, client, this.sql);
+    const section = new Section(this, client, this.sql, this.swapNames, (staged) => this.stages.get(staged));
     try {
       try {
         await lockSection(client, this.locks, scope);

@@ -11,11 +11,19 @@ export type StatsRow = { users: string; messages: string; bytes: string; last: s
 
 export const WRITE_BATCH = 500;
 
-const COLUMNS = 'user_id, data, name, product, created_at, updated_at, messages, search_text';
+export const COLUMNS = 'user_id, data, name, product, created_at, updated_at, messages, search_text';
 const SUMMARY_COLUMNS = 'user_id, name, product, created_at, updated_at, messages';
 
 /** The statements of one store, its users table's qualified name written in. */
 export interface Sql {
+  /** The users table's qualified name. */
+  users: string;
+  /**
+   * Opens a scan's REPEATABLE READ transaction and locks the users table before any snapshot exists:
+   * a whole-store swap (swap.ts) replaces the table, so a snapshot taken before the swap committed
+   * must never read the table that replaced it (it would see an empty or a wrong store).
+   */
+  beginScan: string;
   get: string;
   getForUpdate: string;
   getManyForUpdate: string;
@@ -54,6 +62,11 @@ export function buildSql(users: string, deleted: string): Sql {
   const notSeenBy = (table: string) =>
     `SELECT user_id FROM ${table} WHERE version >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(version, $1::pg_snapshot)`;
   return {
+    users,
+    // Neither statement takes a snapshot (PostgreSQL takes it at the first query), so the snapshot is
+    // taken after the lock is granted: after any swap that held the table, and no swap can commit until
+    // the scan ends. LOCK resolves the name again when the table it waited for was replaced.
+    beginScan: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; LOCK TABLE ${users} IN ACCESS SHARE MODE`,
     get: `SELECT data FROM ${users} WHERE user_id = $1`,
     getForUpdate: `SELECT data FROM ${users} WHERE user_id = $1 FOR UPDATE`,
     getMany: `SELECT data FROM ${users} WHERE user_id = ANY($1::text[])`,
