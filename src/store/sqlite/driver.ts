@@ -1055,6 +1055,11 @@ export class SqliteDriver implements StoreDriver {
     this.walWatch.unref();
   }
 
+  /** A checkpoint in the worker now, starting it: for tests that count the file's open descriptors. @internal */
+  async checkpointNow(): Promise<void> {
+    await this.checkpointAside();
+  }
+
   /**
    * A PASSIVE checkpoint in the worker, started at the first one. A worker that failed is replaced at
    * the next call, and this one's checkpoint done here instead; a failure here (a full disk) leaves
