@@ -53,7 +53,7 @@ const TESTS = {
   'src/store/owner.ts': ['test/mutation/owner.test.ts'],
   'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
   'src/store/open.ts': ['test/mutation/open.test.ts'],
-  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts'],
+  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts'],
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/driver.ts': ['test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/schema.ts': ['test/store/sqlite-migrations.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
@@ -86,7 +86,7 @@ const CI_TESTS = {
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
   'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
-  'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts'],
+  'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts'],
   // Without the file that creates databases (seconds each).
   'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts'],
 };
