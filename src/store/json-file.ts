@@ -376,7 +376,14 @@ export class JsonFileDriver implements StoreDriver {
 
   static async open(file: string, options: JsonFileOptions = {}): Promise<JsonFileDriver> {
     const abs = path.resolve(file);
-    await cleanLeftovers(abs, options.warn ?? ((message) => void process.stderr.write(`chatmem: warning: ${message}\n`)));
+    try {
+      await cleanLeftovers(abs, options.warn ?? ((message) => void process.stderr.write(`chatmem: warning: ${message}\n`)));
+    } catch (err) {
+      // A leftover that cannot be put back or kept aside (every outside name taken, EIO) refuses the open with
+      // a catalogued code, as every other open failure does; the leftover stays where it is.
+      if (isChatmemError(err)) throw err;
+      throw new StoreError('E_STORE_OPEN', `cannot open ${abs}: ${(err as Error).message}`, { cause: err });
+    }
     let parsed: Parsed;
     try {
       parsed = await parseSettled(abs);

@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, utimesSync } from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
@@ -18,6 +18,7 @@ let tick = 0;
 
 afterEach(() => {
   resetFsIo();
+  vi.useRealTimers();
 });
 
 /** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
@@ -231,5 +232,38 @@ describe('the default reporters write one line to stderr', () => {
       `chatmem: warning: removed 1 temp file(s) an interrupted chatmem left beside ${file}\n`,
       `chatmem: warning: ${file} was changed by another program; chatmem took over its changes (1 user(s)) and did not apply this write. Retry the write.\n`,
     ]);
+  });
+});
+
+describe("an interrupted chatmem's leftover when every outside name is taken", () => {
+  it('open gives up after 100 names with E_STORE_OPEN naming the file: nothing replaced, the leftover left where it is', async () => {
+    const file = freshFile([['a', rec('a', { name: 'current' })]]);
+    const dir = path.dirname(file);
+    const dead = spawnSync('true').pid;
+    const prev = path.join(dir, `.memory.json.${dead}.0000000f.prev`);
+    writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'older' })]]));
+    const stamp = '20260304T050607089Z';
+    const taken = Array.from({ length: 101 }, (_, i) => `${file}.outside-${stamp}${i === 0 ? '' : `-${i}`}`);
+    for (const [i, t] of taken.entries()) writeFileSync(t, `earlier ${i}`);
+    let links = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (from === prev) links++;
+        return defaultFsIo.link(from, to);
+      },
+    });
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-03-04T05:06:07.089Z'));
+    const err = await JsonFileDriver.open(file, { warn: () => undefined }).then(
+      () => null,
+      (e: unknown) => e as { code?: string; message?: string },
+    );
+    expect(links).toBe(101);
+    expect(err?.code).toBe('E_STORE_OPEN');
+    expect(err?.message).toMatch(new RegExp(`^cannot open ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: .*EEXIST`));
+    expect(existsSync(`${file}.outside-${stamp}-101`)).toBe(false);
+    for (const [i, t] of taken.entries()) expect(readFileSync(t, 'utf8')).toBe(`earlier ${i}`);
+    expect(readData(prev).a?.name).toBe('older');
+    expect(readData(file).a?.name).toBe('current');
   });
 });
