@@ -3,7 +3,7 @@
 // that replaces the file while chatmem reads the previous edit, what is reported and kept, and the
 // retries of a read. Real files in a temp dir; injected steps through the src/fsio.ts seam, each
 // checked to have run.
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, utimesSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync, utimesSync } from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -265,5 +265,48 @@ describe("an interrupted chatmem's leftover when every outside name is taken", (
     for (const [i, t] of taken.entries()) expect(readFileSync(t, 'utf8')).toBe(`earlier ${i}`);
     expect(readData(prev).a?.name).toBe('older');
     expect(readData(file).a?.name).toBe('current');
+  });
+});
+
+describe('what an error carries', () => {
+  it('the file system error behind E_STORE_READ, E_STORE_OPEN and E_RECORD is kept as the cause', async () => {
+    // A symlink loop: stat fails with ELOOP.
+    const loop = freshFile();
+    symlinkSync(loop, loop);
+    expect(await JsonFileDriver.open(loop).catch((e: unknown) => e)).toMatchObject({ code: 'E_STORE_READ', cause: { code: 'ELOOP' } });
+    // A directory under a regular file cannot be listed: ENOTDIR.
+    const under = path.join(freshFile(), 'memory.json');
+    writeFileSync(path.dirname(under), 'x');
+    expect(await JsonFileDriver.open(under).catch((e: unknown) => e)).toMatchObject({ code: 'E_STORE_OPEN', cause: { code: 'ENOTDIR' } });
+    // The pinned read's link fails: EIO.
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    writeInPlace(file, serializeSeed([['a', rec('a')], ['n', rec('n')]]));
+    setFsIo({
+      link: async (from, to) => {
+        if (from === file && isTmp(to)) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' });
+        return defaultFsIo.link(from, to);
+      },
+    });
+    expect(await errOf(o.store.put('b', { name: 'B' }))).toMatchObject({ code: 'E_STORE_READ', cause: { code: 'EIO' } });
+    resetFsIo();
+    // A record JSON cannot hold: the serialiser's TypeError.
+    const bad = await o.driver.update('x', () => ({ ...(rec('x') as object), big: 1n }) as never).catch((e: unknown) => e);
+    expect(bad).toMatchObject({ code: 'E_RECORD', cause: expect.any(TypeError) });
+    await o.store.close();
+  });
+});
+
+describe('records over the write limits', () => {
+  it('a stored record deeper than a write may be still opens, and is taken over from an outside edit', async () => {
+    let deep: Record<string, unknown> = { end: true };
+    for (let i = 0; i < 70; i++) deep = { d: deep };
+    const file = freshFile([['a', rec('a', { flags: deep })]]);
+    const o = await open(file);
+    expect(await o.store.count()).toBe(1);
+    writeInPlace(file, serializeSeed([...Object.entries(readData(file)), ['n', rec('n', { flags: deep })]]));
+    expect(await errOf(o.store.put('b', { name: 'B' }))).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 1 } });
+    expect(await o.store.get('n')).not.toBeNull();
+    await o.store.close();
   });
 });
