@@ -310,3 +310,22 @@ describe('records over the write limits', () => {
     await o.store.close();
   });
 });
+
+describe('a user another program added without timestamps', () => {
+  it('the same file touched again a second later is still no change: the next write is not refused', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-03-04T05:06:07.000Z'));
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const data = { ...readData(file), n: { user_id: 'n', name: 'N' } };
+    writeInPlace(file, serializeSeed(Object.entries(data)));
+    expect(await errOf(o.store.put('b', { name: 'B' }))).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 1 } });
+    // Read again at a later second: its timestamps are filled in with another time than the first reading's.
+    vi.setSystemTime(new Date('2026-03-04T05:06:09.000Z'));
+    writeInPlace(file, serializeSeed(Object.entries(data)));
+    expect(await errOf(o.store.put('b', { name: 'B' }))).toBeNull();
+    expect(o.changes).toHaveLength(1);
+    expect(readData(file).b?.name).toBe('B');
+    await o.store.close();
+  });
+});
