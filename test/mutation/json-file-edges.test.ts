@@ -329,3 +329,30 @@ describe('a user another program added without timestamps', () => {
     await o.store.close();
   });
 });
+
+describe('a disk that refuses one write of a coalesced batch, with writes queued before it', () => {
+  it('each write queued before the one that does not fit is written without it', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let refused = 0;
+    setFsIo({
+      writeAll: async (fh, f, data) => {
+        if (isTmp(f) && String(data).includes('TOO BIG')) {
+          refused++;
+          throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
+        }
+        return defaultFsIo.writeAll(fh, f, data);
+      },
+    });
+    const warm = o.store.put('w', { name: 'warm' });
+    const before = [o.store.put('s0', { name: 'small 0' }), o.store.put('s1', { name: 'small 1' }), o.store.put('s2', { name: 'small 2' })];
+    const big = errOf(o.store.put('big', { name: 'TOO BIG' }));
+    const after = o.store.put('s3', { name: 'small 3' });
+    await warm;
+    expect((await Promise.all([...before, after])).map((r) => r.name)).toEqual(['small 0', 'small 1', 'small 2', 'small 3']);
+    expect((await big)?.code).toBe('E_STORE_WRITE');
+    expect(refused).toBeGreaterThan(1);
+    expect(Object.keys(readData(file))).toEqual(['a', 'w', 's0', 's1', 's2', 's3']);
+    await o.store.close();
+  });
+});
