@@ -100,6 +100,18 @@ function sameRecord(a: MemoryRecord | null, b: MemoryRecord | null): boolean {
   return partFor(a.user_id, a) === partFor(b.user_id, b);
 }
 
+/**
+ * Whether `k` is the record `o` read from a file, where `missing` are the timestamps `o` lacked in the file
+ * (filled in with the time of each reading): compared with `k`'s own values for those.
+ */
+function sameAsRead(k: MemoryRecord | null, o: MemoryRecord | null, missing: readonly string[] | undefined): boolean {
+  if (sameRecord(k, o)) return true;
+  if (k === null || o === null || missing === undefined) return false;
+  const filled: Record<string, unknown> = { ...o };
+  for (const f of missing) filled[f] = k[f as keyof MemoryRecord];
+  return JSON.stringify(filled) === JSON.stringify(k);
+}
+
 const PARSE_RETRIES_MS = [10, 20, 40, 80, 160, 320, 640];
 
 class Unsettled extends Error {}
@@ -376,7 +388,14 @@ export class JsonFileDriver implements StoreDriver {
 
   static async open(file: string, options: JsonFileOptions = {}): Promise<JsonFileDriver> {
     const abs = path.resolve(file);
-    await cleanLeftovers(abs, options.warn ?? ((message) => void process.stderr.write(`chatmem: warning: ${message}\n`)));
+    try {
+      await cleanLeftovers(abs, options.warn ?? ((message) => void process.stderr.write(`chatmem: warning: ${message}\n`)));
+    } catch (err) {
+      // A leftover that cannot be put back or kept aside (every outside name taken, EIO) refuses the open with
+      // a catalogued code, as every other open failure does; the leftover stays where it is.
+      if (isChatmemError(err)) throw err;
+      throw new StoreError('E_STORE_OPEN', `cannot open ${abs}: ${(err as Error).message}`, { cause: err });
+    }
     let parsed: Parsed;
     try {
       parsed = await parseSettled(abs);
@@ -686,14 +705,7 @@ export class JsonFileDriver implements StoreDriver {
       const o = outside.get(id) ?? null;
       // A record written without timestamps (a script adding a user) got the time of each reading: compare it
       // with the timestamps of the version it is compared to, or it would never look equal to itself.
-      const missing = parsed.untimed.get(id);
-      const matches = (k: MemoryRecord | null): boolean => {
-        if (sameRecord(k, o)) return true;
-        if (k === null || o === null || missing === undefined) return false;
-        const filled: Record<string, unknown> = { ...o };
-        for (const f of missing) filled[f] = k[f];
-        return JSON.stringify(filled) === JSON.stringify(k);
-      };
+      const matches = (k: MemoryRecord | null): boolean => sameAsRead(k, o, parsed.untimed.get(id));
       if (matches(d)) return d;
       const known = this.knownVersions(id);
       if (known.some(matches)) return d;
@@ -732,7 +744,9 @@ export class JsonFileDriver implements StoreDriver {
       const r = decide(id);
       if (r !== null) merged.set(id, r);
       if (r !== (this.durable.get(id) ?? null)) changedDurable = true;
-      if (!sameRecord(r, outside.get(id) ?? null)) differsFromFile = true;
+      // Up to the timestamps filled in at reading: else a file still without them would differ from chatmem at
+      // every later reading (a second on), and a mere touch of it would refuse the next write as a conflict.
+      if (!sameAsRead(r, outside.get(id) ?? null, parsed.untimed.get(id))) differsFromFile = true;
     }
     return { merged, adopted, conflicts, changedDurable, differsFromFile };
   }

@@ -201,8 +201,8 @@ describe('json-file driver specifics', () => {
       writeFileSync(file, text.slice(0, 40));
       await expect(store.put('b', { name: 'B' })).rejects.toMatchObject({ code: 'E_STORE_PARSE' });
       expect(readFileSync(file, 'utf8')).toBe(text.slice(0, 40));
+      // Completed again to what chatmem already took over (z still without timestamps): no change, the write goes ahead.
       writeFileSync(file, text);
-      await expect(store.put('b', { name: 'B' })).rejects.toMatchObject({ code: 'E_STORE_CONFLICT' });
       await store.put('b', { name: 'B' });
       await store.close();
       expect(Object.keys(JSON.parse(readFileSync(file, 'utf8')) as object).sort()).toEqual(['a', 'b', 'z']);
