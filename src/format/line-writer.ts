@@ -144,7 +144,10 @@ class Sink {
   }
 
   dispose(): void {
-    this.out.removeListener('error', this.onError);
+    // A stream destroyed with an error emits it a tick later: this listener stays until its 'close' (which
+    // follows the error), or that error would reach the process as uncaught once the writer has rejected.
+    if ((this.out as { destroyed?: boolean }).destroyed === true) this.out.once('close', () => this.out.removeListener('error', this.onError));
+    else this.out.removeListener('error', this.onError);
   }
 }
 
