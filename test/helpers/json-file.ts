@@ -1,7 +1,7 @@
 // What the JSON store's mutation tests share: records in the seed's shape, the file read back as
 // data, fresh store directories under one temp root per test file, and a store opened with its
 // outside-change reports and warnings collected.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
@@ -56,4 +56,14 @@ export async function openJson(file: string): Promise<OpenedJson> {
   const warnings: string[] = [];
   const driver = await JsonFileDriver.open(file, { onOutsideChange: (change, message) => changes.push({ change, message }), warn: (m) => warnings.push(m) });
   return { driver, store: createStore(driver), changes, warnings };
+}
+
+// Moves each outside write's mtime on by one more millisecond, so no two look the same.
+let tick = 0;
+
+/** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
+export function writeInPlace(file: string, text: string): void {
+  writeFileSync(file, text);
+  const later = new Date(Date.now() + 5_000 + tick++);
+  utimesSync(file, later, later);
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, it } from 'vitest';
+import { PostgresDriver } from '../../src/store/postgres/index.js';
 import { redactUrl } from '../../src/store/url.js';
 
 /** Tests run against a real PostgreSQL (trust auth, database `test`); override with CHATMEM_TEST_PG. */
@@ -76,4 +77,18 @@ export async function createSchema(): Promise<{ schema: string; url: string; dro
       }
     },
   };
+}
+
+/**
+ * A driver on a fresh schema and an admin client beside it; their closing and the schema's drop go on
+ * `cleanups`, which the caller's afterEach runs last first. `users` is the table's qualified name.
+ */
+export async function driverInSchema(cleanups: (() => Promise<void>)[]): Promise<{ driver: PostgresDriver; admin: pg.Client; users: string; schema: string }> {
+  const { schema, drop } = await createSchema();
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  cleanups.push(drop, () => admin.end());
+  const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema });
+  cleanups.push(() => driver.close());
+  return { driver, admin, users: `"${schema}".chatmem_users`, schema };
 }

@@ -10,23 +10,16 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { jsonFileRoot, openJson, readData, rec } from '../helpers/json-file.js';
+import { jsonFileRoot, openJson, readData, rec, writeInPlace } from '../helpers/json-file.js';
 
 const { freshFile } = jsonFileRoot('chatmem-jsonedge-');
 const open = openJson;
-let tick = 0;
 
 afterEach(() => {
   resetFsIo();
   vi.useRealTimers();
 });
 
-/** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
-function writeInPlace(file: string, text: string): void {
-  writeFileSync(file, text);
-  const later = new Date(Date.now() + 5_000 + tick++);
-  utimesSync(file, later, later);
-}
 
 /** A rename-writer (temp + os.replace): a new inode at the file's name. */
 function writeByRename(file: string, text: string): void {

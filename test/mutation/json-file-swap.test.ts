@@ -5,19 +5,17 @@
 // the file, every outside edit taken over or kept aside, a refused write not applied) and that its
 // injected step really ran. Real files in a temp dir; the outside writes are real writes.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { parseRecord, type MemoryRecord } from '../../src/record.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { jsonFileRoot, openJson, readData, rec, T0 } from '../helpers/json-file.js';
+import { jsonFileRoot, openJson, readData, rec, T0, writeInPlace } from '../helpers/json-file.js';
 
 const { freshPath, freshFile } = jsonFileRoot('chatmem-jsonswap-');
 const open = openJson;
-// Moves each outside write's mtime on by one more millisecond, so no two look the same.
-let tick = 0;
 
 afterEach(() => {
   resetFsIo();
@@ -25,12 +23,6 @@ afterEach(() => {
 });
 
 
-/** json.dump over the file: same inode, new content, mtime moved on so it is seen whatever the clock tick. */
-function writeInPlace(file: string, text: string): void {
-  writeFileSync(file, text);
-  const later = new Date(Date.now() + 5_000 + tick++);
-  utimesSync(file, later, later);
-}
 
 const errOf = async (p: Promise<unknown>) =>
   p.then(

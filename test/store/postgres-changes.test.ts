@@ -3,7 +3,7 @@ import { afterEach, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresDriver } from '../../src/store/postgres/index.js';
 import type { WriteTracker } from '../../src/store/types.js';
-import { PG_URL, createSchema, describePg } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema } from '../helpers/pg.js';
 
 /**
  * The change feed behind the two-phase clear and restore on PostgreSQL (src/store/postgres/changes.ts):
@@ -15,15 +15,7 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()?.();
 });
 
-async function setup(): Promise<{ driver: PostgresDriver; admin: pg.Client; users: string; schema: string }> {
-  const { schema, drop } = await createSchema();
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  cleanups.push(drop, () => admin.end());
-  const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema });
-  cleanups.push(() => driver.close());
-  return { driver, admin, users: `"${schema}".chatmem_users`, schema };
-}
+const setup = () => driverInSchema(cleanups);
 
 const record = (id: string, text = 'hello'): MemoryRecord => ({ ...newRecord(id), history: [{ role: 'user', text, ts: '2026-11-30T00:00:00.000Z' }] });
 

@@ -6,7 +6,7 @@ import type { StagedRecords } from '../../src/store/types.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
-import { PG_URL, createSchema, describePg } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -27,15 +27,7 @@ interface Setup {
   schema: string;
 }
 
-async function setup(): Promise<Setup> {
-  const { schema, drop } = await createSchema();
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  cleanups.push(drop, () => admin.end());
-  const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema });
-  cleanups.push(() => driver.close());
-  return { driver, admin, users: `"${schema}".chatmem_users`, schema };
-}
+const setup = (): Promise<Setup> => driverInSchema(cleanups);
 
 async function client(): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: PG_URL });
