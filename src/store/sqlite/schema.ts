@@ -45,14 +45,24 @@ CREATE TRIGGER users_totals_update AFTER UPDATE ON users BEGIN
 END`;
 
 /**
+ * The users table, a rowid table (the user id a unique key beside it). It was `WITHOUT ROWID`
+ * until 2026-11-30: there a row lives in an index b-tree, which keeps at most ~1 KB of a row on its
+ * 4 KB page, so every seed-shaped record (~2.2 KB) spilled into an overflow page of its own: 4.7 KB
+ * on disk per record, and each read and append went through two pages. As a rowid table the record
+ * fits on its leaf (up to ~4 KB): at 100k users, get + parse 68 -> 44 us and a grouped append
+ * 230 -> 153 us (2 KB records), 186 -> 134 us (5 KB), the file 27% smaller (BENCHMARKS.md section 12).
+ * Stores made before keep their table until the next clear or full restore builds a new one.
+ * SQL sees no difference, so older chatmem versions read and write either layout.
+ */
+const USERS_COLUMNS_SQL = `user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL`;
+
+/**
  * The live tables' schema under the names of generation `g` (`users_new_<g>`, …). Index names are
  * global in SQLite and stay with a renamed table, so each generation's indexes carry its name.
  */
 export function newTablesSql(g: string): string {
-  return `CREATE TABLE users_new_${g} (
-      user_id TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, name TEXT, product TEXT,
-      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, messages INTEGER NOT NULL, search_text TEXT NOT NULL
-    ) WITHOUT ROWID;
+  return `CREATE TABLE users_new_${g} (${USERS_COLUMNS_SQL});
     CREATE INDEX users_updated_at_${g} ON users_new_${g} (updated_at);
     CREATE TABLE search_docs_new_${g} (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, kind INTEGER NOT NULL);
     CREATE INDEX search_docs_user_${g} ON search_docs_new_${g} (user_id, kind, id);
@@ -136,16 +146,7 @@ export function migrate(db: Database.Database): void {
   }
   if (version < 1) {
     db.exec(`
-      CREATE TABLE IF NOT EXISTS users (
-        user_id TEXT PRIMARY KEY NOT NULL,
-        data TEXT NOT NULL,
-        name TEXT,
-        product TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        messages INTEGER NOT NULL,
-        search_text TEXT NOT NULL
-      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS users (${USERS_COLUMNS_SQL});
       PRAGMA user_version = 1;
     `);
   }
