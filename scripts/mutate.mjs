@@ -67,8 +67,8 @@ const TESTS = {
   'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-connection.test.ts'],
   'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
-  'src/format/line-writer.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
-  'src/format/line-reader.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts'],
+  'src/format/line-writer.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts', 'test/mutation/line-writer-streams.test.ts'],
+  'src/format/line-reader.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts', 'test/mutation/line-reader.test.ts'],
 };
 
 /**
@@ -80,6 +80,8 @@ const CI_TESTS = {
   'src/backup/manifest.ts': ['test/mutation/manifest.test.ts'],
   'src/backup/integrity.ts': ['test/mutation/integrity.test.ts'],
   'src/ops/audit.ts': ['test/mutation/audit.test.ts'],
+  // Without the property suite (a second for each mutant it covers, about 20 min in all under load).
+  'src/backup/retention.ts': ['test/backup/retention.test.ts', 'test/backup/retention-restic.test.ts', 'test/mutation/retention.test.ts'],
   'src/ops/expire.ts': ['test/mutation/expire.test.ts'],
   'src/backup/create.ts': ['test/mutation/create.test.ts', 'test/mutation/durable-write.test.ts'],
   'src/backup/two-phase.ts': ['test/mutation/two-phase.test.ts'],
@@ -104,8 +106,8 @@ const CI_TESTS = {
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
   'src/store/gate.ts': ['test/mutation/gate.test.ts'],
   // The property suite and format.test.ts (which spawns Python) cost about 6 s a mutant here: over an hour for line-reader.ts's 282.
-  'src/format/line-writer.ts': ['test/mutation/line-format.test.ts'],
-  'src/format/line-reader.ts': ['test/mutation/line-format.test.ts'],
+  'src/format/line-writer.ts': ['test/mutation/line-format.test.ts', 'test/mutation/line-writer-streams.test.ts'],
+  'src/format/line-reader.ts': ['test/mutation/line-format.test.ts', 'test/mutation/line-reader.test.ts'],
 };
 
 /**

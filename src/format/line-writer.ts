@@ -85,25 +85,23 @@ class Sink {
   private readonly onError = (err: unknown): void => {
     this.error ??= err;
   };
+  private closeEmitted = false;
+  private readonly onClose = (): void => {
+    this.closeEmitted = true;
+  };
 
   constructor(out: NodeJS.WritableStream) {
     this.out = out;
     out.on('error', this.onError);
+    out.once('close', this.onClose);
   }
 
   check(): void {
     if (this.error !== undefined) throw this.error;
   }
 
-  // Hands `buf` to the stream; resolves when the stream can take more.
-  async write(buf: Buffer): Promise<void> {
-    this.check();
-    const ok = this.write0(buf);
-    if (!ok) await this.drain();
-    this.check();
-  }
-
-  // Synchronous part of write, for gzip output arriving in 'data' events.
+  // Hands `buf` to the stream; false when the caller should wait (drain) before the next. Synchronous,
+  // for gzip output arriving in 'data' events.
   write0(buf: Buffer): boolean {
     let resolveDone!: () => void;
     let rejectDone!: (err: unknown) => void;
@@ -144,9 +142,12 @@ class Sink {
   }
 
   dispose(): void {
+    this.out.removeListener('close', this.onClose);
     // A stream destroyed with an error emits it a tick later: this listener stays until its 'close' (which
     // follows the error), or that error would reach the process as uncaught once the writer has rejected.
-    if ((this.out as { destroyed?: boolean }).destroyed === true) this.out.once('close', () => this.out.removeListener('error', this.onError));
+    // When 'close' has come already (a failed write usually closes the stream before the writer's
+    // rejection gets here), a listener for it would never run and both would stay on the dead stream.
+    if ((this.out as { destroyed?: boolean }).destroyed === true && !this.closeEmitted) this.out.once('close', () => this.out.removeListener('error', this.onError));
     else this.out.removeListener('error', this.onError);
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseDuration, planRetention } from '../../src/backup/retention.js';
+import { parseDuration, planRetention, type RetentionGroup } from '../../src/backup/retention.js';
 
 // Operators read these messages when a `prune` policy is refused: each must say what is wrong.
 function durationError(s: string): string {
@@ -64,5 +64,47 @@ describe('planRetention edges', () => {
     const inside = planRetention([at('newest', '2026-03-10T12:00:00Z'), at('inside', '2026-03-09T12:00:01Z')], { withinDaily: '1d' });
     expect(inside.keep.map((k) => k.id)).toEqual(['newest', 'inside']);
     expect(inside.remove).toEqual([]);
+  });
+});
+
+describe('planRetention across groups', () => {
+  const t = '2026-03-01T12:00:00Z';
+  const inGroup = (id: string, group: RetentionGroup, createdAt: Date | null = new Date(t)) => ({ id, group, createdAt });
+
+  it('names the backup whose group is unknown', () => {
+    let caught: unknown;
+    try {
+      planRetention([inGroup('fine', 'full'), inGroup('odd', 'nightly' as RetentionGroup)], { last: 1 });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toMatchObject({ code: 'E_RETENTION_INPUT', message: 'backup "odd" has an unknown retention group "nightly"', details: { id: 'odd' } });
+  });
+
+  it('merges both groups into one list, equal times by id descending, whatever the input order', () => {
+    const full = ['a', 'd', 'e', 'h'];
+    const user = ['b', 'c', 'f', 'g'];
+    const inputs = [
+      [...full.map((id) => inGroup(id, 'full')), ...user.map((id) => inGroup(id, 'user'))],
+      [...user.map((id) => inGroup(id, 'user')), ...full.map((id) => inGroup(id, 'full'))].reverse(),
+    ];
+    for (const input of inputs) {
+      const all = planRetention(input, { last: 4 });
+      expect(all.keep.map((k) => `${k.id}:${k.group}`)).toEqual(['h:full', 'g:user', 'f:user', 'e:full', 'd:full', 'c:user', 'b:user', 'a:full']);
+      // Each group keeps its own highest id; the rest, from both groups, in one list.
+      const one = planRetention(input, { last: 1 });
+      expect(one.keep.map((k) => k.id)).toEqual(['h', 'g']);
+      expect(one.remove.map((r) => `${r.id}:${r.group}`)).toEqual(['f:user', 'e:full', 'd:full', 'c:user', 'b:user', 'a:full']);
+    }
+  });
+
+  it('lists dateless backups of both groups last, by id descending, whatever the input order', () => {
+    const dateless = ['n2', 'n4', 'n1', 'n3'];
+    for (const order of [dateless, [...dateless].reverse(), ['n1', 'n2', 'n3', 'n4'], ['n3', 'n1', 'n4', 'n2']]) {
+      const input = [inGroup('dated', 'full'), ...order.map((id, i) => inGroup(id, i % 2 === 0 ? 'full' : 'user', null))];
+      const plan = planRetention(input, { last: 1 });
+      expect(plan.keep.map((k) => k.id), order.join(',')).toEqual(['dated', 'n4', 'n3', 'n2', 'n1']);
+      expect(plan.keep.slice(1).every((k) => k.reasons.join() === 'no date')).toBe(true);
+    }
   });
 });
