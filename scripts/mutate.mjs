@@ -67,6 +67,7 @@ const TESTS = {
   'src/store/postgres/connection.ts': ['test/mutation/postgres.test.ts', 'test/mutation/pg-connection.test.ts'],
   'src/store/postgres/config.ts': ['test/mutation/postgres.test.ts'],
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  'src/store/postgres/swap.ts': ['test/store/postgres-swap.test.ts', 'test/mutation/postgres.test.ts'],
   'src/format/line-writer.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts', 'test/mutation/line-writer-streams.test.ts'],
   'src/format/line-reader.ts': ['test/format/line-format.property.test.ts', 'test/backup/format.test.ts', 'test/mutation/line-format.test.ts', 'test/mutation/line-reader.test.ts'],
 };
@@ -104,6 +105,8 @@ const CI_TESTS = {
   // database where the extension does not exist yet.
   'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-changes.test.ts', 'test/mutation/pg-migrations.test.ts'],
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
+  // The swap's own races and fallbacks (8 tests on fresh schemas), and the failed swap's error code.
+  'src/store/postgres/swap.ts': ['test/store/postgres-swap.test.ts', 'test/mutation/postgres.test.ts'],
   'src/store/gate.ts': ['test/mutation/gate.test.ts'],
   // The property suite and format.test.ts (which spawns Python) cost about 6 s a mutant here: over an hour for line-reader.ts's 282.
   'src/format/line-writer.ts': ['test/mutation/line-format.test.ts', 'test/mutation/line-writer-streams.test.ts'],

@@ -142,6 +142,82 @@ describePg('postgres migrations on fresh databases, for mutation testing', () =>
     }
   });
 
+  it('a failure that is no concurrent change is not tried again: one CREATE EXTENSION for a role that may not create it', async () => {
+    const db = await database('UTF8');
+    const role = `chatmem_mut_role_${process.pid}_${randomBytes(3).toString('hex')}`;
+    const c = new pg.Client({ connectionString: urlFor(db.name) });
+    await c.connect();
+    try {
+      await adminPool().query(`CREATE ROLE "${role}" LOGIN`);
+      await adminPool().query(`REVOKE CREATE ON DATABASE "${db.name}" FROM PUBLIC`);
+      await c.query(`CREATE SCHEMA app AUTHORIZATION "${role}"`);
+      // Each try counted by an event trigger before the command runs, on a sequence: its refusal's
+      // rollback does not take the count back.
+      await c.query(`CREATE SEQUENCE public.tries;
+        CREATE FUNCTION public.count_try() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN PERFORM nextval('public.tries'); END $$;
+        CREATE EVENT TRIGGER count_try ON ddl_command_start WHEN TAG IN ('CREATE EXTENSION') EXECUTE FUNCTION public.count_try()`);
+      const onWarning = (): void => undefined;
+      process.on('warning', onWarning);
+      const limited = await PostgresDriver.connect({ connectionString: urlFor(db.name, role), schema: 'app' });
+      await new Promise((r) => setImmediate(r));
+      process.off('warning', onWarning);
+      await limited.close();
+      expect(limited.searchIndexProblem?.code).toBe('42501');
+      const { rows } = await c.query<{ n: string }>('SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM public.tries');
+      expect(Number(rows[0]?.n)).toBe(1);
+    } finally {
+      await c.end();
+      await db.drop();
+      await adminPool().query(`DROP ROLE IF EXISTS "${role}"`);
+    }
+  });
+
+  it('a start tries twice only: a second concurrent catalogue change (the trigram index name taken meanwhile) is said, not retried', async () => {
+    const db = await database('UTF8');
+    const c = new pg.Client({ connectionString: urlFor(db.name) });
+    const ext = new pg.Client({ connectionString: urlFor(db.name) });
+    const idx = new pg.Client({ connectionString: urlFor(db.name) });
+    await c.connect();
+    await ext.connect();
+    await idx.connect();
+    const waitingOn = async (like: string): Promise<void> => {
+      for (;;) {
+        const w = await c.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE $2", [db.name, like]);
+        if (w.rowCount === 1) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    try {
+      await c.query('CREATE SCHEMA app; CREATE TABLE app.other (x int)');
+      // First try: CREATE EXTENSION meets another session's uncommitted pg_trgm (23505 once it commits).
+      await ext.query('BEGIN; CREATE EXTENSION pg_trgm SCHEMA public');
+      // Second try: the index's name is being taken by another session's uncommitted index (23505 again).
+      await idx.query('BEGIN; CREATE INDEX chatmem_users_search_trgm ON app.other (x)');
+      const starting = PostgresDriver.connect({ connectionString: urlFor(db.name), schema: 'app' });
+      await waitingOn('CREATE EXTENSION%');
+      await ext.query('COMMIT');
+      await waitingOn('%gin_trgm_ops%');
+      await idx.query('COMMIT');
+      const driver = await starting;
+      try {
+        // A third try would find the name taken (IF NOT EXISTS: a notice) and claim an index users lacks.
+        expect(driver.searchIndex).toBe(false);
+        expect(driver.searchIndexProblem?.code).toBe('23505');
+        await driver.update('u1', () => ({ ...newRecord('u1'), name: 'Siti Rahayu' }));
+        expect((await driver.search('rahayu', 5)).map((r) => r.user_id)).toEqual(['u1']);
+      } finally {
+        await driver.close();
+      }
+      const trgm = await c.query("SELECT 1 FROM pg_indexes WHERE schemaname = 'app' AND indexdef LIKE '%gin_trgm_ops%'");
+      expect(trgm.rowCount).toBe(0);
+    } finally {
+      await idx.end();
+      await ext.end();
+      await c.end();
+      await db.drop();
+    }
+  });
+
   it('an index name of exactly 63 bytes is kept as it is', async () => {
     const s = await createSchema();
     try {

@@ -165,6 +165,9 @@ describePg('postgres driver, for mutation testing', () => {
       expect(rows.map((r) => r.tablename)).toEqual(['chatmem_schema', 'chatmem_users', 'chatmem_users_deleted']);
       const idx = await adminPool().query<{ indexname: string }>('SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2', [schema, 'chatmem_users']);
       expect(idx.rows.map((r) => r.indexname).sort()).toEqual(['chatmem_users_pkey', 'chatmem_users_search_trgm', 'chatmem_users_version']);
+      // The deleted-users log's index is named after the users table too (a rerun's IF NOT EXISTS finds it).
+      const logIdx = await adminPool().query<{ indexname: string }>('SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2', [schema, 'chatmem_users_deleted']);
+      expect(logIdx.rows.map((r) => r.indexname)).toEqual(['chatmem_users_deleted_version']);
     });
 
     it('two tables in one schema keep their own versions and rows', async () => {

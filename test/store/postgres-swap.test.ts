@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { PostgresDriver } from '../../src/store/postgres/index.js';
+import { SWAP_TRIES } from '../../src/store/postgres/swap.js';
 import type { StagedRecords } from '../../src/store/types.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
@@ -80,6 +82,93 @@ async function waitUntilBlocked(admin: pg.Client, marker: string): Promise<void>
 }
 
 describePg('PostgreSQL whole-store swap', () => {
+  it('a restore whose swap cannot have the table copies its staged rows into the live table instead, and the reader keeps its store', async () => {
+    const { driver, admin, users, schema } = await setup();
+    for (const id of ['a', 'b', 'c']) await driver.update(id, () => record(id));
+    const before = { oid: await oid(admin, users), tables: await tables(admin, schema) };
+    const staged = (await driver.stageAll?.(fromArray([record('n1', 'restored needle'), record('n2')]))) as StagedRecords;
+    const scan = driver.scanJson()[Symbol.asyncIterator]();
+    expect((await scan.next()).value?.[0]).toBe('a');
+    expect(await driver.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged))).toBe(2);
+    // The row path: the same table, its rows the stage's.
+    expect(await oid(admin, users)).toBe(before.oid);
+    const rest: string[] = [];
+    for (let r = await scan.next(); !r.done; r = await scan.next()) rest.push(r.value[0]);
+    expect(rest).toEqual(['b', 'c']);
+    expect(await collect(driver.scanJson())).toEqual(['n1', 'n2']);
+    expect((await driver.get('n1'))?.history[0]?.text).toBe('restored needle');
+    expect((await driver.search('restored', 10)).map((u) => u.user_id)).toEqual(['n1']);
+    await staged.release();
+    expect(await tables(admin, schema)).toEqual(before.tables);
+  });
+
+  it(`a swap that cannot have the table tries ${SWAP_TRIES} times, each within its lock timeout, before the row path`, async () => {
+    // Counted by an event trigger in a database of its own (event triggers are per database), on a
+    // sequence, which a rollback does not take back: each try creates its empty twin, then rolls back.
+    const name = `chatmem_swap_${process.pid}_${randomBytes(4).toString('hex')}`;
+    const admin = await client();
+    await admin.query(`CREATE DATABASE "${name}"`);
+    cleanups.push(async () => void (await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)));
+    const u = new URL(PG_URL);
+    u.pathname = `/${name}`;
+    const driver = await PostgresDriver.connect({ connectionString: u.toString() });
+    cleanups.push(() => driver.close());
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    const db = new pg.Client({ connectionString: u.toString() });
+    await db.connect();
+    cleanups.push(() => db.end());
+    await db.query(`CREATE SEQUENCE tries;
+      CREATE FUNCTION count_try() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('tries'); END $$;
+      CREATE EVENT TRIGGER count_try ON ddl_command_start WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION count_try()`);
+    const reader = new pg.Client({ connectionString: u.toString() });
+    await reader.connect();
+    cleanups.push(() => reader.end());
+    await reader.query('BEGIN; LOCK TABLE chatmem_users IN ACCESS SHARE MODE');
+    expect(await driver.exclusive('all', (ctx) => ctx.clear())).toBe(2);
+    expect(await driver.count()).toBe(0);
+    await reader.query('COMMIT');
+    const { rows } = await db.query<{ n: string }>('SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM tries');
+    expect(Number(rows[0]?.n)).toBe(SWAP_TRIES);
+    // With the table free, one try.
+    await driver.update('c', () => record('c'));
+    expect(await driver.exclusive('all', (ctx) => ctx.clear())).toBe(1);
+    expect(Number((await db.query<{ n: string }>('SELECT last_value AS n FROM tries')).rows[0]?.n)).toBe(SWAP_TRIES + 1);
+  });
+
+  it('indexes the operator doubled on the table each keep their own name through a swap', async () => {
+    const { driver, admin, users, schema } = await setup();
+    // Two indexes alike in every way the swap pairs them by: each twin index matches both.
+    await admin.query(`CREATE INDEX extra_version_1 ON ${users} (version) WHERE version IS NOT NULL; CREATE INDEX extra_version_2 ON ${users} (version) WHERE version IS NOT NULL`);
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    const before = { oid: await oid(admin, users), indexes: await indexes(admin, users), tables: await tables(admin, schema) };
+    expect(before.indexes.filter((d) => d.startsWith('extra_version_') || d.includes('_version:'))).toHaveLength(3);
+    expect(await driver.exclusive('all', (ctx) => ctx.clear())).toBe(2);
+    expect(await oid(admin, users)).not.toBe(before.oid);
+    expect(await indexes(admin, users)).toEqual(before.indexes);
+    expect(await tables(admin, schema)).toEqual(before.tables);
+    await driver.update('c', () => record('c'));
+    expect(await collect(driver.scanJson())).toEqual(['c']);
+  });
+
+  it('a swap the database refuses for another reason than the lock (a view on the table) is E_STORE_WRITE and changes nothing', async () => {
+    const { driver, admin, users, schema } = await setup();
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    // DROP TABLE refuses while a view depends on the table (2BP01); the row path would succeed.
+    await admin.query(`CREATE VIEW "${schema}".names AS SELECT user_id FROM ${users}`);
+    const before = { oid: await oid(admin, users), tables: await tables(admin, schema) };
+    const err = await driver.exclusive('all', (ctx) => ctx.clear()).then(
+      () => null,
+      (e: unknown) => e as { code?: string; message?: string; cause?: { code?: string } },
+    );
+    expect(err).toMatchObject({ code: 'E_STORE_WRITE', message: expect.stringMatching(/^PostgreSQL clear failed: /) as string });
+    expect(err?.cause?.code).toBe('2BP01');
+    expect(await oid(admin, users)).toBe(before.oid);
+    expect(await tables(admin, schema)).toEqual(before.tables);
+    expect(await collect(driver.scanJson())).toEqual(['a', 'b']);
+    await driver.update('c', () => record('c'));
+    expect(await driver.count()).toBe(3);
+  });
+
   it('a clear swaps in an empty twin (no row is deleted one by one); indexes keep their names, writes and search work after', async () => {
     const { driver, admin, users, schema } = await setup();
     for (const id of ['a', 'b', 'c']) await driver.update(id, () => record(id, 'needle in a haystack'));

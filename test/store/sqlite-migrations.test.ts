@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { openStore } from '../../src/store/open.js';
+import { FTS_CRISISMERGE } from '../../src/store/sqlite/schema.js';
 import { tempDir } from '../helpers/tmp.js';
 
 // What an open makes of a store an older chatmem wrote: each older schema is made from a current store
@@ -92,6 +93,44 @@ describe('sqlite schema migrations', () => {
       }
     } finally {
       await cleanup();
+    }
+  });
+  it("a store made before FTS5's crisis merge bound gets it at open, an open that finds it writes nothing, and a clear's new index carries it", async () => {
+    const t = await tempDir();
+    const file = path.join(t.dir, 'memory.db');
+    const crisisMerge = (db: Database.Database): unknown => db.prepare("SELECT v FROM search_fts_config WHERE k = 'crisismerge'").pluck().get();
+    try {
+      const first = await openStore(`sqlite:${file}`);
+      await first.appendHistory('u1', { role: 'user', text: 'kipas angin gosong' });
+      await first.close();
+      const db = new Database(file);
+      try {
+        expect(crisisMerge(db)).toBe(FTS_CRISISMERGE);
+        // As a store made before the setting: FTS5's default (16).
+        db.exec("INSERT INTO search_fts (search_fts, rank) VALUES ('crisismerge', 16)");
+        expect(crisisMerge(db)).toBe(16);
+        // data_version changes when another connection commits a change to the database.
+        const changes = (): unknown => db.pragma('data_version', { simple: true });
+        const before = changes();
+        const store = await openStore(`sqlite:${file}`);
+        expect(crisisMerge(db)).toBe(FTS_CRISISMERGE);
+        expect(changes()).not.toBe(before);
+        await store.close();
+        const set = changes();
+        const again = await openStore(`sqlite:${file}`);
+        expect(changes()).toBe(set);
+        await again.exclusive('all', (ctx) => ctx.clear());
+        // The clear's tables were created under new names, then renamed in.
+        expect(crisisMerge(db)).toBe(FTS_CRISISMERGE);
+        await again.appendHistory('u2', { role: 'user', text: 'kulkas bocor' });
+        expect((await again.search('bocor')).map((u) => u.user_id)).toEqual(['u2']);
+        expect(await again.search('gosong')).toEqual([]);
+        await again.close();
+      } finally {
+        db.close();
+      }
+    } finally {
+      await t.cleanup();
     }
   });
 });
