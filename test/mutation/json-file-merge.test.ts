@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import type { MemoryRecord } from '../../src/record.js';
@@ -21,6 +21,7 @@ const open = openJson;
 
 afterEach(() => {
   resetFsIo();
+  vi.useRealTimers();
 });
 
 const errOf = async (p: Promise<unknown>) =>
@@ -182,13 +183,13 @@ describe('a write queued while a write-back meets a further outside change', () 
     });
     expect((await errOf(store.put('b', { name: 'B' })))?.code).toBe('E_STORE_CONFLICT');
     while (late === null) await new Promise((resolve) => setTimeout(resolve, 5));
+    const landed = await within(late as Promise<MemoryRecord>, 3_000);
+    expect(landed === 'stuck' ? 'stuck' : landed.user_id).toBe('late');
     expect(pinned).toBe(2);
     expect(changes.map((c) => [c.when, c.adopted])).toEqual([
       ['before-write', 0],
       ['before-write', 1],
     ]);
-    const landed = await within(late as Promise<MemoryRecord>, 3_000);
-    expect(landed === 'stuck' ? 'stuck' : landed.user_id).toBe('late');
     expect(Object.keys(readData(file)).sort()).toEqual(['a', 'late', 'm']);
     expect(readData(file).a?.name).toBe('A2');
     await driver.close();
@@ -401,5 +402,71 @@ describe('the moved-away old file removed by someone else right after the link',
     // The late write's own moved-away file is checked after it resolves: close waits for that.
     await o.driver.close();
     expect(names(file)).toEqual(['memory.json']);
+  });
+});
+
+describe('what counts as an edit of a user', () => {
+  it('a user added without timestamps and edited again later, still without them: the edit is not lost', async () => {
+    // The timestamps filled in at reading are the time of each reading: the second reading is a second on.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-03-04T05:06:07.000Z'));
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const data = { ...readData(file), n: { user_id: 'n', name: 'N' } };
+    writeInPlace(file, serializeSeed(Object.entries(data)));
+    expect((await errOf(o.store.put('b', { name: 'B' })))?.details).toMatchObject({ adopted: 1, conflicts: 0 });
+    vi.setSystemTime(new Date('2026-03-04T05:06:09.000Z'));
+    const theirs = serializeSeed(Object.entries({ ...data, n: { user_id: 'n', name: 'N2' } }));
+    writeInPlace(file, theirs);
+    // No version chatmem wrote has the edit's updated_at (it has none): not taken over, but kept aside, never overwritten.
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(err?.code).toBe('E_STORE_CONFLICT');
+    const taken = (await o.store.get('n'))?.name === 'N2';
+    const kept = err?.details.kept ? readFileSync(err.details.kept, 'utf8') === theirs : false;
+    expect(taken || kept).toBe(true);
+    await o.store.close();
+  });
+
+  it('a change of updated_at alone (a script marking a user as touched) is seen: no known base, so a conflict, its file kept aside', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    const touched = '2026-05-05T05:05:05.000Z';
+    const theirs = serializeSeed([['a', { ...readData(file).a, updated_at: touched }]]);
+    writeInPlace(file, theirs);
+    const err = await errOf(o.store.put('b', { name: 'B' }));
+    expect(err).toMatchObject({ code: 'E_STORE_CONFLICT', details: { adopted: 0, conflicts: 1 } });
+    expect(readFileSync(err?.details.kept ?? '', 'utf8')).toBe(theirs);
+    expect((await o.store.get('a'))?.updated_at).toBe(T0);
+    await o.store.close();
+  });
+});
+
+describe("an interrupted chatmem's older copy that cannot be kept aside", () => {
+  it('an I/O error linking it to an outside name: one try, open refused with E_STORE_OPEN and the error as cause, nothing moved', async () => {
+    const file = freshFile([['a', rec('a', { name: 'current' })]]);
+    const dir = path.dirname(file);
+    const dead = spawnSync('true').pid;
+    const prev = path.join(dir, `.memory.json.${dead}.0000000e.prev`);
+    writeFileSync(prev, serializeSeed([['a', rec('a', { name: 'older' })]]));
+    let links = 0;
+    setFsIo({
+      link: async (from, to) => {
+        if (from === prev && isOutside(to)) {
+          links++;
+          throw errno('EIO');
+        }
+        return defaultFsIo.link(from, to);
+      },
+    });
+    const err = await JsonFileDriver.open(file, { warn: () => undefined }).then(
+      () => null,
+      (e: unknown) => e as { code?: string; message?: string; cause?: { code?: string } },
+    );
+    expect(links).toBe(1);
+    expect(err).toMatchObject({ code: 'E_STORE_OPEN', cause: { code: 'EIO' } });
+    expect(err?.message).toBe(`cannot open ${file}: EIO: injected`);
+    expect(readData(prev).a?.name).toBe('older');
+    expect(readData(file).a?.name).toBe('current');
+    expect(names(file)).toEqual([path.basename(prev), 'memory.json'].sort());
   });
 });
