@@ -272,7 +272,7 @@ describe('an outside copy written aside', () => {
   };
 
   it('is closed once written (its file handle released)', async () => {
-    const { file, o } = await conflictSetup();
+    const { o, theirs } = await conflictSetup();
     const closed: string[] = [];
     setFsIo({
       close: async (fh, f) => {
@@ -283,6 +283,7 @@ describe('an outside copy written aside', () => {
     const err = await errOf(o.store.put('c', { name: 'C' }));
     expect(err?.details).toMatchObject({ conflicts: 1 });
     expect(closed).toEqual([err?.details.kept]);
+    expect(readFileSync(err?.details.kept ?? '', 'utf8')).toBe(theirs);
     await o.store.close();
   });
 
