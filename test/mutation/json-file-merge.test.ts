@@ -471,3 +471,16 @@ describe("an interrupted chatmem's older copy that cannot be kept aside", () => 
     expect(names(file)).toEqual([path.basename(prev), 'memory.json'].sort());
   });
 });
+
+describe('stats', () => {
+  it("lastUpdate is the latest updated_at of all users, not the first user's", async () => {
+    const file = freshFile([
+      ['a', rec('a')],
+      ['b', rec('b', { updated_at: '2026-03-01T00:00:00.000Z' })],
+      ['c', rec('c', { updated_at: '2026-02-01T00:00:00.000Z' })],
+    ]);
+    const o = await open(file);
+    expect((await o.store.stats()).lastUpdate).toBe('2026-03-01T00:00:00.000Z');
+    await o.store.close();
+  });
+});
