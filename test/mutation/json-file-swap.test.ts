@@ -442,6 +442,8 @@ describe('opening while another chatmem swaps the file', () => {
       message: `refusing to open ${file}: ${file} keeps changing; another program is writing it. The file was left untouched; fix it or restore a backup.`,
       details: { file },
     });
+    // Why it kept changing: the cause names the other chatmem's swap.
+    expect((err as { cause?: Error }).cause?.message).toBe(`${file} is being replaced by another chatmem process`);
     expect(names(file)).toEqual([path.basename(prev)]);
     expect(readFileSync(prev, 'utf8')).toBe('x');
   });
