@@ -5,7 +5,8 @@
 // size), what every exclusive-section call stores and returns, the search connection, and that staging
 // a bulk write gives the event loop a turn every 500 records. Real SQLite files in a temp dir.
 import Database from 'better-sqlite3';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
@@ -203,7 +204,11 @@ describe('the background indexer: when it runs', () => {
 
 describe('staging a bulk write', () => {
   /** The longest run of records `write` pulls from its stream without the event loop turning, and how many turns it took. */
-  async function runs(write: (records: AsyncIterable<MemoryRecord>) => Promise<unknown>, n: number): Promise<{ longest: number; turns: number }> {
+  async function runs(
+    write: (records: AsyncIterable<MemoryRecord>) => Promise<unknown>,
+    n: number,
+    make: (i: number) => MemoryRecord = (i) => rec(`u${String(i).padStart(5, '0')}`, [`m${i}`]),
+  ): Promise<{ longest: number; turns: number; lengths: number[] }> {
     let turns = 0;
     let done = false;
     const tick = (): void => {
@@ -214,7 +219,7 @@ describe('staging a bulk write', () => {
     async function* source(): AsyncIterable<MemoryRecord> {
       for (let i = 0; i < n; i++) {
         seen.push(turns);
-        yield rec(`u${String(i).padStart(5, '0')}`, [`m${i}`]);
+        yield make(i);
       }
     }
     setImmediate(tick);
@@ -223,12 +228,12 @@ describe('staging a bulk write', () => {
     } finally {
       done = true;
     }
-    let longest = 0;
-    for (let i = 0, run = 0; i < seen.length; i++) {
-      run = i > 0 && seen[i] === seen[i - 1] ? run + 1 : 1;
-      longest = Math.max(longest, run);
+    const lengths: number[] = [];
+    for (let i = 0; i < seen.length; i++) {
+      if (i > 0 && seen[i] === seen[i - 1]) lengths[lengths.length - 1]! += 1;
+      else lengths.push(1);
     }
-    return { longest, turns: new Set(seen).size };
+    return { longest: Math.max(...lengths), turns: lengths.length, lengths };
   }
 
   it('putAll and replaceAll give the event loop a turn every 500 records at most, and store every record', async () => {
@@ -241,6 +246,34 @@ describe('staging a bulk write', () => {
     expect(replaced.longest).toBeLessThanOrEqual(500);
     expect(await d.count()).toBe(1500);
     expect(await found(d, 'm1499')).toEqual(['u01499']);
+    await d.close();
+  });
+
+  it('a batch that took long halves the next (500, then 250), and fast batches grow back to 500', async () => {
+    const d = await SqliteDriver.open(freshFile(), { indexDelayMs: 1e9 });
+    const broke = new Error('enough');
+    // 500 records of 100 KB (50 MB: far over 2 × DROP_TURN_MS to stage on any machine), then small ones.
+    const big = 'x'.repeat(100_000);
+    const make = (i: number): MemoryRecord => {
+      if (i === 3000) throw broke;
+      return rec(`u${String(i).padStart(5, '0')}`, [i < 500 ? big : `m${i}`]);
+    };
+    let failure: unknown = null;
+    // The source fails at its end: only the staging is measured, and nothing is stored.
+    const { lengths } = await runs(
+      (s) =>
+        d.exclusive('all', (ctx) => ctx.putAll(s)).catch((e: unknown) => {
+          failure = e;
+        }),
+      3001,
+      make,
+    );
+    expect(failure).toBe(broke);
+    expect(lengths.slice(0, 2)).toEqual([500, 250]);
+    expect(Math.max(...lengths)).toBeLessThanOrEqual(500);
+    // Somewhere among the small records' batches (each a few ms at most), one doubled back to 500.
+    expect(lengths.slice(2, -1)).toContain(500);
+    expect(await d.count()).toBe(0);
     await d.close();
   });
 });
@@ -375,6 +408,31 @@ describe('forget', () => {
     expect(bytes).toContain('apple');
     expect(await found(d, 'apple')).toEqual(['keep']);
     await d.close();
+  });
+
+  it("after a forget, close still waits for another process's reader to empty the WAL (the busy timeout is back)", async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 1e9 });
+    await d.update('gone', () => rec('gone', ['goneword']));
+    expect(await d.exclusive({ ids: ['gone'] }, async (ctx) => ctx.forget?.(['gone']))).toBe(1);
+    await d.update('a', () => rec('a', ['after']));
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(0);
+    // Another process reads for 400 ms: close's TRUNCATE checkpoint waits for it (busy timeout 10 s).
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const D = require('better-sqlite3'); const db = new D(process.argv[1], { readonly: true }); db.prepare('BEGIN').run(); db.prepare('SELECT COUNT(*) FROM users').get(); console.log('held'); setTimeout(() => { db.prepare('COMMIT').run(); db.close(); }, 400);",
+        file,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise<number | null>((resolve) => holder.on('exit', resolve));
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    await d.close();
+    expect(await exited).toBe(0);
+    // Emptied by the checkpoint (or removed by the last close): no commit is left only in the WAL.
+    expect(existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0).toBe(0);
   });
 
   it('waits for a scan that holds the WAL without holding the event loop, then empties the WAL', async () => {

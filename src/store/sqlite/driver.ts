@@ -556,22 +556,22 @@ export class SqliteDriver implements StoreDriver {
     return { users: t?.users ?? 0, messages: t?.messages ?? 0, bytes: t?.bytes ?? 0, lastUpdate: this.stmts.lastUpdate.get()?.last ?? null };
   }
 
-  private reader(): Database.Database {
-    if (!this.searchReader) {
-      this.searchReader = new Database(this.file, { readonly: true, fileMustExist: true });
-      this.searchReader.pragma('busy_timeout = 10000');
-      queueStandIn(this.searchReader);
-      // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
-      // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
-      this.searchReader.pragma('cache_size = -65536');
-    }
-    return this.searchReader;
+  /** Opens the searches' connection: called once, when the first search makes {@link searcher}. */
+  private openReader(): Database.Database {
+    const reader = new Database(this.file, { readonly: true, fileMustExist: true });
+    this.searchReader = reader;
+    reader.pragma('busy_timeout = 10000');
+    queueStandIn(reader);
+    // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
+    // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
+    reader.pragma('cache_size = -65536');
+    return reader;
   }
 
   /** See {@link SqliteSearch.search}; on a read-only connection of its own. */
   async search(query: string, limit: number): Promise<UserSummary[]> {
     if (this.inMemory) return new SqliteSearch(this.db).search(query, limit);
-    this.searcher ??= new SqliteSearch(this.reader());
+    this.searcher ??= new SqliteSearch(this.openReader());
     return this.searcher.search(query, limit);
   }
 
