@@ -410,6 +410,18 @@ describe('forget', () => {
     await d.close();
   });
 
+  it('secure_delete is for the forget alone: a later replaced row is freed as usual (zeroing costs every write)', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 1e9 });
+    await d.update('gone', () => rec('gone', ['goneword']));
+    expect(await d.exclusive({ ids: ['gone'] }, async (ctx) => ctx.forget?.(['gone']))).toBe(1);
+    // Overflow pages of a large row, freed by the replace: zeroed only with secure_delete on.
+    await d.update('later', () => rec('later', [`Freedlater ${'k'.repeat(30_000)}`]));
+    await d.update('later', () => rec('later', ['small']));
+    await d.close();
+    expect(readFileSync(file).toString('latin1')).toContain('k'.repeat(1000));
+  });
+
   it("after a forget, close still waits for another process's reader to empty the WAL (the busy timeout is back)", async () => {
     const file = freshFile();
     const d = await SqliteDriver.open(file, { indexDelayMs: 1e9 });
