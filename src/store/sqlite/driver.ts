@@ -556,22 +556,22 @@ export class SqliteDriver implements StoreDriver {
     return { users: t?.users ?? 0, messages: t?.messages ?? 0, bytes: t?.bytes ?? 0, lastUpdate: this.stmts.lastUpdate.get()?.last ?? null };
   }
 
-  private reader(): Database.Database {
-    if (!this.searchReader) {
-      this.searchReader = new Database(this.file, { readonly: true, fileMustExist: true });
-      this.searchReader.pragma('busy_timeout = 10000');
-      queueStandIn(this.searchReader);
-      // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
-      // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
-      this.searchReader.pragma('cache_size = -65536');
-    }
-    return this.searchReader;
+  /** Opens the searches' connection: called once, when the first search makes {@link searcher}. */
+  private openReader(): Database.Database {
+    const reader = new Database(this.file, { readonly: true, fileMustExist: true });
+    this.searchReader = reader;
+    reader.pragma('busy_timeout = 10000');
+    queueStandIn(reader);
+    // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
+    // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
+    reader.pragma('cache_size = -65536');
+    return reader;
   }
 
   /** See {@link SqliteSearch.search}; on a read-only connection of its own. */
   async search(query: string, limit: number): Promise<UserSummary[]> {
     if (this.inMemory) return new SqliteSearch(this.db).search(query, limit);
-    this.searcher ??= new SqliteSearch(this.reader());
+    this.searcher ??= new SqliteSearch(this.openReader());
     return this.searcher.search(query, limit);
   }
 
@@ -612,19 +612,19 @@ export class SqliteDriver implements StoreDriver {
    * has no delete trigger; row by row took ~22 s at 1M users, so the trigger steps aside and the
    * totals are zeroed by hand.
    */
-  private truncate(): number {
-    const users = this.stmts.totals.get()?.users ?? 0;
+  private truncate(): void {
     this.db.exec(
       `DROP TRIGGER users_totals_delete; DELETE FROM main.users; UPDATE totals SET users = 0, messages = 0, bytes = 0 WHERE id = 1; ${DELETE_TRIGGER};
        DELETE FROM main.search_docs; DELETE FROM main.search_pending; INSERT INTO main.search_fts (search_fts) VALUES ('delete-all');`,
     );
-    return users;
   }
 
   /**
    * Deletes with secure_delete (freed bytes zeroed), then VACUUM rebuilds every page, since older
    * versions of the rows, freed before, still sit in free space; the TRUNCATE checkpoint empties the
-   * WAL, which held them too. Retried while a reader (a backup's scan) keeps the WAL from emptying.
+   * WAL, which held them too. Retried, the event loop free between tries, while a reader (a backup's
+   * scan) keeps the WAL from emptying: up to about a minute (a full backup of a large store reads for
+   * tens of seconds).
    */
   private async forget(ids: string[]): Promise<number> {
     this.db.pragma('secure_delete = ON');
@@ -642,9 +642,18 @@ export class SqliteDriver implements StoreDriver {
       this.db.exec("INSERT INTO main.search_fts (search_fts) VALUES ('optimize')");
       this.db.exec('VACUUM');
       for (let attempt = 0; ; attempt++) {
-        const [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+        // Without the busy handler, which would sleep up to busy_timeout (10 s) on the event loop while
+        // a reader holds the WAL; a backup's scan in this process, which needs the loop to finish,
+        // held it through every attempt (a forget during a scan stalled the daemon 10 s a try).
+        this.db.pragma('busy_timeout = 0');
+        let r: { busy: number } | undefined;
+        try {
+          [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+        } finally {
+          this.db.pragma('busy_timeout = 10000');
+        }
         if (r?.busy === 0) break;
-        if (attempt >= 100) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
+        if (attempt >= 600) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
       return n;
