@@ -5,7 +5,7 @@
 // another write, putAll past one read chunk, the WAL checkpoints (the watch, a failed worker), and
 // what close finishes and leaves open. Real SQLite files in a temp dir.
 import Database from 'better-sqlite3';
-import { statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
@@ -119,6 +119,21 @@ describe("a staged restore's build", () => {
   });
 });
 
+describe("a staged restore's build and the WAL", () => {
+  it('the build is checkpointed into the database file by the time stageAll returns (a WAL under the watch mark)', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 60_000 });
+    const empty = statSync(file).size;
+    const staged = await d.stageAll(stream(Array.from({ length: 400 }, (_, i) => rec(`u${String(i).padStart(4, '0')}`, [`word${i} ${'v'.repeat(1000)}`]))));
+    // Under the watch's 4 MB: only the build's own checkpoints can have moved these pages.
+    expect(statSync(`${file}-wal`).size).toBeLessThan(4000 * 1024);
+    expect(statSync(file).size).toBeGreaterThan(empty + 400 * 1000);
+    expect(statSync(file).size).toBeGreaterThan(pagesBytes(file) / 2);
+    await staged.release();
+    await d.close();
+  });
+});
+
 describe('stagings, swaps and the old tables', () => {
   it('two stagings at once: releasing one leaves the other whole to swap in, and nothing of either stays behind', async () => {
     const file = freshFile();
@@ -131,6 +146,10 @@ describe('stagings, swaps and the old tables', () => {
     await one.release();
     expect(await d.exclusive('all', async (ctx) => ctx.replaceStaged?.(two))).toBe(2);
     await two.release();
+    // The refusals say which mistake it was.
+    await expect(d.exclusive('all', async (ctx) => ctx.replaceStaged?.(two))).rejects.toMatchObject({ code: 'E_STORE_ARG', message: expect.stringContaining('already swapped in') });
+    const foreign = { read: 0, release: async () => undefined };
+    await expect(d.exclusive('all', async (ctx) => ctx.replaceStaged?.(foreign))).rejects.toMatchObject({ code: 'E_STORE_ARG', message: expect.stringContaining('not staged by this store') });
     expect((await d.list({ cursor: null, limit: 10 })).map((u) => u.user_id)).toEqual(['y', 'z']);
     expect(await found(d, 'cherry')).toEqual(['y']);
     expect(await found(d, 'banana')).toEqual([]);
@@ -167,6 +186,66 @@ describe('stagings, swaps and the old tables', () => {
     await d.update('n', () => rec('n', ['fresh']));
     expect(await found(d, 'common')).toEqual([]);
     expect(await found(d, 'fresh')).toEqual(['n']);
+    await d.close();
+  });
+
+  it("the drop empties each kind of old table in several chunks, and a write issued meanwhile commits before it ends", async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 60_000 });
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => d.update(`u${i}`, () => rec(`u${i}`, [`w${i}`]))));
+    // Indexed (rows in the index's shadow tables), then more queued (rows in the queue).
+    while (d.indexChunk(5000) > 0);
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => d.update(`u${i}`, (cur) => ({ ...(cur as MemoryRecord), history: [...(cur as MemoryRecord).history, { role: 'user', text: `x${i}`, ts: T0 }] }))));
+    const raw = new Database(file, { readonly: true });
+    const rows = (table: string): number | null => {
+      try {
+        return raw.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get() as number;
+      } catch {
+        return null; // Dropped meanwhile.
+      }
+    };
+    await d.exclusive('all', (ctx) => ctx.clear());
+    const old = raw.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%_old_%'").pluck().all().filter((n) => GENERATION.test(n));
+    expect(old).toHaveLength(4);
+    // Each table's rows (the index's: its document sizes), and whether it was seen part-emptied.
+    const counted = (n: string): string => (n.startsWith('search_fts') ? `${n}_docsize` : n);
+    const full = new Map(old.map((n) => [n, rows(counted(n)) as number]));
+    for (const [n, c] of full) expect(c, n).toBeGreaterThan(400);
+    const partly = new Set<string>();
+    let committed: number | null = null;
+    void d.update('during', () => rec('during', ['y'])).then(() => (committed = generations(file).length));
+    for (let i = 0; i < 20_000 && generations(file).length > 0; i++) {
+      for (const n of old) {
+        const c = rows(counted(n));
+        if (c !== null && c > 0 && c < (full.get(n) as number)) partly.add(n);
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    raw.close();
+    expect(generations(file)).toEqual([]);
+    expect([...partly].sort()).toEqual([...old].sort());
+    // The write did not wait for the drop: old tables were still there when it committed.
+    expect(committed).toBeGreaterThan(0);
+    expect(await d.count()).toBe(1);
+    await d.close();
+  });
+
+  it('a forget right after a clear takes the cleared users out of the old tables too', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 60_000 });
+    // Enough users that the background drop has not reached the last one when the forget runs.
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => d.update(`u${String(i).padStart(4, '0')}`, () => rec(`u${String(i).padStart(4, '0')}`, ['filler']))));
+    await d.update('zlast', () => rec('zlast', ['Obsoletely'], { name: 'Clearedname' }));
+    await d.exclusive('all', (ctx) => ctx.clear());
+    expect(generations(file).length).toBeGreaterThan(0);
+    expect(await d.exclusive({ ids: ['none'] }, async (ctx) => ctx.forget?.(['none']))).toBe(0);
+    expect(generations(file)).toEqual([]);
+    const bytes = readdirSync(path.dirname(file))
+      .filter((f) => f.startsWith('memory.db'))
+      .map((f) => readFileSync(path.join(path.dirname(file), f)).toString('latin1').toLowerCase())
+      .join('');
+    expect(bytes).not.toContain('obsoletely');
+    expect(bytes).not.toContain('clearedname');
     await d.close();
   });
 
@@ -214,6 +293,9 @@ describe('putAll past one read chunk', () => {
     expect(await found(d, 'last')).toEqual(['p0000']);
     expect(await found(d, 'word0')).toEqual([]);
     expect(await found(d, 'apple')).toEqual(['keep']);
+    // The staging table (temp, on the store's own connection) went with the putAll.
+    const db = (d as unknown as { db: Database.Database }).db;
+    expect(db.prepare("SELECT name FROM temp.sqlite_master WHERE type = 'table'").pluck().all()).toEqual([]);
     await d.close();
   });
 });
@@ -302,6 +384,8 @@ describe('close', () => {
     expect(other.prepare('SELECT COUNT(*) AS n FROM search_pending').get()).toEqual({ n: 0 });
     expect(other.prepare('SELECT user_id FROM users ORDER BY user_id').pluck().all()).toEqual(['a', 'b']);
     other.close();
+    // A checkpoint asked for after close (a build's, the watch's) opens nothing again.
+    await d.checkpointNow();
     expect(openUnder(dir)).toEqual([]);
     const again = await SqliteDriver.open(file);
     expect(await found(again, 'banana')).toEqual(['b']);
