@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
+import { nextChunkScale } from '../../src/store/sqlite/driver.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { GENERATION } from '../../src/store/sqlite/schema.js';
 import { openUnder } from '../helpers/fd.js';
@@ -56,6 +57,16 @@ function generations(file: string): string[] {
   const db = new Database(file, { readonly: true });
   try {
     return db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all().filter((n) => GENERATION.test(n));
+  } finally {
+    db.close();
+  }
+}
+
+/** Every table in the file (shadow tables of the index included). */
+function tables(file: string): string[] {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
   } finally {
     db.close();
   }
@@ -134,11 +145,70 @@ describe("a staged restore's build and the WAL", () => {
   });
 });
 
+describe('the build lets the store go on', () => {
+  it('a write issued at the start of a long build commits while the build reads on', async () => {
+    const d = await SqliteDriver.open(freshFile(), { indexDelayMs: 60_000 });
+    let committed = false;
+    let committedBy: number | null = null;
+    async function* source(): AsyncIterable<MemoryRecord> {
+      for (let i = 0; i < 1500; i++) {
+        if (i === 1) void d.update('w', () => rec('w', ['x'])).then(() => (committed = true));
+        if (i === 1200) committedBy = committed ? i : null;
+        yield rec(`u${String(i).padStart(4, '0')}`, [`word${i}`]);
+      }
+    }
+    const staged = await d.stageAll(source());
+    // The build commits in batches with a turn of the event loop between: the write's group commit ran in one.
+    expect(committedBy).toBe(1200);
+    expect(await d.get('w')).not.toBeNull();
+    await staged.release();
+    await d.close();
+  });
+
+  it("the build's WAL is checkpointed while the build runs, not only at its end", async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 60_000 });
+    // The worker started before, so that its start-up is not what the wait below measures.
+    await d.checkpointNow();
+    const empty = statSync(file).size;
+    let grew = false;
+    async function* source(): AsyncIterable<MemoryRecord> {
+      for (let i = 0; i < 400; i++) {
+        // A slow source: paused half-way, the pages written so far reach the database file meanwhile
+        // (the WAL stays under the watch's mark, so only the build's own checkpoints move them).
+        if (i === 300) grew = await until(() => statSync(file).size > empty, 3000);
+        yield rec(`u${String(i).padStart(4, '0')}`, [`word${i} ${'v'.repeat(1000)}`]);
+      }
+    }
+    const staged = await d.stageAll(source());
+    expect(statSync(`${file}-wal`).size).toBeLessThan(4000 * 1024);
+    expect(grew).toBe(true);
+    await staged.release();
+    await d.close();
+  });
+
+  it('the next chunk of background work is halved after a slow one, doubled after a fast one, within 1/64 and 4', () => {
+    // DROP_TURN_MS is 10: over 20 ms is slow, under 5 ms fast.
+    expect(nextChunkScale(1, 20.5)).toBe(0.5);
+    expect(nextChunkScale(1, 20)).toBe(1);
+    expect(nextChunkScale(1, 10)).toBe(1);
+    expect(nextChunkScale(1, 5)).toBe(1);
+    expect(nextChunkScale(1, 4.9)).toBe(2);
+    expect(nextChunkScale(1 / 16, 0)).toBe(1 / 8);
+    expect(nextChunkScale(2, 0)).toBe(4);
+    expect(nextChunkScale(4, 0)).toBe(4);
+    expect(nextChunkScale(1 / 32, 100)).toBe(1 / 64);
+    expect(nextChunkScale(1 / 64, 100)).toBe(1 / 64);
+    expect(nextChunkScale(0.5, 21)).toBe(0.25);
+  });
+});
+
 describe('stagings, swaps and the old tables', () => {
   it('two stagings at once: releasing one leaves the other whole to swap in, and nothing of either stays behind', async () => {
     const file = freshFile();
     const d = await SqliteDriver.open(file);
     await d.update('a', () => rec('a', ['apple']));
+    const live = tables(file);
     const one = await d.stageAll(stream([rec('x', ['banana'])]));
     const two = await d.stageAll(stream([rec('y', ['cherry']), rec('z', ['damson'])]));
     await one.release();
@@ -155,6 +225,8 @@ describe('stagings, swaps and the old tables', () => {
     expect(await found(d, 'banana')).toEqual([]);
     expect(await found(d, 'apple')).toEqual([]);
     expect(await dropped(file)).toEqual([]);
+    // Nothing under another name either: a set-aside table renamed wrongly would never be dropped.
+    expect(tables(file)).toEqual(live);
     expect(await d.stats()).toMatchObject({ ...(await counted(d)), users: 2 });
     await d.close();
   });
@@ -389,6 +461,17 @@ describe('close', () => {
     expect(openUnder(dir)).toEqual([]);
     const again = await SqliteDriver.open(file);
     expect(await found(again, 'banana')).toEqual(['b']);
+    await again.close();
+  });
+
+  it('a write still queued when close is called (no checkpoint worker to wait for) is stored, not refused', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file);
+    const last = d.update('b', () => rec('b', ['banana']));
+    await d.close();
+    await expect(last).resolves.toMatchObject({ user_id: 'b' });
+    const again = await SqliteDriver.open(file);
+    expect((await again.get('b'))?.history[0]?.text).toBe('banana');
     await again.close();
   });
 
