@@ -841,6 +841,7 @@ export class SqliteDriver implements StoreDriver {
         if (batch.length >= pacer.budget) {
           pacer.run(batch.length, () => this.lightCommit(() => write(batch)));
           batch = [];
+          // Stryker disable next-line ConditionalExpression: equivalent as `true`; a checkpoint asked for while one runs is answered by the running one (Checkpointer.checkpoint).
           if (!this.walWorker?.busy) void checkpoint();
           await pacer.turn();
         }
@@ -849,6 +850,7 @@ export class SqliteDriver implements StoreDriver {
       // The first commit after the build would otherwise find the whole backlog to copy.
       await checkpoint();
     } finally {
+      // Stryker disable next-line UnaryOperator: equivalent; no mtime is 1 ms after the epoch either.
       this.walWritten = -1;
     }
     return { totals, read };
@@ -951,10 +953,7 @@ export class SqliteDriver implements StoreDriver {
   private chunk(scale: number, fn: () => void): number {
     const t0 = performance.now();
     this.lightCommit(() => this.db.transaction(fn)());
-    const ms = performance.now() - t0;
-    if (ms > 2 * DROP_TURN_MS) return Math.max(scale / 2, 1 / 64);
-    if (ms < DROP_TURN_MS / 2) return Math.min(scale * 2, 4);
-    return scale;
+    return nextChunkScale(scale, performance.now() - t0);
   }
 
   /**
@@ -1043,11 +1042,14 @@ export class SqliteDriver implements StoreDriver {
   private walWorker: Checkpointer | null = null;
   private walWatch: NodeJS.Timeout | null = null;
   /** The WAL's mtime when the last checkpoint was asked for (-1: ask at the next look). */
+  // Stryker disable next-line UnaryOperator: equivalent; no WAL's mtime is 1 ms after the epoch either.
   private walWritten = -1;
 
   private watchWal(): void {
+    // Stryker disable next-line ConditionalExpression: equivalent as `false`; an in-memory stand-in has no WAL file, so every look returns at the stat (its `true` twin is killed).
     if (this.inMemory) return;
     this.walWatch = setInterval(() => {
+      // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent as `false` or `&&`; a checkpoint asked for while one runs is answered by the running one, and a closed store's watch is cleared (the `true` twin is killed).
       if (this.walWorker?.busy || !this.db.open) return;
       let st;
       try {
@@ -1055,6 +1057,7 @@ export class SqliteDriver implements StoreDriver {
       } catch {
         return; // No WAL (yet, or after close): nothing to copy.
       }
+      // Stryker disable next-line EqualityOperator,ConditionalExpression: equivalent as `<=` (a WAL of exactly 4,096,000 bytes) or the mtime test `false` (a checkpoint with nothing new copies nothing); the other mutants here are killed.
       if (st.size < WAL_CHECKPOINT_BYTES || st.mtimeMs === this.walWritten) return;
       this.walWritten = st.mtimeMs;
       void this.checkpointAside();
@@ -1081,9 +1084,11 @@ export class SqliteDriver implements StoreDriver {
     try {
       await worker.checkpoint();
     } catch {
+      // Stryker disable next-line ConditionalExpression: equivalent as `true`; only another call's failure can have replaced the worker, and then the next call starts one anyway (the `false` twin is killed).
       if (this.walWorker === worker) this.walWorker = null;
       void worker.close();
       try {
+        // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent as `true` or `||`; on a closed connection the pragma throws and is caught below, and close checkpoints anyway (the `false` twin is killed).
         if (this.db.open && !this.closing) this.db.pragma('wal_checkpoint(PASSIVE)');
       } catch {
         // Kept for the next checkpoint.
@@ -1093,6 +1098,7 @@ export class SqliteDriver implements StoreDriver {
 
   async close(): Promise<void> {
     this.closing = true;
+    // Stryker disable next-line ConditionalExpression: equivalent; clearInterval(null) does nothing, and a watch left running after close returns at `!this.db.open` (unref'd: it keeps no process alive).
     if (this.walWatch) clearInterval(this.walWatch);
     this.walWatch = null;
     await this.walWorker?.close();
@@ -1122,4 +1128,16 @@ export class SqliteDriver implements StoreDriver {
     }
   }
 
+}
+
+/**
+ * The scale of the next chunk of background work after one of `scale` took `ms` (see
+ * SqliteDriver.chunk): halved after a chunk over twice its turn (down to 1/64), doubled after one
+ * under half of it (up to 4), kept otherwise. A function of its own so that tests can give it times.
+ * @internal
+ */
+export function nextChunkScale(scale: number, ms: number): number {
+  if (ms > 2 * DROP_TURN_MS) return Math.max(scale / 2, 1 / 64);
+  if (ms < DROP_TURN_MS / 2) return Math.min(scale * 2, 4);
+  return scale;
 }
