@@ -8,28 +8,13 @@ import Database from 'better-sqlite3';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newRecord, type MemoryRecord } from '../../src/record.js';
+import { describe, expect, it } from 'vitest';
+import type { MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { openUnder } from '../helpers/fd.js';
-import { tempDir } from '../helpers/tmp.js';
+import { T0, freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
 
-let root: { dir: string; cleanup: () => Promise<void> };
-let seq = 0;
-beforeAll(async () => {
-  root = await tempDir('chatmem-sqlopen-');
-});
-afterAll(async () => {
-  await root.cleanup();
-});
-
-const freshFile = (): string => path.join(root.dir, `s${++seq}`, 'memory.db');
-const T0 = '2026-01-01T00:00:00.000Z';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function rec(id: string, words: string[], extra: Partial<MemoryRecord> = {}): MemoryRecord {
-  return { ...newRecord(id, T0), history: words.map((w, i) => ({ role: 'user', text: w, ts: T0, id: `${id}-${i}` })), ...extra };
-}
+const freshFile = freshFiles('chatmem-sqlopen-');
 
 async function* stream(records: Iterable<MemoryRecord>): AsyncIterable<MemoryRecord> {
   for (const r of records) yield r;

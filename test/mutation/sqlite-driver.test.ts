@@ -7,29 +7,14 @@
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { GENERATION } from '../../src/store/sqlite/schema.js';
 import { openUnder } from '../helpers/fd.js';
-import { tempDir } from '../helpers/tmp.js';
+import { T0, freshFiles, rec } from '../helpers/sqlite-driver.js';
 
-let root: { dir: string; cleanup: () => Promise<void> };
-let seq = 0;
-beforeAll(async () => {
-  root = await tempDir('chatmem-sqlmut-');
-});
-afterAll(async () => {
-  await root.cleanup();
-});
-
-const freshFile = (): string => path.join(root.dir, `s${++seq}`, 'memory.db');
-const T0 = '2026-01-01T00:00:00.000Z';
-
-/** A record whose messages are `words` (one word each, so each is found only through its message). */
-function rec(id: string, words: string[], extra: Partial<MemoryRecord> = {}): MemoryRecord {
-  return { ...newRecord(id, T0), history: words.map((w, i) => ({ role: 'user', text: w, ts: T0, id: `${id}-${i}` })), ...extra };
-}
+const freshFile = freshFiles('chatmem-sqlmut-');
 
 async function* stream(records: MemoryRecord[]): AsyncIterable<MemoryRecord> {
   for (const r of records) yield r;
