@@ -1,6 +1,8 @@
 import * as path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll } from 'vitest';
 import { newRecord, type MemoryRecord } from '../../src/record.js';
+import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { tempDir } from './tmp.js';
 
 export const T0 = '2026-01-01T00:00:00.000Z';
@@ -28,4 +30,24 @@ export function freshFiles(prefix: string): () => string {
     if (!root) throw new Error('freshFiles: called outside a test');
     return path.join(root.dir, `s${++seq}`, 'memory.db');
   };
+}
+
+/** The stored JSON's bytes, users and messages, counted from a scan: what stats must say. */
+export async function counted(d: SqliteDriver): Promise<{ users: number; messages: number; bytes: number }> {
+  const t = { users: 0, messages: 0, bytes: 0 };
+  for await (const [, json] of d.scanJson()) {
+    t.users++;
+    t.messages += (JSON.parse(json) as MemoryRecord).history.length;
+    t.bytes += Buffer.byteLength(json);
+  }
+  return t;
+}
+
+/** A store at `file` as this version makes it, then marked as written by a newer schema (99). */
+export async function newerSchemaStore(file: string): Promise<void> {
+  const d = await SqliteDriver.open(file);
+  await d.close();
+  const raw = new Database(file);
+  raw.pragma('user_version = 99');
+  raw.close();
 }

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import type { MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { openUnder } from '../helpers/fd.js';
-import { T0, freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
+import { T0, freshFiles, newerSchemaStore, rec, sleep } from '../helpers/sqlite-driver.js';
 
 const freshFile = freshFiles('chatmem-sqlopen-');
 
@@ -48,11 +48,7 @@ describe('opening', () => {
 
   it("a refused open keeps SQLite's error as its cause; a newer store gets no upgrade hint", async () => {
     const file = freshFile();
-    const d = await SqliteDriver.open(file);
-    await d.close();
-    const raw = new Database(file);
-    raw.pragma('user_version = 99');
-    raw.close();
+    await newerSchemaStore(file);
     const ro = SqliteDriver.open(file, { readOnly: true });
     await expect(ro).rejects.toMatchObject({ code: 'E_STORE_OPEN', cause: expect.any(Error) });
     await expect(ro).rejects.toThrow(/^cannot open SQLite store .* read-only: schema version 99, expected 3 to 4$/);

@@ -13,7 +13,7 @@ import { nextChunkScale } from '../../src/store/sqlite/driver.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { GENERATION } from '../../src/store/sqlite/schema.js';
 import { openUnder } from '../helpers/fd.js';
-import { T0, freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
+import { T0, counted, freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
 
 const freshFile = freshFiles('chatmem-sqlswap-');
 
@@ -23,17 +23,6 @@ async function* stream(records: MemoryRecord[]): AsyncIterable<MemoryRecord> {
 
 async function found(driver: SqliteDriver, word: string): Promise<string[]> {
   return (await driver.search(word, 1000)).map((u) => u.user_id).sort();
-}
-
-/** The stored JSON's bytes, users and messages, counted from a scan: what stats must say. */
-async function counted(d: SqliteDriver): Promise<{ users: number; messages: number; bytes: number }> {
-  const t = { users: 0, messages: 0, bytes: 0 };
-  for await (const [, json] of d.scanJson()) {
-    t.users++;
-    t.messages += (JSON.parse(json) as MemoryRecord).history.length;
-    t.bytes += Buffer.byteLength(json);
-  }
-  return t;
 }
 
 /** Tables of a clear's or a restore's generations still in the file. */

@@ -12,7 +12,7 @@ import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { GENERATION } from '../../src/store/sqlite/schema.js';
 import { openUnder } from '../helpers/fd.js';
-import { T0, freshFiles, rec } from '../helpers/sqlite-driver.js';
+import { T0, counted, freshFiles, newerSchemaStore, rec } from '../helpers/sqlite-driver.js';
 
 const freshFile = freshFiles('chatmem-sqlmut-');
 
@@ -53,17 +53,6 @@ function generations(file: string): string[] {
 async function dropped(file: string): Promise<string[]> {
   for (let i = 0; i < 500 && generations(file).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
   return generations(file);
-}
-
-/** The stored JSON's bytes, users and messages, counted from a scan: what stats must say. */
-async function counted(d: SqliteDriver): Promise<{ users: number; messages: number; bytes: number }> {
-  const t = { users: 0, messages: 0, bytes: 0 };
-  for await (const [, json] of d.scanJson()) {
-    t.users++;
-    t.messages += (JSON.parse(json) as MemoryRecord).history.length;
-    t.bytes += Buffer.byteLength(json);
-  }
-  return t;
 }
 
 describe('group commit: ops sharing a transaction', () => {
@@ -567,11 +556,7 @@ describe('opening', () => {
 
   it('refuses, naming the versions, a store of a newer schema, writable or read-only, and leaves it as it is', async () => {
     const file = freshFile();
-    const d = await SqliteDriver.open(file);
-    await d.close();
-    const raw = new Database(file);
-    raw.pragma('user_version = 99');
-    raw.close();
+    await newerSchemaStore(file);
     const before = readFileSync(file);
     await expect(SqliteDriver.open(file, { readOnly: true })).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringMatching(/read-only.*version 99/) });
     await expect(SqliteDriver.open(file)).rejects.toMatchObject({ code: 'E_STORE_OPEN', message: expect.stringContaining(file) });

@@ -42,6 +42,10 @@ interface PendingUpdate {
   reject: (e: unknown) => void;
 }
 
+/** How long a statement waits for a lock held by another connection (this process's scans, another process). */
+const BUSY_TIMEOUT_MS = 10_000;
+/** Tries of forget's TRUNCATE checkpoint, 100 ms apart: about a minute for a backup's scan to finish. */
+const FORGET_WAL_TRIES = 600;
 const SCAN_BATCH = 500;
 // About 1 MB of stored JSON per batch of `jsonBatches` (~500 seed-shaped users): one write of the backup.
 const SCAN_BATCH_BYTES = 1 << 20;
@@ -205,7 +209,7 @@ export class SqliteDriver implements StoreDriver {
       db = new Database(abs);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
-      db.pragma('busy_timeout = 10000');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       migrate(db);
       dropLeftovers(db);
       ensureMergePolicy(db);
@@ -233,7 +237,7 @@ export class SqliteDriver implements StoreDriver {
         return new SqliteDriver(abs, db, true);
       }
       const db = new Database(abs, { readonly: true, fileMustExist: true });
-      db.pragma('busy_timeout = 10000');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > SCHEMA_VERSION || version < READABLE_FROM) {
         throw new Error(`schema version ${version}, expected ${READABLE_FROM} to ${SCHEMA_VERSION}${version < READABLE_FROM ? ' (open it writable once, e.g. `chatmem serve`, to upgrade it)' : ''}`);
@@ -503,7 +507,7 @@ export class SqliteDriver implements StoreDriver {
     if (this.inMemory) return;
     const reader = new Database(this.file, { readonly: true });
     try {
-      reader.pragma('busy_timeout = 10000');
+      reader.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       const stmt = reader.prepare<[string], [string, string]>('SELECT user_id, data FROM users WHERE user_id > ? ORDER BY user_id').raw(true);
       reader.prepare('BEGIN').run();
       let n = 0;
@@ -528,7 +532,7 @@ export class SqliteDriver implements StoreDriver {
     if (this.inMemory) return;
     const reader = new Database(this.file, { readonly: true });
     try {
-      reader.pragma('busy_timeout = 10000');
+      reader.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       const stmt = reader
         .prepare<[string], [string, Buffer]>('SELECT user_id, CAST(data AS BLOB) FROM users WHERE user_id > ? ORDER BY user_id')
         .raw(true);
@@ -560,7 +564,7 @@ export class SqliteDriver implements StoreDriver {
   private openReader(): Database.Database {
     const reader = new Database(this.file, { readonly: true, fileMustExist: true });
     this.searchReader = reader;
-    reader.pragma('busy_timeout = 10000');
+    reader.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     queueStandIn(reader);
     // The index and its document map outgrow the default 2 MB page cache at 100k users; with 64 MB
     // an index match cost ~0.7 µs of CPU instead of ~1.5 µs (100k users, probe of 2026-11-30).
@@ -642,7 +646,7 @@ export class SqliteDriver implements StoreDriver {
       this.db.exec("INSERT INTO main.search_fts (search_fts) VALUES ('optimize')");
       this.db.exec('VACUUM');
       for (let attempt = 0; ; attempt++) {
-        // Without the busy handler, which would sleep up to busy_timeout (10 s) on the event loop while
+        // Without the busy handler, which would sleep up to BUSY_TIMEOUT_MS on the event loop while
         // a reader holds the WAL; a backup's scan in this process, which needs the loop to finish,
         // held it through every attempt (a forget during a scan stalled the daemon 10 s a try).
         this.db.pragma('busy_timeout = 0');
@@ -650,10 +654,10 @@ export class SqliteDriver implements StoreDriver {
         try {
           [r] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
         } finally {
-          this.db.pragma('busy_timeout = 10000');
+          this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
         }
         if (r?.busy === 0) break;
-        if (attempt >= 600) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
+        if (attempt >= FORGET_WAL_TRIES) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
       return n;

@@ -49,8 +49,8 @@ END`;
  * until 2026-11-30: there a row lives in an index b-tree, which keeps at most ~1 KB of a row on its
  * 4 KB page, so every seed-shaped record (~2.2 KB) spilled into an overflow page of its own: 4.7 KB
  * on disk per record, and each read and append went through two pages. As a rowid table the record
- * fits on its leaf (up to ~4 KB): at 100k users, get + parse 68 -> 44 us and a grouped append
- * 230 -> 153 us (2 KB records), 186 -> 134 us (5 KB), the file 27% smaller (BENCHMARKS.md section 12).
+ * fits on its leaf (up to ~4 KB): at 100k users, get + parse 42.7 -> 18.8 us and a grouped append
+ * 89 -> 61 us (2.2 KB records), 148 -> 98 us (5 KB), the file 29% smaller (BENCHMARKS.md section 12).
  * Stores made before keep their table until the next clear or full restore builds a new one.
  * SQL sees no difference, so older chatmem versions read and write either layout.
  */
