@@ -120,7 +120,7 @@ function splitProfile(file) {
     if (stack.some((f) => /digestBackupFile|verifyWritten|checkBackupFile/.test(f.functionName))) return 'verification re-read';
     if (/^(update|digest)$/.test(leaf.functionName) || /Hash/.test(leaf.functionName)) return 'hashing';
     if (/^(parse|stringify)$/.test(leaf.functionName) || /stringifyJson|entryLine|RawJson/.test(leaf.functionName)) return 'JSON work';
-    if (stack.some((f) => /scanJson|scanBytes|iterate/.test(f.functionName) && /sqlite|better-sqlite3|driver/.test(f.url))) return 'reading rows (scanJson)';
+    if (stack.some((f) => /scanJson|scanBytes|scanBatches|scanRows|iterate/.test(f.functionName) && /sqlite|better-sqlite3|driver/.test(f.url))) return 'reading rows (scanJson)';
     if (/^(write|writev|writeOrBuffer|_write|writeGeneric|from|byteLength|concat|copy|allocUnsafe)$/.test(leaf.functionName) || stack.some((f) => /Sink|emit$|writeBackupStream|writeLines|flush/.test(f.functionName))) return 'writing (lines, buffers, write calls)';
     return 'other';
   };

@@ -362,6 +362,41 @@ describe('search and scans', () => {
     expect(sizes).toEqual([[1 << 20], [Buffer.byteLength(JSON.stringify(rec('b', ['y'])))]]);
     await d.close();
   });
+
+  it('a batch of byte scans stays within 1 MiB however the record sizes change, holds a larger record alone, and at most 1,024 records', async () => {
+    const d = await SqliteDriver.open(freshFile());
+    const ids: string[] = [];
+    const writes: Promise<unknown>[] = [];
+    const put = (id: string, text: string): void => {
+      ids.push(id);
+      writes.push(d.update(id, () => rec(id, [text])));
+    };
+    // 1,500 small records, then 40 of ~100 KB (a row count sized from the small ones would take all
+    // 40 at once: 4 MB), one of 1.5 MiB, and a small one after it.
+    for (let i = 0; i < 1500; i++) put(`a${String(i).padStart(4, '0')}`, 's');
+    for (let i = 0; i < 40; i++) put(`b${String(i).padStart(2, '0')}`, 'm'.repeat(100_000));
+    put('c', 'L'.repeat(1.5 * (1 << 20)));
+    put('d', 'e');
+    await Promise.all(writes);
+    const batches: { ids: string[]; sizes: number[]; bytes: number; text: string[] }[] = [];
+    for await (const b of d.scanJson().jsonBatches?.() ?? []) {
+      batches.push({ ids: b.ids, sizes: b.data.map((x) => x.length), bytes: b.bytes, text: b.data.map((x) => x.toString('utf8')) });
+    }
+    expect(batches.flatMap((b) => b.ids)).toEqual(ids);
+    for (const b of batches) {
+      expect(b.ids.length).toBeLessThanOrEqual(1024);
+      expect(b.bytes).toBe(b.sizes.reduce((n, x) => n + x, 0));
+      if (b.ids.length > 1) expect(b.bytes).toBeLessThanOrEqual(1 << 20);
+    }
+    expect(batches[0]?.ids.length).toBe(1024);
+    expect(batches.find((b) => b.ids.includes('c'))?.ids).toEqual(['c']);
+    expect(batches.at(-1)?.ids).toEqual(['d']);
+    // The bytes of each record are its stored text, cut at the right places.
+    const text: string[] = [];
+    for await (const [, json] of d.scanJson()) text.push(json);
+    expect(batches.flatMap((b) => b.text)).toEqual(text);
+    await d.close();
+  });
 });
 
 describe('forget', () => {

@@ -428,10 +428,10 @@ describe('scans for backups', () => {
     for (const [id, json] of text) expect(JSON.parse(json)).toEqual(await d.get(id));
     const batches = [];
     for await (const b of d.scanJson().jsonBatches?.() ?? []) batches.push(b);
-    // 300 records of ~6 KB: two batches, the first cut just past 1 MB.
+    // 300 records of ~6 KB: two batches, the first cut just before it would pass 1 MiB.
     expect(batches.length).toBe(2);
-    expect(batches[0]?.bytes).toBeGreaterThanOrEqual(1 << 20);
-    expect(batches[0]?.bytes).toBeLessThan((1 << 20) + 7000);
+    expect(batches[0]?.bytes).toBeLessThanOrEqual(1 << 20);
+    expect(batches[0]?.bytes).toBeGreaterThan((1 << 20) - 7000);
     for (const b of batches) expect(b.bytes).toBe(b.data.reduce((n, x) => n + x.length, 0));
     expect(batches.flatMap((b) => b.ids)).toEqual(all);
     expect(batches.flatMap((b) => b.data.map((x) => x.toString('utf8')))).toEqual(text.map(([, j]) => j));
