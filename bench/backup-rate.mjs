@@ -165,13 +165,14 @@ for (let r = 0; r < rounds; r++) {
       users: b.users,
       bytes: b.bytes,
       peakRssMb: round(b.peakRss / MB, 1),
+      cpuS: round(b.cpuMs / 1000, 2),
       writeS: b.writeMs === null ? null : round(b.writeMs / 1000, 2),
       dataFsyncS: b.dataSyncMs === null ? null : round(b.dataSyncMs / 1000, 2),
       verifyS: b.verifyMs === null ? null : round(b.verifyMs / 1000, 2),
       load: b.load[0],
       sha256: b.sha256,
     });
-    rep.note(`round ${r + 1} ${kind}: ${round(b.wallMs / 1000, 2)} s, ${round(mbps, 0)} MB/s, peak RSS ${round(b.peakRss / MB, 1)} MB, write ${round(b.writeMs / 1000, 2)} s, data fsync ${round(b.dataSyncMs / 1000, 2)} s, verify ${round((b.verifyMs ?? 0) / 1000, 2)} s, load ${b.load.join(' ')}`);
+    rep.note(`round ${r + 1} ${kind}: ${round(b.wallMs / 1000, 2)} s, ${round(mbps, 0)} MB/s, CPU ${round(b.cpuMs / 1000, 2)} s, peak RSS ${round(b.peakRss / MB, 1)} MB, write ${round(b.writeMs / 1000, 2)} s, data fsync ${round(b.dataSyncMs / 1000, 2)} s, verify ${round((b.verifyMs ?? 0) / 1000, 2)} s, load ${b.load.join(' ')}`);
   }
   for (const kind of ['this', 'base']) {
     const row = rows.find((x) => x.round === r + 1 && x.kind === kind);
@@ -182,10 +183,10 @@ for (let r = 0; r < rounds; r++) {
 const shas = new Set(rows.filter((x) => x.sha256).map((x) => x.sha256));
 rep.note(`all backups identical: ${shas.size === 1} (${[...shas].map((s) => s.slice(0, 12)).join(', ')})`);
 
-console.log('\n| round | run | s | MB/s | ratio to dd | peak RSS MB | scan+write s | data fsync s | verify s | load1 |');
-console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log('\n| round | run | s | MB/s | ratio to dd | CPU s | peak RSS MB | scan+write s | data fsync s | verify s | load1 |');
+console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const x of rows) {
-  console.log(`| ${x.round} | ${x.kind} | ${x.seconds} | ${x.mbps} | ${x.ratioToDd ?? ''} | ${x.peakRssMb ?? ''} | ${x.writeS ?? ''} | ${x.dataFsyncS ?? ''} | ${x.verifyS ?? ''} | ${x.load} |`);
+  console.log(`| ${x.round} | ${x.kind} | ${x.seconds} | ${x.mbps} | ${x.ratioToDd ?? ''} | ${x.cpuS ?? ''} | ${x.peakRssMb ?? ''} | ${x.writeS ?? ''} | ${x.dataFsyncS ?? ''} | ${x.verifyS ?? ''} | ${x.load} |`);
 }
 
 const profiles = {};

@@ -529,9 +529,10 @@ export class SqliteDriver implements StoreDriver {
    * as stored) in batches of about SCAN_BATCH_BYTES: decoding each record into a JS string and
    * encoding it back was most of a backup's read (BENCHMARKS.md, "Full backup at the disk's rate").
    * Each batch is one query that concatenates its rows in SQLite, after one that reads their sizes: a
-   * row per `iterate` step cost a JS array and a Buffer per user, and 1.4x the CPU of both queries
-   * (BENCHMARKS.md section 13). The ids, the lengths and the bytes come from one pass over the same
-   * rows, so they line up; the writer checks the ids' order. The event loop turns after every batch.
+   * row per `iterate` step made a JS array and a Buffer per user, garbage that put a 1M-user backup's
+   * peak RSS at 158–165 MB against 141–150 MB now (BENCHMARKS.md section 13). The ids, the lengths and
+   * the bytes come from one pass over the same rows, so they line up; the writer checks the ids' order.
+   * The event loop turns after every batch.
    */
   private async *scanBatches(options: ScanOptions): AsyncGenerator<JsonByteBatch> {
     if (this.inMemory) return;
