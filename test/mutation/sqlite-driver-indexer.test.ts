@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SqliteDriver } from '../../src/store/sqlite/index.js';
 import { openUnder } from '../helpers/fd.js';
-import { freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
+import { T0, freshFiles, rec, sleep } from '../helpers/sqlite-driver.js';
 
 const freshFile = freshFiles('chatmem-sqlidx-');
 
@@ -131,6 +131,27 @@ describe('what queued deletes leave in the full-text index', () => {
     for (const word of ['zebraword', 'oldname', 'oldmsgword', 'quokkaword', 'firstname']) expect(indexed(file, word), word).toEqual([]);
     expect(indexed(file, 'newmsgword')).toHaveLength(1);
     expect(indexed(file, 'secondname')).toHaveLength(1);
+    await d.close();
+  });
+});
+
+describe('a history changed in its middle', () => {
+  it('an entry inserted between two kept ones is indexed, and the kept ones once each', async () => {
+    const file = freshFile();
+    const d = await SqliteDriver.open(file, { indexDelayMs: 1e9 });
+    await d.update('r', () => rec('r', ['alphaword', 'gammaword']));
+    // The kept entries are the same objects (not an append: the new one is not at the end).
+    await d.update('r', (cur) => {
+      if (!cur) throw new Error('no record');
+      const [first, second] = cur.history;
+      if (!first || !second) throw new Error('no history');
+      return { ...cur, history: [first, { role: 'user', text: 'betaword', ts: T0, id: 'r-x' }, second] };
+    });
+    d.indexChunk(1e6);
+    for (const word of ['alphaword', 'betaword', 'gammaword']) {
+      expect((await d.search(word, 10)).map((u) => u.user_id), word).toEqual(['r']);
+      expect(indexed(file, word), word).toHaveLength(1);
+    }
     await d.close();
   });
 });
