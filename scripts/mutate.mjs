@@ -55,7 +55,7 @@ const TESTS = {
   'src/store/open.ts': ['test/mutation/open.test.ts'],
   'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts', 'test/mutation/json-file-merge.test.ts'],
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
-  'src/store/sqlite/driver.ts': ['test/store/sqlite.test.ts', 'test/mutation/sqlite-driver.test.ts', 'test/mutation/sqlite-driver-open.test.ts', 'test/mutation/sqlite-driver-swap.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-migrations.test.ts'],
+  'src/store/sqlite/driver.ts': ['test/store/sqlite.test.ts', 'test/mutation/sqlite-driver.test.ts', 'test/mutation/sqlite-driver-open.test.ts', 'test/mutation/sqlite-driver-swap.test.ts', 'test/mutation/sqlite-driver-indexer.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-migrations.test.ts'],
   'src/store/sqlite/pacer.ts': ['test/store/sqlite-pacer.test.ts'],
   'src/store/sqlite/checkpointer.ts': ['test/mutation/sqlite-checkpointer.test.ts'],
   'src/store/sqlite/schema.ts': ['test/store/sqlite-migrations.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite.test.ts'],
@@ -99,7 +99,7 @@ const CI_TESTS = {
   // swap, drop, checkpoint and close file). The conformance suite on SQLite cost ~10 s a mutant under load
   // (its SIGKILLed writer and 1,000 appends cover every write path); it, sqlite-pending (12 s, timers)
   // and sqlite-swap (SIGKILLed children) stay in the full set.
-  'src/store/sqlite/driver.ts': ['test/mutation/sqlite-driver.test.ts', 'test/mutation/sqlite-driver-open.test.ts', 'test/mutation/sqlite-driver-swap.test.ts'],
+  'src/store/sqlite/driver.ts': ['test/mutation/sqlite-driver.test.ts', 'test/mutation/sqlite-driver-open.test.ts', 'test/mutation/sqlite-driver-swap.test.ts', 'test/mutation/sqlite-driver-indexer.test.ts'],
   'src/store/sqlite/pacer.ts': ['test/store/sqlite-pacer.test.ts'],
   'src/store/sqlite/checkpointer.ts': ['test/mutation/sqlite-checkpointer.test.ts'],
   // With the file that creates databases (a second or two each): the pg_trgm index's retry needs a

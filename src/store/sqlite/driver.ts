@@ -329,6 +329,16 @@ export class SqliteDriver implements StoreDriver {
   /** Changes queued since the indexer last started a chunk (of this process: counted, not read), and since when. */
   private queuedRows = 0;
   private queuedSince = 0;
+  /**
+   * What the indexer did: timers armed, runs started, chunks begun. For tests that observe its
+   * scheduling by counts rather than by the clock. @internal
+   */
+  readonly indexerCounts = { armed: 0, runs: 0, chunks: 0 };
+
+  /** Whether the indexer's timer is armed, and whether a run is under way. For tests. @internal */
+  indexerState(): { armed: boolean; running: boolean } {
+    return { armed: this.indexTimer !== null, running: this.indexing !== null };
+  }
 
   private enqueue(op: number, id: number | bigint, text: string): void {
     this.stmts.queue.run(op, id, text);
@@ -338,12 +348,14 @@ export class SqliteDriver implements StoreDriver {
   /** Arms the indexer's timer (see {@link INDEX_DELAY_MS}), unless it is armed or running. */
   private scheduleIndex(): void {
     if (this.indexTimer || this.indexing || this.closing || this.db.readonly || !this.db.open) return;
+    this.indexerCounts.armed++;
     this.indexTimer = setTimeout(() => {
       this.indexTimer = null;
       if (this.queuedRows < INDEX_ROWS && performance.now() - this.queuedSince < this.indexMaxWaitMs) {
         this.scheduleIndex();
         return;
       }
+      this.indexerCounts.runs++;
       this.indexing = this.runIndexer()
         // A failure (disk full, say) leaves the queue as it was: it is durable, and the next commit or open retries.
         .catch(() => undefined)
@@ -365,6 +377,7 @@ export class SqliteDriver implements StoreDriver {
     let scale = 1;
     for (;;) {
       if (this.closing || !this.db.open) return;
+      this.indexerCounts.chunks++;
       this.queuedRows = 0;
       const limit = Math.max(1, Math.round(INDEX_ROWS * scale));
       let applied = 0;
@@ -687,14 +700,20 @@ export class SqliteDriver implements StoreDriver {
           this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
         }
         if (r?.busy === 0) break;
-        if (attempt >= FORGET_WAL_TRIES) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        if (attempt >= this.forgetWal.tries) throw new StoreError('E_STORE_WRITE', `cannot empty the WAL of ${this.file}: a reader holds it`);
+        await this.forgetWal.pause();
       }
       return n;
     } finally {
       this.db.pragma('secure_delete = OFF');
     }
   }
+
+  /**
+   * Retries of forget's TRUNCATE checkpoint after the first, and the pause before each (the event loop
+   * is free during it). Tests shorten both and count the pauses. @internal
+   */
+  forgetWal = { tries: FORGET_WAL_TRIES, pause: (): Promise<void> => new Promise<void>((resolve) => setTimeout(resolve, 100)) };
 
   /** SQLite's own errors (SQLITE_FULL on a full disk, say) become E_STORE_WRITE; the source's pass through. */
   private async bulk<T>(what: string, run: () => Promise<T>): Promise<T> {
