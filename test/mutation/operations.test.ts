@@ -504,7 +504,11 @@ describe('restore over an unreadable store', () => {
       brokenStore: { file: jsonFile, error: new StoreError('E_STORE_CORRUPT', 'bad'), reopen: async () => (fresh = createStore(await JsonFileDriver.open(jsonFile))) },
     });
     const stamp = path.basename(r.brokenStoreKeptAt!).replace(/^memory\.json\.broken-/, '');
-    writeFileSync(`${jsonFile}.broken-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`, 'taken');
+    // The names of this second and the next 30 are taken: the restore may start in a later second than
+    // this line runs in (a loaded machine), and whichever second it stamps must already be taken.
+    for (let s = 0; s <= 30; s++) {
+      writeFileSync(`${jsonFile}.broken-${new Date(Date.now() + s * 1000).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`, 'taken');
+    }
     const r2 = await again.restore(id);
     expect(r2.brokenStoreKeptAt).toMatch(/\.broken-\d{8}T\d{6}Z-1$/);
     expect(readFileSync(r2.brokenStoreKeptAt!, 'utf8')).toBe('broken again');
