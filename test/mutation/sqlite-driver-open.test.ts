@@ -363,6 +363,19 @@ describe('search and scans', () => {
     await d.close();
   });
 
+  it('a batch of byte scans takes records up to exactly 1 MiB together', async () => {
+    const d = await SqliteDriver.open(freshFile());
+    const size = (id: string, text: string): number => Buffer.byteLength(JSON.stringify(rec(id, [text])));
+    await d.update('a', () => rec('a', ['x'.repeat(1000)]));
+    const pad = (1 << 20) - size('a', 'x'.repeat(1000)) - size('b', '');
+    await d.update('b', () => rec('b', ['y'.repeat(pad)]));
+    await d.update('c', () => rec('c', ['z']));
+    const batches: string[][] = [];
+    for await (const b of d.scanJson().jsonBatches?.() ?? []) batches.push(b.ids);
+    expect(batches).toEqual([['a', 'b'], ['c']]);
+    await d.close();
+  });
+
   it('a batch of byte scans stays within 1 MiB however the record sizes change, holds a larger record alone, and at most 1,024 records', async () => {
     const d = await SqliteDriver.open(freshFile());
     const ids: string[] = [];
