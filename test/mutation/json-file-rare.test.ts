@@ -1,17 +1,18 @@
 // The last of src/store/json-file.ts's promises that the first four files did not reach (RELIABILITY.md,
 // "Mutants left, and why", json-file.ts, "Not killed yet"): a writer between two chunks of one read (an
 // in-place edit that puts the mtime back, a rename-writer during the pinned read, a file that never holds
-// still), the report's cap of 1,000 outside changes, a fully taken-over copy kept until the merge is durable, a queued change that no longer applies after
+// still), the report's cap of 1,000 outside changes, a moved-away copy that cannot be read back, a
+// fully taken-over copy kept until the merge is durable, a queued change that no longer applies after
 // an outside change, and one that throws when re-applied after a split. Real files in a temp dir; the
 // steps between two chunks through the store's internal `readHooks`, the others through the src/fsio.ts
 // seam; each injected step checked to have run.
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import type { MemoryRecord } from '../../src/record.js';
-import { readHooks } from '../../src/store/json-file.js';
+import { readHooks, type OutsideChange } from '../../src/store/json-file.js';
 import { jsonFileRoot, openJson, readData, rec, T0, writeInPlace } from '../helpers/json-file.js';
 
 const { freshFile } = jsonFileRoot('chatmem-jsonrare-');
@@ -172,6 +173,42 @@ describe("the report's cap", () => {
     expect(o.driver.report[999]).toBe(o.changes[1_000]?.change);
     await o.store.close();
   }, 60_000);
+});
+
+describe('a moved-away copy another program wrote into that cannot be read back', () => {
+  it('the acknowledged write stands, and the kept copy is reported with the read error (not as unparsable, not silently)', async () => {
+    const file = freshFile([['a', rec('a')]]);
+    const o = await open(file);
+    let wrote = 0;
+    let broke = '';
+    setFsIo({
+      rename: async (from, to) => {
+        if (from === file && isPrev(to) && wrote++ === 0) writeInPlace(file, serializeSeed([['a', rec('a')], ['n', rec('n')]]));
+        return defaultFsIo.rename(from, to);
+      },
+      fsyncDir: async (dir) => {
+        await defaultFsIo.fsyncDir(dir);
+        // The copy was just kept aside; before chatmem reads it, its name becomes a symlink loop (ELOOP).
+        const kept = readdirSync(dir).find(isOutside);
+        if (kept !== undefined && broke === '') {
+          broke = path.join(dir, kept);
+          renameSync(broke, `${broke}.saved`);
+          symlinkSync(path.basename(broke), broke);
+        }
+      },
+    });
+    await o.store.put('b', { name: 'B' });
+    await o.driver.close();
+    expect(wrote).toBe(1);
+    expect(broke).not.toBe('');
+    const change: OutsideChange = { when: 'during-write', adopted: 0, conflicts: 0, kept: broke, unparsable: false };
+    expect(o.changes.map((c) => c.change)).toEqual([change]);
+    expect(o.changes[0]?.message).toMatch(new RegExp(`^another program wrote ${file} while chatmem replaced it, and its file could not be read \\(.*ELOOP.*\\); kept untouched at ${broke}$`));
+    expect(o.driver.report).toEqual([change]);
+    // Nothing of it was taken over (it was not read); chatmem's acknowledged write is in the file.
+    expect(Object.keys(readData(file)).sort()).toEqual(['a', 'b']);
+    expect(Object.keys(readData(`${broke}.saved`)).sort()).toEqual(['a', 'n']);
+  });
 });
 
 describe('an outside copy fully taken over during the swap', () => {
