@@ -687,7 +687,8 @@ export class JsonFileDriver implements StoreDriver {
 
   private tell(change: OutsideChange, message: string): void {
     this.report.push(change);
-    if (this.report.length > 1000) this.report.splice(0, this.report.length - 1000);
+    // One in, at most one out: the report never holds more than 1,000.
+    if (this.report.length > 1000) this.report.shift();
     try {
       this.onOutsideChange(change, message);
     } catch {
