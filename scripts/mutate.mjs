@@ -53,7 +53,7 @@ const TESTS = {
   'src/store/owner.ts': ['test/mutation/owner.test.ts'],
   'src/store/url.ts': ['test/store/redact.test.ts', 'test/mutation/url.test.ts'],
   'src/store/open.ts': ['test/mutation/open.test.ts'],
-  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts', 'test/mutation/json-file-merge.test.ts'],
+  'src/store/json-file.ts': ['test/store/json-file.test.ts', 'test/reliability/json-store.test.ts', 'test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts', 'test/mutation/json-file-merge.test.ts', 'test/mutation/json-file-rare.test.ts'],
   'src/store/sqlite/search.ts': ['test/store/sqlite-search.test.ts', 'test/store/sqlite-pending.test.ts'],
   'src/store/sqlite/driver.ts': ['test/store/sqlite.test.ts', 'test/mutation/sqlite-driver.test.ts', 'test/mutation/sqlite-driver-open.test.ts', 'test/mutation/sqlite-driver-swap.test.ts', 'test/mutation/sqlite-driver-indexer.test.ts', 'test/store/sqlite-swap.test.ts', 'test/store/sqlite-pending.test.ts', 'test/store/sqlite-migrations.test.ts'],
   'src/store/sqlite/pacer.ts': ['test/store/sqlite-pacer.test.ts'],
@@ -94,7 +94,7 @@ const CI_TESTS = {
   'src/backup/rewrite.ts': ['test/mutation/rewrite.test.ts'],
   'src/ops/operations.ts': ['test/mutation/operations.test.ts'],
   'src/ops/export.ts': ['test/mutation/export.test.ts'],
-  'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts', 'test/mutation/json-file-merge.test.ts'],
+  'src/store/json-file.ts': ['test/mutation/json-file.test.ts', 'test/mutation/json-file-swap.test.ts', 'test/mutation/json-file-edges.test.ts', 'test/mutation/json-file-merge.test.ts', 'test/mutation/json-file-rare.test.ts'],
   // The driver's own promises (5 s; sqlite-driver-open, whose indexer timers wait, 6 s; ~8 s for the
   // swap, drop, checkpoint and close file). The conformance suite on SQLite cost ~10 s a mutant under load
   // (its SIGKILLed writer and 1,000 appends cover every write path); it, sqlite-pending (12 s, timers)

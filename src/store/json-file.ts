@@ -62,6 +62,13 @@ async function statFp(file: string): Promise<Fingerprint | null> {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Internal, for tests only (not part of the driver's API): `onChunk` runs after each chunk a read of a
+ * store file takes, so a test can write the file between two chunks of one read, where no fs call of
+ * chatmem's (the src/fsio.ts seam) falls. Unset, it costs one property read per chunk.
+ */
+export const readHooks: { onChunk?: (file: string) => void } = {};
+
 /** Serialised form of each record, computed once when the record enters the store: records are never mutated. */
 const serialized = new WeakMap<MemoryRecord, { part: string; bytes: number }>();
 
@@ -166,7 +173,11 @@ async function parseOnce(file: string, pin: boolean): Promise<Parsed> {
     const map = new Map<string, MemoryRecord>();
     const untimed = new Map<string, ('created_at' | 'updated_at')[]>();
     try {
-      for await (const entry of readJsonEntries(source, { onChunk: (c) => chunks.push(c) })) {
+      const onChunk = (c: Buffer) => {
+        chunks.push(c);
+        readHooks.onChunk?.(file);
+      };
+      for await (const entry of readJsonEntries(source, { onChunk })) {
         // Limits apply to new writes: a file written before them (or by the seed bot) must still open.
         map.set(entry.key, admit(entry.key, parseRecord(entry.key, entry.value, undefined, { limits: false })));
         const raw = entry.value;
@@ -618,11 +629,19 @@ export class JsonFileDriver implements StoreDriver {
     try {
       parsed = await parseSettled(kept);
     } catch (err) {
-      if (!(isChatmemError(err) && err.code === 'E_STORE_PARSE')) throw err;
-      this.tell(
-        { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: true },
-        `another program wrote ${this.file} while chatmem replaced it, and what it wrote does not parse; kept untouched at ${kept}`,
-      );
+      // The write is acknowledged already (or refused as raced, whatever this says): no caller would see an
+      // error thrown from here, so the kept copy is reported either way, never left behind unmentioned.
+      if (isChatmemError(err) && err.code === 'E_STORE_PARSE') {
+        this.tell(
+          { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: true },
+          `another program wrote ${this.file} while chatmem replaced it, and what it wrote does not parse; kept untouched at ${kept}`,
+        );
+      } else {
+        this.tell(
+          { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: false },
+          `another program wrote ${this.file} while chatmem replaced it, and its file could not be read (${(err as Error).message}); kept untouched at ${kept}`,
+        );
+      }
       return;
     }
     const r = this.merge(parsed);
@@ -668,7 +687,8 @@ export class JsonFileDriver implements StoreDriver {
 
   private tell(change: OutsideChange, message: string): void {
     this.report.push(change);
-    if (this.report.length > 1000) this.report.splice(0, this.report.length - 1000);
+    // One in, at most one out: the report never holds more than 1,000.
+    if (this.report.length > 1000) this.report.shift();
     try {
       this.onOutsideChange(change, message);
     } catch {
