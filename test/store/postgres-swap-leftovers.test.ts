@@ -258,6 +258,43 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
     expect(await readAs()).toEqual(['r1', 'r2']);
   });
 
+  it('a daemon whose role may write the rows but does not own the table clears and restores in place, saying why', async () => {
+    const { admin, users, schema } = await driverInSchema(cleanups);
+    const role = `chatmem_writer_${process.pid}_${randomBytes(3).toString('hex')}`;
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    cleanups.unshift(async () => {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP ROLE IF EXISTS ${role}`);
+      } finally {
+        await c.end();
+      }
+    });
+    await admin.query(`GRANT USAGE, CREATE ON SCHEMA "${schema}" TO ${role};
+      GRANT SELECT, INSERT, UPDATE, DELETE ON ${users}, "${schema}".chatmem_users_deleted TO ${role};
+      GRANT SELECT ON "${schema}".chatmem_schema TO ${role}`);
+    const u = new URL(PG_URL);
+    u.username = role;
+    const { result: driver } = await warningsOf(() => PostgresDriver.connect({ connectionString: u.toString(), schema }));
+    cleanups.push(() => driver.close());
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    const before = await oid(admin, users);
+    const { result, warnings } = await warningsOf(() => driver.exclusive('all', (ctx) => ctx.clear()));
+    expect(result).toBe(2);
+    expect(warnings.filter((w) => w.code === 'CHATMEM_SWAP_FALLBACK').map((w) => w.message)).toEqual([expect.stringMatching(/^PostgreSQL clear: the users table is not swapped \(this role may not replace the table \(/) as string]);
+    expect(await oid(admin, users)).toBe(before);
+    expect(await driver.count()).toBe(0);
+    const staged = (await driver.stageAll?.(fromArray([record('r1'), record('r2')]))) as StagedRecords;
+    const restored = await warningsOf(() => driver.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged)));
+    await staged.release();
+    expect(restored.result).toBe(2);
+    expect(restored.warnings.map((w) => w.code)).toContain('CHATMEM_SWAP_FALLBACK');
+    expect(await oid(admin, users)).toBe(before);
+    expect((await driver.list({ cursor: null, limit: 10 })).map((x) => x.user_id)).toEqual(['r1', 'r2']);
+    expect((await tables(admin, schema)).filter((n) => n.includes('_stage_') || n.includes('_old_'))).toEqual([]);
+  });
+
   it('a view on the users table: clear-all and full restore replace the rows in place, say why, the view still works, and every user is in the pre-clear backup', async () => {
     const { schema, url, drop } = await createSchema();
     cleanups.push(drop);

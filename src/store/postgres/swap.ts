@@ -25,6 +25,11 @@ export const SWAP_TRIES = 3;
 
 /** SQLSTATE lock_not_available: the lock_timeout fired. */
 const LOCK_NOT_AVAILABLE = '55P03';
+/**
+ * SQLSTATE insufficient_privilege: the daemon's role may write the table's rows but not replace the
+ * table (it is not its owner, or may not create in the schema). The row path needs only the former.
+ */
+const INSUFFICIENT_PRIVILEGE = '42501';
 
 /** Hex digits of the random part of a stage's or a set-aside table's name. */
 const RANDOM_BYTES = 6;
@@ -156,8 +161,8 @@ export type SwapResult = { swapped: true; old: string } | { swapped: false; why:
  * section (its rows are in the operation's verified backup; one left by a killed process is dropped by
  * {@link dropSideTables}). Other daemons resolve the name at each statement (no named prepared
  * statements), so their next query reads the new table. Changes nothing and says why when the lock
- * could not be had (a long reader holds the table) or the table has what a swap would lose: the caller
- * then takes the row-by-row path.
+ * could not be had (a long reader holds the table), the table has what a swap would lose, or the role
+ * may not replace it: the caller then takes the row-by-row path.
  */
 export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, stage: string, create: boolean, what: 'clear' | 'restore'): Promise<SwapResult> {
   const old = sideTableName(names.table, 'old');
@@ -200,7 +205,9 @@ export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, 
       return { swapped: true, old: qualify(names, old) };
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
-      if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw wrapError('E_STORE_WRITE', what, err);
+      const code = (err as { code?: unknown }).code;
+      if (code === INSUFFICIENT_PRIVILEGE) return { swapped: false, why: `this role may not replace the table (${err instanceof Error ? err.message : String(err)})` };
+      if (code !== LOCK_NOT_AVAILABLE) throw wrapError('E_STORE_WRITE', what, err);
     }
   }
   return { swapped: false, why: `another session held the table for ${SWAP_TRIES} tries of ${SWAP_LOCK_TIMEOUT_MS} ms` };
