@@ -184,9 +184,11 @@ export async function swapTable(client: PoolClient, sql: Sql, names: SwapNames, 
       }
       // The pairs are read before the lock: only a start's CREATE INDEX IF NOT EXISTS changes the indexes,
       // and an index it adds meanwhile goes aside with the table and is built again at the next start.
+      // Two statements in one round trip: pg resolves such a query to one result per statement, though
+      // its types say one result.
       const results = (await client.query(`LOCK TABLE ${sql.users} IN ACCESS EXCLUSIVE MODE; ${carrySql(sql.users, stage)}`)) as unknown as { rows: { reason: string | null; carry: string[] }[] }[];
-      const check = results[1]?.rows[0];
-      if (!check) throw new Error('the users table could not be read');
+      // One row always: both tables exist (the casts to regclass would have failed otherwise).
+      const check = results[1]?.rows[0] ?? { reason: 'the users table could not be read', carry: [] };
       if (check.reason !== null) {
         await client.query('ROLLBACK');
         return { swapped: false, why: check.reason };
