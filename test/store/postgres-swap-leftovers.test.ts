@@ -295,6 +295,32 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
     expect((await tables(admin, schema)).filter((n) => n.includes('_stage_') || n.includes('_old_'))).toEqual([]);
   });
 
+  it('a users table whose name needs quoting (a quote, a double quote) swaps with its grants, and its side tables are found and dropped', async () => {
+    const { schema, drop } = await createSchema();
+    cleanups.push(drop);
+    const admin = new pg.Client({ connectionString: PG_URL });
+    await admin.connect();
+    cleanups.push(() => admin.end());
+    const table = `it's "odd"`;
+    const q = (name: string) => `"${schema}"."${name.replace(/"/g, '""')}"`;
+    const users = q(table);
+    const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema, table });
+    cleanups.push(() => driver.close());
+    await admin.query(`GRANT SELECT ON ${users} TO PUBLIC; COMMENT ON TABLE ${users} IS 'it''s noted'`);
+    const acl = async () => (await admin.query<{ a: string; c: string }>(`SELECT relacl::text AS a, obj_description(oid, 'pg_class') AS c FROM pg_class WHERE oid = $1::regclass`, [users])).rows[0];
+    const before = { oid: await oid(admin, users), acl: await acl(), tables: await tables(admin, schema) };
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    expect(await driver.exclusive('all', (ctx) => ctx.clear())).toBe(2);
+    expect(await oid(admin, users)).not.toBe(before.oid);
+    expect(await acl()).toEqual(before.acl);
+    expect(await tables(admin, schema)).toEqual(before.tables);
+    // A leftover of a killed daemon, and an operator's table one character off, which stays.
+    await admin.query(`CREATE TABLE ${q(`${table}_old_0123456789ab`)} (x int); CREATE TABLE ${q(`${table}_old_0123456789abc`)} (x int)`);
+    const again = await PostgresDriver.connect({ connectionString: PG_URL, schema, table });
+    await again.close();
+    expect((await tables(admin, schema)).sort()).toEqual([...before.tables, `${table}_old_0123456789abc`].sort());
+  });
+
   it('a view on the users table: clear-all and full restore replace the rows in place, say why, the view still works, and every user is in the pre-clear backup', async () => {
     const { schema, url, drop } = await createSchema();
     cleanups.push(drop);
