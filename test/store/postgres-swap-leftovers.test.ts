@@ -135,13 +135,19 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
     const empty = (await driver.stageAll?.(fromArray([]))) as StagedRecords;
     expect((await stages()).includes(dead2)).toBe(false);
     expect((await stages()).includes(live ?? '')).toBe(true);
+    const emptyName = (await stages()).find((t) => t !== live) ?? '';
+    expect(await keyHeld(admin, schema, emptyName)).toBe(true);
     await empty.release();
+    // Released: its key is given back at once (a key left held would keep a connection open for nothing).
+    expect(await keyHeld(admin, schema, emptyName)).toBe(false);
 
     // The live stage was never touched: it finishes and swaps in whole.
     go();
     const staged = await building;
     expect(await driver.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged))).toBe(10);
+    expect(await keyHeld(admin, schema, live ?? '')).toBe(true);
     await staged.release();
+    expect(await keyHeld(admin, schema, live ?? '')).toBe(false);
     expect((await driver.list({ cursor: null, limit: 20 })).length).toBe(10);
     expect((await driver.get('live9'))?.history[0]?.text).toBe('the live restore');
     expect(await tables(admin, schema)).toEqual(base);
@@ -182,6 +188,8 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
       const aside = (await tables(admin, schema)).filter((t) => !base.includes(t));
       expect(aside).toHaveLength(1);
       old = aside[0] ?? '';
+      // Named so that any daemon's clean-up finds it should this process die before its drop.
+      expect(old).toMatch(/^chatmem_users_old_[0-9a-f]{12}$/);
       expect(await rowCount(admin, schema, old)).toBe(3);
       // Something else holds it, so its drop has to wait.
       await holder.query(`BEGIN; LOCK TABLE "${schema}"."${old}" IN ACCESS SHARE MODE`);
@@ -321,6 +329,50 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
     expect((await tables(admin, schema)).sort()).toEqual([...before.tables, `${table}_old_0123456789abc`].sort());
   });
 
+  it('an index made on the live table after its twin was staged is renamed aside with it: its name is free again after the swap', async () => {
+    const { driver, admin, users, schema } = await driverInSchema(cleanups);
+    for (const id of ['a', 'b']) await driver.update(id, () => record(id));
+    const base = await tables(admin, schema);
+    const staged = (await driver.stageAll?.(fromArray([record('n1')]))) as StagedRecords;
+    // No twin of it in the stage: unpaired.
+    await admin.query(`CREATE INDEX late_name ON ${users} (name)`);
+    expect(await driver.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged))).toBe(1);
+    await staged.release();
+    expect(await tables(admin, schema)).toEqual(base);
+    expect((await driver.list({ cursor: null, limit: 10 })).map((u) => u.user_id)).toEqual(['n1']);
+    // Dropped with the old table; the name can be used on the new one.
+    await admin.query(`CREATE INDEX late_name ON ${users} (name)`);
+  });
+
+  it("a stage's key connection killed by the server (an administrator's pg_terminate_backend) does not crash the daemon; the stage still swaps in", async () => {
+    const { driver, admin, schema } = await driverInSchema(cleanups);
+    let go = (): void => undefined;
+    const gate = new Promise<void>((r) => (go = r));
+    cleanups.push(async () => go());
+    async function* slow(): AsyncGenerator<MemoryRecord> {
+      yield record('k1');
+      await gate;
+      yield record('k2');
+    }
+    const building = driver.stageAll?.(slow()) as Promise<StagedRecords>;
+    let name = '';
+    while (!name) name = (await tables(admin, schema)).find((t) => t.includes('_stage_')) ?? '';
+    const keeper = async () =>
+      (await admin.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted`, [NS_STAGE, stageKeys(schema, [name])[0]]))
+        .rows[0]?.pid;
+    const pid = await keeper();
+    expect(pid).toBeDefined();
+    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    while ((await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rows.length > 0) await new Promise((r) => setTimeout(r, 5));
+    // The client sees its socket end on the next turns of the event loop; an unheard 'error' would crash the run here.
+    await new Promise((r) => setTimeout(r, 50));
+    go();
+    const staged = await building;
+    expect(await driver.exclusive('all', async (ctx) => ctx.replaceStaged?.(staged))).toBe(2);
+    await staged.release();
+    expect((await driver.list({ cursor: null, limit: 10 })).map((u) => u.user_id)).toEqual(['k1', 'k2']);
+  });
+
   it('a view on the users table: clear-all and full restore replace the rows in place, say why, the view still works, and every user is in the pre-clear backup', async () => {
     const { schema, url, drop } = await createSchema();
     cleanups.push(drop);
@@ -395,11 +447,13 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
       const s = `"${schema}"`;
       await admin.query(c.setup(s, users));
       for (const id of ['a', 'b']) await driver.update(id, () => record(id));
-      const before = await oid(admin, users);
+      const before = { oid: await oid(admin, users), tables: await tables(admin, schema) };
       const { result, warnings } = await warningsOf(() => driver.exclusive('all', (ctx) => ctx.clear()));
       expect(result, c.name).toBe(2);
+      // The refused swap rolled back its twin: no table left, none committed with the row path's transaction.
+      expect(await tables(admin, schema), c.name).toEqual(before.tables);
       expect(warnings.filter((w) => w.code === 'CHATMEM_SWAP_FALLBACK').map((w) => w.message), c.name).toEqual([expect.stringMatching(c.why) as string]);
-      expect(await oid(admin, users), c.name).toBe(before);
+      expect(await oid(admin, users), c.name).toBe(before.oid);
       expect(await driver.count(), c.name).toBe(0);
       await driver.update('z', () => record('z'));
       const v = (await admin.query<{ v: string | null }>(c.check(s, users))).rows[0]?.v;
@@ -407,6 +461,15 @@ describePg('PostgreSQL swap: no leftovers, nothing silently lost', () => {
     }
   });
 });
+
+/** Whether a session holds the stage key of `name` (a table of the store `chatmem_users` in `schema`). */
+async function keyHeld(admin: pg.Client, schema: string, name: string): Promise<boolean> {
+  const { rows } = await admin.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted`, [
+    NS_STAGE,
+    stageKeys(schema, [name])[0],
+  ]);
+  return rows.length > 0;
+}
 
 /** The stage keys (locks.ts, `LockKeys.stage`) of the tables `names` of the store `chatmem_users` in `schema`, as pg_locks' objid. */
 function stageKeys(schema: string, names: string[]): number[] {

@@ -256,24 +256,22 @@ export async function keepStage(pool: Pool, keys: LockKeys, name: string): Promi
  * building or holding one (its key died with its session), and tables a swap set aside whose drop did
  * not happen (the process died after the section, or the drop failed). A stage another daemon is
  * building right now is skipped: its key is held. The users table of any store sharing the schema
- * (listed in the version table) is never a candidate. Returns the names dropped.
+ * (listed in the version table) is never a candidate.
  */
-export async function dropSideTables(pool: Pool, names: SwapNames, keys: LockKeys): Promise<string[]> {
+export async function dropSideTables(pool: Pool, names: SwapNames, keys: LockKeys): Promise<void> {
   const { rows } = await pool.query<{ t: string }>(
     `SELECT c.relname AS t FROM pg_class c WHERE c.relnamespace = $1::regnamespace AND c.relkind = 'r'
        AND c.relname NOT IN (SELECT table_name FROM ${names.schema}.${quoteIdent(VERSION_TABLE, 'table')}) ORDER BY 1`,
     [names.schema],
   );
-  const dropped: string[] = [];
   for (const { t } of rows) {
     if (!isSideTable(names.table, t)) continue;
     const lease = new Lease(await pool.connect());
     try {
+      // The key is held until the drop commits.
       await lease.client.query('BEGIN');
-      const free = await tryStageXactLock(lease.client, keys, t);
-      if (free) await lease.client.query(`DROP TABLE IF EXISTS ${qualify(names, t)}`);
+      if (await tryStageXactLock(lease.client, keys, t)) await lease.client.query(`DROP TABLE IF EXISTS ${qualify(names, t)}`);
       await lease.client.query('COMMIT');
-      if (free) dropped.push(t);
     } catch (err) {
       await lease.client.query('ROLLBACK').catch((e: unknown) => lease.poison(e));
       throw err;
@@ -281,5 +279,4 @@ export async function dropSideTables(pool: Pool, names: SwapNames, keys: LockKey
       lease.release();
     }
   }
-  return dropped;
 }
