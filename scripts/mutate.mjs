@@ -107,7 +107,7 @@ const CI_TESTS = {
   'src/store/postgres/migrations.ts': ['test/mutation/postgres.test.ts', 'test/store/postgres-changes.test.ts', 'test/mutation/pg-migrations.test.ts'],
   'src/store/postgres/changes.ts': ['test/store/postgres-changes.test.ts', 'test/mutation/pg-changes.test.ts'],
   // The swap's own races and fallbacks (8 tests on fresh schemas), and the failed swap's error code.
-  'src/store/postgres/swap.ts': ['test/store/postgres-swap.test.ts', 'test/mutation/postgres.test.ts'],
+  'src/store/postgres/swap.ts': ['test/store/postgres-swap.test.ts', 'test/store/postgres-swap-leftovers.test.ts', 'test/store/postgres-side-tables.test.ts', 'test/mutation/postgres.test.ts'],
   'src/store/gate.ts': ['test/mutation/gate.test.ts'],
   // The property suite and format.test.ts (which spawns Python) cost about 6 s a mutant here: over an hour for line-reader.ts's 282.
   'src/format/line-writer.ts': ['test/mutation/line-format.test.ts', 'test/mutation/line-writer-streams.test.ts'],

@@ -23,7 +23,7 @@ export interface PostgresConnectOptions {
 
 const DEFAULT_TABLE = 'chatmem_users';
 /** One row per users table, so several stores can share a schema without sharing a version. */
-const VERSION_TABLE = 'chatmem_schema';
+export const VERSION_TABLE = 'chatmem_schema';
 
 export function quoteIdent(name: string, what: string): string {
   if (name.length === 0 || name.includes('\0') || Buffer.byteLength(name) > 63) {

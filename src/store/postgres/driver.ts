@@ -10,7 +10,7 @@ import { LockKeys, batchLocksSql, lockSection, tryLeaderLock, unlockAll, unlockL
 import { migrate, type TrigramProblem } from './migrations.js';
 import { Section, type StageState } from './section.js';
 import { WRITE_BATCH, buildSql, parseData, rowValues, upsertRecords, type CountRow, type DataRow, type Sql, type StatsRow, type SummaryRow } from './sql.js';
-import { createStageSql, stageTableName, type SwapNames } from './swap.js';
+import { createStageSql, dropSideTables, keepStage, qualify, sideTableName, type SwapNames } from './swap.js';
 
 const SCAN_BATCH = 500;
 /**
@@ -68,6 +68,8 @@ export class PostgresDriver implements StoreDriver {
   private leaderLease: Lease | null = null;
   private readonly swapNames: SwapNames;
   private readonly stages = new WeakMap<StagedRecords, StageState>();
+  /** The releases of the stages this driver holds (see keepStage), run at close if their owner did not. */
+  private readonly keepers = new Set<() => Promise<void>>();
 
   private constructor(
     private readonly pool: Pool,
@@ -112,7 +114,23 @@ export class PostgresDriver implements StoreDriver {
         code: 'CHATMEM_NO_SEARCH_INDEX',
       });
     }
-    return new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), table, `${schema}\0${table}`, trigram, trigramProblem);
+    const driver = new PostgresDriver(pool, !opts.pool, url, tableNames(schema, table), table, `${schema}\0${table}`, trigram, trigramProblem);
+    await driver.dropSideTables();
+    return driver;
+  }
+
+  /**
+   * Drops the side tables no live daemon holds (swap.ts, dropSideTables): at each start and before each
+   * staging. A failure (no privilege to drop, say) does not stop the store: it is said and tried again later.
+   */
+  private async dropSideTables(): Promise<void> {
+    try {
+      await dropSideTables(this.pool, this.swapNames, this.locks);
+    } catch (err) {
+      process.emitWarning(`PostgreSQL store ${this.url}: tables left beside the users table by an earlier clear or restore could not be dropped (${err instanceof Error ? err.message : String(err)})`, {
+        code: 'CHATMEM_SIDE_TABLES',
+      });
+    }
   }
 
   private checkOpen(): void {
@@ -336,12 +354,32 @@ export class PostgresDriver implements StoreDriver {
    * A full restore's preparation, before its section: a twin of the users table (same columns,
    * defaults and indexes) filled from `records` in transactions of {@link WRITE_BATCH} rows while
    * writes go on (the live table is not touched), then analysed. The section only swaps it in
-   * (`replaceStaged`). A stage left by a killed process stays as `<table>_stage_<random>` (see RELIABILITY.md).
+   * (`replaceStaged`). The stage is held by this daemon (keepStage) until it is swapped in or released;
+   * one left by a killed process is nobody's, and is dropped at the next start or staging of any daemon.
    */
   async stageAll(records: AsyncIterable<MemoryRecord>): Promise<StagedRecords> {
     this.checkOpen();
-    const table = stageTableName(this.swapNames);
-    const lease = await this.checkout('E_STORE_WRITE');
+    await this.dropSideTables();
+    const name = sideTableName(this.swapNames.table, 'stage');
+    const table = qualify(this.swapNames, name);
+    let keeper: () => Promise<void>;
+    try {
+      keeper = await keepStage(this.pool, this.locks, name);
+    } catch (err) {
+      throw wrapError('E_STORE_WRITE', 'restore staging', err);
+    }
+    this.keepers.add(keeper);
+    const unkeep = async () => {
+      this.keepers.delete(keeper);
+      await keeper();
+    };
+    let lease: Lease;
+    try {
+      lease = await this.checkout('E_STORE_WRITE');
+    } catch (err) {
+      await unkeep();
+      throw err;
+    }
     const { client } = lease;
     const sql = { ...this.sql, upsertMany: buildSql(table, '').upsertMany };
     let read = 0;
@@ -378,6 +416,8 @@ export class PostgresDriver implements StoreDriver {
         throw err;
       }
     } catch (err) {
+      // A stage whose drop failed too is left to the next dropSideTables.
+      await unkeep();
       if (sourceFailed) throw err;
       throw wrapError('E_STORE_WRITE', 'restore staging', err);
     } finally {
@@ -387,8 +427,11 @@ export class PostgresDriver implements StoreDriver {
     const staged: StagedRecords = {
       read,
       release: async () => {
-        if (state.swapped) return;
-        await this.pool.query(`DROP TABLE IF EXISTS ${table}`);
+        try {
+          if (!state.swapped) await this.pool.query(`DROP TABLE IF EXISTS ${table}`);
+        } finally {
+          await unkeep();
+        }
       },
     };
     this.stages.set(staged, state);
@@ -433,6 +476,16 @@ export class PostgresDriver implements StoreDriver {
       // If it fails the connection is destroyed, which releases them too.
       await unlockAll(client).catch((e: unknown) => lease.poison(e));
       lease.release();
+      // After the section: the drop unlinks the old table's files, O(its size), while writers go on.
+      // Its rows are in the operation's verified backup; a table not dropped here (the process died,
+      // or the drop failed) is dropped by the next dropSideTables.
+      for (const old of section.setAside) {
+        await this.pool.query(`DROP TABLE IF EXISTS ${old}`).catch((err: unknown) =>
+          process.emitWarning(`PostgreSQL store ${this.url}: the table set aside by a swap could not be dropped yet (${err instanceof Error ? err.message : String(err)})`, {
+            code: 'CHATMEM_SIDE_TABLES',
+          }),
+        );
+      }
     }
   }
 
@@ -470,6 +523,9 @@ export class PostgresDriver implements StoreDriver {
     // Writes already accepted run to their end, queued ones included (each batch starts the next).
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     this.closed = true;
+    // Stages never released: their tables become nobody's and go at the next dropSideTables.
+    await Promise.all([...this.keepers].map((release) => release()));
+    this.keepers.clear();
     if (this.leaderLease) {
       const lease = this.leaderLease;
       this.leaderLease = null;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { PoolClient } from 'pg';
+import type { ClientBase, PoolClient } from 'pg';
 import type { ExclusiveScope } from '../types.js';
 
 /*
@@ -9,6 +9,7 @@ import type { ExclusiveScope } from '../types.js';
  */
 const NS_CTRL = 0x63686d63; // 'chmc': store-wide keys
 const NS_USER = 0x63686d75; // 'chmu': one key per user
+const NS_STAGE = 0x63686d73; // 'chms': one key per table staged beside the users table
 /** Serialises migrations of every chatmem store in the database (schema creation races otherwise). */
 const MIGRATE_KEY = 0;
 /**
@@ -31,16 +32,23 @@ export class LockKeys {
   /** Held by the leader among the daemons sharing the store. */
   readonly leader: number;
   private readonly userPrefix: string;
+  private readonly stagePrefix: string;
 
   constructor(lockScope: string) {
     this.global = hashKey(`${lockScope}\0global`);
     this.ops = hashKey(`${lockScope}\0ops`);
     this.leader = hashKey(`${lockScope}\0leader`);
     this.userPrefix = `${lockScope}\0user\0`;
+    this.stagePrefix = `${lockScope}\0stage\0`;
   }
 
   user(id: string): number {
     return hashKey(this.userPrefix + id);
+  }
+
+  /** Held by the daemon building or holding the stage table `name` (unquoted), as long as it lives. */
+  stage(name: string): number {
+    return hashKey(this.stagePrefix + name);
   }
 }
 
@@ -93,4 +101,19 @@ export async function unlockLeader(client: PoolClient, keys: LockKeys): Promise<
 /** Takes the migration key for the current transaction. */
 export async function lockMigrations(client: PoolClient): Promise<void> {
   await client.query('SELECT pg_advisory_xact_lock($1, $2)', [NS_CTRL, MIGRATE_KEY]);
+}
+
+/** Takes the key of the stage table `name` for `client`'s session; waits (a key is only ever taken for a new random name). */
+export async function lockStage(client: ClientBase, keys: LockKeys, name: string): Promise<void> {
+  await client.query('SELECT pg_advisory_lock($1, $2)', [NS_STAGE, keys.stage(name)]);
+}
+
+export async function unlockStage(client: ClientBase, keys: LockKeys, name: string): Promise<void> {
+  await client.query('SELECT pg_advisory_unlock($1, $2)', [NS_STAGE, keys.stage(name)]);
+}
+
+/** Tries, without waiting, to take the key of the side table `name` for the current transaction; true when no live daemon holds it. */
+export async function tryStageXactLock(client: ClientBase, keys: LockKeys, name: string): Promise<boolean> {
+  const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1, $2) AS ok', [NS_STAGE, keys.stage(name)]);
+  return Boolean(rows[0]?.ok);
 }

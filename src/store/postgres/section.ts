@@ -4,7 +4,7 @@ import type { MemoryRecord } from '../../record.js';
 import type { DriverContext, ScanOptions, StagedRecords, StoreDriver } from '../types.js';
 import { inTransaction, wrapError } from './connection.js';
 import { WRITE_BATCH, parseData, upsertRecords, type CountRow, type DataRow, type Sql } from './sql.js';
-import { copyFromStageSql, stageTableName, swapTable, type SwapNames } from './swap.js';
+import { copyFromStageSql, stageTableName, swapTable, type SwapNames, type SwapResult } from './swap.js';
 
 /** A staged table (driver.stageAll), as the section sees it. */
 export interface StageState {
@@ -23,6 +23,8 @@ export interface StageState {
 export class Section implements DriverContext {
   private tail: Promise<unknown> = Promise.resolve();
   private ended = false;
+  /** Tables a swap set aside (qualified): the driver drops them once the section is over. */
+  readonly setAside: string[] = [];
 
   constructor(
     private readonly driver: Pick<StoreDriver, 'scanJson'>,
@@ -92,7 +94,7 @@ export class Section implements DriverContext {
    * Swaps in an empty twin of the users table (swap.ts): O(1) in rows, where a `DELETE` writes every
    * row's `xmax` (7.6 s at 100k users). Not TRUNCATE, which is not MVCC-safe; the swap is, for this
    * store's readers (see `Sql.beginScan`). When the table's lock cannot be had (a long scan holds it),
-   * the `DELETE` as before.
+   * or the table has what a swap would lose (a view on it, triggers, ...: swap.ts), the `DELETE` as before.
    */
   clear(): Promise<number> {
     return this.run(async () => {
@@ -103,7 +105,7 @@ export class Section implements DriverContext {
       } catch (err) {
         throw wrapError('E_STORE_WRITE', 'clear', err);
       }
-      if (await swapTable(this.client, this.sql, this.names, stageTableName(this.names), true, 'clear')) return n;
+      if (this.swapped(await swapTable(this.client, this.sql, this.names, stageTableName(this.names), true, 'clear'), 'clear')) return n;
       return inTransaction(this.client, 'clear', async () => {
         const deleted = (await this.client.query(this.sql.clear)).rowCount ?? 0;
         // A change feed running meanwhile (another daemon's clear copying its backup) must copy again.
@@ -115,14 +117,15 @@ export class Section implements DriverContext {
 
   /**
    * Makes the table staged before the section the users table: a swap, O(1) in rows; when the lock
-   * cannot be had, the live rows are replaced by the stage's in one transaction (O(store), no JSON).
+   * cannot be had or the swap is refused (swap.ts), the live rows are replaced by the stage's in one
+   * transaction (O(store), no JSON).
    */
   replaceStaged(staged: StagedRecords): Promise<number> {
     return this.run(async () => {
       const state = this.staged(staged);
       if (!state) throw new StoreError('E_STORE_ARG', 'these records were not staged by this store');
       if (state.swapped) throw new StoreError('E_STORE_ARG', 'these staged records were already swapped in');
-      if (await swapTable(this.client, this.sql, this.names, state.table, false, 'restore')) {
+      if (this.swapped(await swapTable(this.client, this.sql, this.names, state.table, false, 'restore'), 'restore')) {
         state.swapped = true;
       } else {
         await inTransaction(this.client, 'restore', () =>
@@ -132,6 +135,18 @@ export class Section implements DriverContext {
       // Counted when staged: a count here would read every row inside the section.
       return state.rows;
     });
+  }
+
+  /** Notes a swap's set-aside table, or says why the row path is taken instead. */
+  private swapped(result: SwapResult, what: 'clear' | 'restore'): boolean {
+    if (result.swapped) {
+      this.setAside.push(result.old);
+      return true;
+    }
+    process.emitWarning(`PostgreSQL ${what}: the users table is not swapped (${result.why}); its rows are replaced in place, which holds writers for a time that grows with the store`, {
+      code: 'CHATMEM_SWAP_FALLBACK',
+    });
+    return false;
   }
 
   putMany(records: MemoryRecord[]): Promise<void> {
