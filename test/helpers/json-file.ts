@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
+import { defaultFsIo, type FsIo } from '../../src/fsio.js';
 import { JsonFileDriver, type OutsideChange } from '../../src/store/json-file.js';
 import { createStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
@@ -66,4 +67,18 @@ export function writeInPlace(file: string, text: string): void {
   writeFileSync(file, text);
   const later = new Date(Date.now() + 5_000 + tick++);
   utimesSync(file, later, later);
+}
+
+/** Whether a path is one of the store's temp files (each write goes to a `.tmp` file, then is renamed). */
+export const isTmp = (p: string): boolean => p.endsWith('.tmp');
+
+/** A `writeAll` for `setFsIo`: a disk too full for any temp-file write holding `marker` (ENOSPC), `onRefuse` called each time. */
+export function refuseWritesHolding(marker: string, onRefuse: () => void): FsIo['writeAll'] {
+  return async (fh, f, data) => {
+    if (isTmp(f) && String(data).includes(marker)) {
+      onRefuse();
+      throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
+    }
+    return defaultFsIo.writeAll(fh, f, data);
+  };
 }

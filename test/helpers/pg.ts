@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, it } from 'vitest';
+import { newRecord, type MemoryRecord } from '../../src/record.js';
 import { PostgresDriver } from '../../src/store/postgres/index.js';
 import { redactUrl } from '../../src/store/url.js';
 
@@ -91,4 +92,16 @@ export async function driverInSchema(cleanups: (() => Promise<void>)[]): Promise
   const driver = await PostgresDriver.connect({ connectionString: PG_URL, schema });
   cleanups.push(() => driver.close());
   return { driver, admin, users: `"${schema}".chatmem_users`, schema };
+}
+
+/** A record with one message of `text` at a fixed time: what the swap tests store and read back. */
+export const swapRecord = (id: string, text = 'hello'): MemoryRecord => ({ ...newRecord(id), history: [{ role: 'user', text, ts: '2026-11-30T00:00:00.000Z' }] });
+
+export async function* fromArray<T>(items: T[]): AsyncGenerator<T> {
+  for (const x of items) yield x;
+}
+
+/** The table's oid, as text ('' when it does not exist): it changes when a swap puts a new table in. */
+export async function tableOid(admin: pg.Client, table: string): Promise<string> {
+  return (await admin.query<{ o: string }>('SELECT $1::regclass::oid::text AS o', [table])).rows[0]?.o ?? '';
 }

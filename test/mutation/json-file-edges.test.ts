@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import { JsonFileDriver } from '../../src/store/json-file.js';
-import { jsonFileRoot, openJson, readData, rec, writeInPlace } from '../helpers/json-file.js';
+import { isTmp, jsonFileRoot, openJson, readData, rec, refuseWritesHolding, writeInPlace } from '../helpers/json-file.js';
 
 const { freshFile } = jsonFileRoot('chatmem-jsonedge-');
 const open = openJson;
@@ -35,7 +35,6 @@ const errOf = async (p: Promise<unknown>) =>
   );
 
 const names = (file: string) => readdirSync(path.dirname(file)).sort();
-const isTmp = (p: string) => p.endsWith('.tmp');
 
 describe('an outside edit that never parses', () => {
   it('the write is refused with E_STORE_PARSE naming the file (not the private link read through), nothing written or left', async () => {
@@ -329,13 +328,7 @@ describe('a disk that refuses one write of a coalesced batch, with writes queued
     const o = await open(file);
     let refused = 0;
     setFsIo({
-      writeAll: async (fh, f, data) => {
-        if (isTmp(f) && String(data).includes('TOO BIG')) {
-          refused++;
-          throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
-        }
-        return defaultFsIo.writeAll(fh, f, data);
-      },
+      writeAll: refuseWritesHolding('TOO BIG', () => refused++),
     });
     const warm = o.store.put('w', { name: 'warm' });
     const before = [o.store.put('s0', { name: 'small 0' }), o.store.put('s1', { name: 'small 1' }), o.store.put('s2', { name: 'small 2' })];

@@ -13,7 +13,7 @@ import { serializeSeed } from '../../src/format/seed.js';
 import { defaultFsIo, resetFsIo, setFsIo } from '../../src/fsio.js';
 import type { MemoryRecord } from '../../src/record.js';
 import { readHooks, type OutsideChange } from '../../src/store/json-file.js';
-import { jsonFileRoot, openJson, readData, rec, T0, writeInPlace } from '../helpers/json-file.js';
+import { isTmp, jsonFileRoot, openJson, readData, rec, T0, refuseWritesHolding, writeInPlace } from '../helpers/json-file.js';
 
 const { freshFile } = jsonFileRoot('chatmem-jsonrare-');
 const open = openJson;
@@ -30,7 +30,6 @@ const errOf = async (p: Promise<unknown>) =>
   );
 
 const names = (file: string) => readdirSync(path.dirname(file)).sort();
-const isTmp = (p: string) => p.endsWith('.tmp');
 const isPrev = (p: string) => p.endsWith('.prev');
 const isOutside = (name: string) => name.startsWith('memory.json.outside-');
 
@@ -304,13 +303,7 @@ describe('a change that throws when re-applied after a full disk split its batch
         if (isTmp(f) && opens++ === 0) await gate;
         return defaultFsIo.open(f, flags, mode);
       },
-      writeAll: async (fh, f, data) => {
-        if (isTmp(f) && String(data).includes('TOO BIG')) {
-          refused++;
-          throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
-        }
-        return defaultFsIo.writeAll(fh, f, data);
-      },
+      writeAll: refuseWritesHolding('TOO BIG', () => refused++),
     });
     const warm = o.store.put('w', { name: 'warm' });
     // Depends on something outside the store (a one-time token, say): applying it a second time throws.

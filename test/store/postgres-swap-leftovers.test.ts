@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
-import { newRecord, type MemoryRecord } from '../../src/record.js';
+import type { MemoryRecord } from '../../src/record.js';
 import { PostgresDriver } from '../../src/store/postgres/index.js';
 import { hashKey } from '../../src/store/postgres/locks.js';
 import type { StagedRecords } from '../../src/store/types.js';
@@ -11,7 +11,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
 import { runChild } from '../helpers/crash.js';
-import { PG_URL, createSchema, describePg, driverInSchema } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid } from '../helpers/pg.js';
 import { ROOT, tempDir } from '../helpers/tmp.js';
 
 /**
@@ -29,16 +29,6 @@ afterEach(async () => {
 const CHILD = path.join(ROOT, 'test/fixtures/pg-swap-kill.mjs');
 /** The first key of a stage's advisory lock (locks.ts, NS_STAGE), as pg_locks shows it. */
 const NS_STAGE = 0x63686d73;
-
-const record = (id: string, text = 'hello'): MemoryRecord => ({ ...newRecord(id), history: [{ role: 'user', text, ts: '2026-11-30T00:00:00.000Z' }] });
-
-async function* fromArray<T>(items: T[]): AsyncGenerator<T> {
-  for (const x of items) yield x;
-}
-
-async function oid(admin: pg.Client, users: string): Promise<string> {
-  return (await admin.query<{ o: string }>('SELECT $1::regclass::oid::text AS o', [users])).rows[0]?.o ?? '';
-}
 
 async function tables(admin: pg.Client, schema: string): Promise<string[]> {
   const { rows } = await admin.query<{ t: string }>('SELECT tablename AS t FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [schema]);

@@ -8,7 +8,7 @@ import type { StagedRecords } from '../../src/store/types.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
-import { PG_URL, createSchema, describePg, driverInSchema } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -36,16 +36,6 @@ async function client(): Promise<pg.Client> {
   await c.connect();
   cleanups.push(() => c.end());
   return c;
-}
-
-const record = (id: string, text = 'hello'): MemoryRecord => ({ ...newRecord(id), history: [{ role: 'user', text, ts: '2026-11-30T00:00:00.000Z' }] });
-
-async function* fromArray<T>(items: T[]): AsyncGenerator<T> {
-  for (const x of items) yield x;
-}
-
-async function oid(admin: pg.Client, users: string): Promise<string> {
-  return (await admin.query<{ o: string }>('SELECT $1::regclass::oid::text AS o', [users])).rows[0]?.o ?? '';
 }
 
 /** The users table's indexes: name and definition with the name taken out. */
