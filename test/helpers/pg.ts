@@ -105,3 +105,15 @@ export async function* fromArray<T>(items: T[]): AsyncGenerator<T> {
 export async function tableOid(admin: pg.Client, table: string): Promise<string> {
   return (await admin.query<{ o: string }>('SELECT $1::regclass::oid::text AS o', [table])).rows[0]?.o ?? '';
 }
+
+/** Polls (no sleep-and-hope) until another backend whose query names `marker` (a test's schema) waits on a lock. */
+export async function waitUntilBlocked(admin: pg.Client, marker: string): Promise<void> {
+  for (;;) {
+    const { rows } = await admin.query(
+      `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
+      [marker],
+    );
+    if (rows.length > 0) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -11,7 +11,7 @@ import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
 import { runChild } from '../helpers/crash.js';
-import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid, waitUntilBlocked } from '../helpers/pg.js';
 import { ROOT, tempDir } from '../helpers/tmp.js';
 
 /**
@@ -42,18 +42,6 @@ async function rowCount(admin: pg.Client, schema: string, table: string): Promis
 /** Polls (no sleep-and-hope) until `held()` counts at most `n`. */
 async function waitForStageKeys(held: () => Promise<number>, n: number): Promise<void> {
   while ((await held()) > n) await new Promise((r) => setTimeout(r, 5));
-}
-
-/** Polls until a backend other than `admin` waits on a lock with `marker` in its query. */
-async function waitUntilBlocked(admin: pg.Client, marker: string): Promise<void> {
-  for (;;) {
-    const { rows } = await admin.query(
-      `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
-      [marker],
-    );
-    if (rows.length > 0) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** The warnings (code and message) emitted while `body` runs. */

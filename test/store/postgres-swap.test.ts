@@ -8,7 +8,7 @@ import type { StagedRecords } from '../../src/store/types.js';
 import { AuditLog } from '../../src/ops/audit.js';
 import { Operations } from '../../src/ops/operations.js';
 import { openStore } from '../../src/store/open.js';
-import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid } from '../helpers/pg.js';
+import { PG_URL, createSchema, describePg, driverInSchema, fromArray, swapRecord as record, tableOid as oid, waitUntilBlocked } from '../helpers/pg.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /**
@@ -57,18 +57,6 @@ async function collect(it: AsyncIterable<[string, string]>): Promise<string[]> {
   const ids: string[] = [];
   for await (const [id] of it) ids.push(id);
   return ids;
-}
-
-/** Polls (no sleep-and-hope) until another backend whose query names `marker` (the test's schema) waits on a lock. */
-async function waitUntilBlocked(admin: pg.Client, marker: string): Promise<void> {
-  for (;;) {
-    const { rows } = await admin.query(
-      `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
-      [marker],
-    );
-    if (rows.length > 0) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describePg('PostgreSQL whole-store swap', () => {
