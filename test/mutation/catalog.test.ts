@@ -1,6 +1,6 @@
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { backupInfo, inspectBackup, listBackupDir, newestBackupDate, newestFirst, verifyEntries } from '../../src/backup/catalog.js';
 import { writeBackup } from '../../src/backup/create.js';
 import { clearVerifyCache } from '../../src/backup/integrity.js';
@@ -103,6 +103,26 @@ describe('the backup catalogue', () => {
     expect(await verifyEntries([{ info: { ...(vInfo as NonNullable<typeof vInfo>), problem: undefined }, source: null }])).toEqual([
       { id: v.id, ok: false, legacy: false, users: null, error: { code: 'E_BACKUP_READ', message: `cannot open ${v.file}` } },
     ]);
+  });
+
+  it('a backup removed between the directory listing and its open (a prune on another daemon) is skipped, not listed as refused', async () => {
+    const kept = await writeBackup(dir, [rec('a')], { ...opts, now: at('2026-01-02T00:00:00Z') });
+    const gone = await writeBackup(dir, [rec('b')], { ...opts, now: at('2026-01-03T00:00:00Z') });
+    const readdir = fsp.readdir.bind(fsp);
+    // The real listing, then the files removed before the catalogue opens them: the race, made to happen.
+    const spy = vi.spyOn(fsp, 'readdir').mockImplementationOnce((async (d: string) => {
+      const names = await readdir(d);
+      rmSync(path.join(dir, `${gone.id}.json`));
+      rmSync(path.join(dir, `${gone.id}.meta.json`));
+      return names;
+    }) as typeof fsp.readdir);
+    try {
+      const listed = await listBackupDir(dir);
+      expect(spy).toHaveBeenCalledTimes(1);
+      expect(listed.map((e) => [e.info.id, e.info.state])).toEqual([[kept.id, 'verified']]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('a missing directory lists nothing; one that cannot be listed is E_BACKUP_READ', async () => {

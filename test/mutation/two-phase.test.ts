@@ -209,6 +209,21 @@ describe('PartsWriter', () => {
     expect(() => w.sealed()).toThrow(expect.objectContaining({ message: 'backup parts of op6 are not sealed' }));
   });
 
+  it('a seal gone right after its rename (another process removed it) is refused with E_BACKUP_VERIFY: the change must not commit', async () => {
+    setFsIo({
+      rename: async (from, to) => {
+        await defaultFsIo.rename(from, to);
+        // Between the seal's rename and its read-back: the file the change would rely on is gone.
+        if (path.basename(to) === '.parts-op9.sealed') await fsp.rm(to);
+      },
+    });
+    const w = new PartsWriter(dir, 'op9', { reason: 'clear-all', source: 's' });
+    await w.snapshot(from<[string, string]>([['a', rec('a', '1')]]));
+    const e = await failed(w.seal(new Map([['a', null]])));
+    expect(e).toMatchObject({ code: 'E_BACKUP_VERIFY', message: 'backup parts of op9: the seal is not on disk after writing it' });
+    expect(() => w.sealed()).toThrow(expect.objectContaining({ message: 'backup parts of op9 are not sealed' }));
+  });
+
   it('leaves no descriptor open after writing parts and a seal', async () => {
     for (let i = 0; i < 3; i++) await sealedSet(dir, `fd${i}`);
     expect(openUnder(dir)).toEqual([]);
