@@ -631,17 +631,12 @@ export class JsonFileDriver implements StoreDriver {
     } catch (err) {
       // The write is acknowledged already (or refused as raced, whatever this says): no caller would see an
       // error thrown from here, so the kept copy is reported either way, never left behind unmentioned.
-      if (isChatmemError(err) && err.code === 'E_STORE_PARSE') {
-        this.tell(
-          { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: true },
-          `another program wrote ${this.file} while chatmem replaced it, and what it wrote does not parse; kept untouched at ${kept}`,
-        );
-      } else {
-        this.tell(
-          { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable: false },
-          `another program wrote ${this.file} while chatmem replaced it, and its file could not be read (${(err as Error).message}); kept untouched at ${kept}`,
-        );
-      }
+      const unparsable = isChatmemError(err) && err.code === 'E_STORE_PARSE';
+      const what = unparsable ? 'what it wrote does not parse' : `its file could not be read (${(err as Error).message})`;
+      this.tell(
+        { when: 'during-write', adopted: 0, conflicts: 0, kept, unparsable },
+        `another program wrote ${this.file} while chatmem replaced it, and ${what}; kept untouched at ${kept}`,
+      );
       return;
     }
     const r = this.merge(parsed);

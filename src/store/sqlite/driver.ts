@@ -543,8 +543,8 @@ export class SqliteDriver implements StoreDriver {
    * encoding it back was most of a backup's read (BENCHMARKS.md, "Full backup at the disk's rate").
    * Each batch is one query that concatenates its rows in SQLite, after one that reads their sizes: a
    * row per `iterate` step made a JS array and a Buffer per user, garbage that put a 1M-user backup's
-   * peak RSS at 158–165 MB against 141–150 MB now (BENCHMARKS.md section 13). The ids, the lengths and
-   * the bytes come from one pass over the same rows, so they line up; the writer checks the ids' order.
+   * peak RSS at 158–165 MB against 141–150 MB now (BENCHMARKS.md section 13). Both queries read the
+   * same rows of one read transaction, so the sizes cut the bytes; the writer checks the ids' order.
    * The event loop turns after every batch.
    */
   private async *scanBatches(options: ScanOptions): AsyncGenerator<JsonByteBatch> {
@@ -558,9 +558,9 @@ export class SqliteDriver implements StoreDriver {
         .prepare<[string, number], number>('SELECT octet_length(data) FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?')
         .pluck(true);
       const rows = reader
-        .prepare<[string, number], [string, string, Buffer]>(
-          `SELECT json_group_array(user_id), group_concat(n), CAST(group_concat(d, '') AS BLOB)
-           FROM (SELECT user_id, octet_length(data) AS n, CAST(data AS BLOB) AS d FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?)`,
+        .prepare<[string, number], [string, Buffer]>(
+          `SELECT json_group_array(user_id), CAST(group_concat(d, '') AS BLOB)
+           FROM (SELECT user_id, CAST(data AS BLOB) AS d FROM users WHERE user_id > ? ORDER BY user_id LIMIT ?)`,
         )
         .raw(true);
       reader.prepare('BEGIN').run();
@@ -573,17 +573,18 @@ export class SqliteDriver implements StoreDriver {
           if (take > 0 && bytes > SCAN_BATCH_BYTES) break;
         }
         if (take === 0) break;
-        // An aggregate without GROUP BY returns one row, and these `take` rows exist in this snapshot.
-        const [idsJson, lens, all] = rows.get(after, take) as [string, string, Buffer];
+        // An aggregate without GROUP BY returns one row, and these `take` rows exist in this snapshot:
+        // the same rows, in the same order, as the sizes just read, which cut the bytes into records.
+        const [idsJson, all] = rows.get(after, take) as [string, Buffer];
         const ids = JSON.parse(idsJson) as string[];
         const data: Buffer[] = [];
         let off = 0;
-        for (const n of lens.split(',')) {
-          data.push(all.subarray(off, off + Number(n)));
-          off += Number(n);
+        for (const n of next.slice(0, take)) {
+          data.push(all.subarray(off, off + n));
+          off += n;
         }
-        // Stryker disable all: equivalent; SQLite feeds each row to every aggregate of the query in one step, so ids, sizes and bytes always agree. The check turns a broken assumption into an error rather than a backup of misplaced bytes.
-        if (ids.length !== take || data.length !== take || off !== all.length) {
+        // Stryker disable all: equivalent; both queries read the same rows of one snapshot in the same order, so ids, sizes and bytes always agree. The check turns a broken assumption into an error rather than a backup of misplaced bytes.
+        if (ids.length !== take || off !== all.length) {
           throw new StoreError('E_STORE_READ', `SQLite scan of ${this.file}: a batch's ids, sizes and bytes disagree`);
         }
         // Stryker restore all
